@@ -1,0 +1,3 @@
+from shoplens.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Read a shop's catalog (product photos plus metadata) from the layouts shops actually have."""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+# Canonical names for the columns the app shows; every other column keeps a snake_case name.
+RENAMES = {"product_title": "title", "product_display_name": "title", "name": "title", "base_colour": "colour",
+           "color": "colour", "base_color": "colour", "master_category": "category"}
+ID_COLUMNS = ("product_id", "id", "sku")
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be read; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Product:
+    """One product: a stable id, its photo and its metadata (all strings)."""
+
+    id: str
+    path: Path
+    rel_path: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.metadata.get("title", "")
+
+    @property
+    def category(self) -> str:
+        return self.metadata.get("category", "")
+
+
+@dataclass
+class Catalog:
+    """Products found under `root`, plus rows that named an image that is not there."""
+
+    root: Path
+    layout: str
+    products: list[Product]
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+
+def snake(name: str) -> str:
+    """'ProductTitle' -> 'product_title', 'baseColour' -> 'base_colour', 'Sub Category' -> 'sub_category'."""
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.strip())
+    return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+
+
+def clean_row(row: dict[str, str | None]) -> dict[str, str]:
+    """Snake-case the keys, apply the canonical renames, strip values, drop empty keys."""
+    out: dict[str, str] = {}
+    for key, value in row.items():
+        if not key:
+            continue
+        key = snake(key)
+        key = RENAMES.get(key, key)
+        if key in out and key in RENAMES.values():
+            continue  # keep the first column that maps onto a canonical name
+        out[key] = (value or "").strip()
+    return out
+
+
+def product_id(meta: dict[str, str], rel_path: str) -> str:
+    """The product's id: its id column where the catalog has one, else its path without suffix."""
+    for col in ID_COLUMNS:
+        if meta.get(col):
+            return meta[col]
+    return str(Path(rel_path).with_suffix("")).replace("\\", "/")
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            return [clean_row(row) for row in csv.DictReader(fh)]
+    except csv.Error as exc:
+        raise CatalogError(f"{path}: not a readable CSV ({exc})") from None
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def read_fashion_images(root: Path) -> Catalog:
+    """Kaggle fashion-images: data/fashion.csv + data/<Category>_<Gender>/Images/images_with_product_ids/<id>.jpg."""
+    data = root / "data" if (root / "data" / "fashion.csv").exists() else root
+    photos = {p.stem: p for p in sorted(data.glob("*/Images/images_with_product_ids/*")) if _is_image(p)}
+    products, missing = [], []
+    for meta in _read_csv(data / "fashion.csv"):
+        pid = meta.get("product_id", "")
+        photo = photos.get(pid)
+        if photo is None:
+            missing.append(f"product {pid}: no image under {data}")
+            continue
+        products.append(Product(pid, photo, _rel(photo, root), meta))
+    return Catalog(root, "fashion-images", products, missing)
+
+
+def read_fashion_product_images(root: Path) -> Catalog:
+    """Kaggle Fashion Product Images: styles.csv + images/<id>.jpg."""
+    products, missing = [], []
+    for meta in _read_csv(root / "styles.csv"):
+        pid = meta.get("id", "")
+        photo = root / "images" / f"{pid}.jpg"
+        if not photo.is_file():
+            missing.append(f"product {pid}: no images/{pid}.jpg")
+            continue
+        products.append(Product(pid, photo, _rel(photo, root), meta))
+    return Catalog(root, "fashion-product-images", products, missing)
+
+
+def read_folders(root: Path) -> Catalog:
+    """A folder per category: <root>/<category>/.../<photo>; photos in the root itself have no category."""
+    products = []
+    for photo in sorted(p for p in root.rglob("*") if _is_image(p)):
+        rel = _rel(photo, root)
+        parts = Path(rel).parts
+        meta = {"category": parts[0] if len(parts) > 1 else "", "title": photo.stem}
+        products.append(Product(product_id(meta, rel), photo, rel, meta))
+    return Catalog(root, "folders", products)
+
+
+def read_manifest(csv_path: Path) -> Catalog:
+    """A CSV manifest: a `path` column (relative to the CSV, or absolute) plus any metadata columns."""
+    root = csv_path.parent
+    rows = _read_csv(csv_path)
+    if rows and "path" not in rows[0]:
+        raise CatalogError(f"{csv_path}: a manifest needs a 'path' column; it has {', '.join(rows[0])}")
+    products, missing = [], []
+    for line, meta in enumerate(rows, start=2):
+        raw = meta.pop("path")
+        photo = Path(raw) if Path(raw).is_absolute() else root / raw
+        if not raw or not photo.is_file():
+            missing.append(f"{csv_path.name} line {line}: no image at {raw!r}")
+            continue
+        try:
+            rel = _rel(photo.resolve(), root.resolve())
+        except ValueError:
+            rel = photo.as_posix()  # an absolute path outside the manifest's folder
+        products.append(Product(product_id(meta, rel), photo, rel, meta))
+    return Catalog(root, "csv", products, missing)
+
+
+LAYOUTS = {
+    "fashion-images": read_fashion_images,
+    "fashion-product-images": read_fashion_product_images,
+    "folders": read_folders,
+    "csv": None,  # takes a CSV file, see read_catalog
+}
+
+
+def detect_layout(source: Path) -> str:
+    """Guess the layout of a catalog folder (or CSV file)."""
+    if source.is_file():
+        return "csv"
+    if (source / "data" / "fashion.csv").exists() or (source / "fashion.csv").exists():
+        return "fashion-images"
+    if (source / "styles.csv").exists() and (source / "images").is_dir():
+        return "fashion-product-images"
+    if _manifest_in(source):
+        return "csv"
+    return "folders"
+
+
+def _manifest_in(folder: Path) -> Path | None:
+    for candidate in sorted(folder.glob("*.csv")):
+        with open(candidate, newline="", encoding="utf-8-sig", errors="replace") as fh:
+            header = next(csv.reader(fh), [])
+        if "path" in [snake(h) for h in header]:
+            return candidate
+    return None
+
+
+def read_catalog(source: str | Path, layout: str = "auto") -> Catalog:
+    """Read the catalog at `source`, detecting its layout unless `layout` names one of LAYOUTS."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise CatalogError(f"{source}: no such catalog folder or file")
+    if layout == "auto":
+        layout = detect_layout(source)
+    if layout not in LAYOUTS:
+        raise CatalogError(f"unknown layout {layout!r}; known: auto, {', '.join(LAYOUTS)}")
+    if layout == "csv":
+        manifest = source if source.is_file() else _manifest_in(source)
+        if manifest is None:
+            raise CatalogError(f"{source}: no CSV with a 'path' column found")
+        return read_manifest(manifest)
+    if not source.is_dir():
+        raise CatalogError(f"{source}: layout {layout!r} needs a folder")
+    catalog = LAYOUTS[layout](source)
+    if not catalog.products and not catalog.missing:
+        raise CatalogError(f"{source}: no product photos found (layout {layout})")
+    return catalog

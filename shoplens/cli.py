@@ -1,0 +1,191 @@
+"""Command line: python -m shoplens {index,search,info} ..."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shoplens.catalog import LAYOUTS, CatalogError, read_catalog
+from shoplens.download import DownloadError, download_fashion_images
+from shoplens.encoders import DEFAULT_ENCODER, EncoderError, UnknownEncoderError, create_encoder, list_encoders
+from shoplens.images import ImageError
+from shoplens.store import DEFAULT_INDEX, StoreError, open_store
+
+# Errors a user can act on: one line, exit status 2, no traceback.
+USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, StoreError, UnknownEncoderError, ValueError)
+
+
+def add_store_args(parser: argparse.ArgumentParser) -> None:
+    """--index / --qdrant-url / --collection, shared by every subcommand and the app."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--index", type=Path, default=None, help=f"embedded index folder (default {DEFAULT_INDEX})")
+    where.add_argument("--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)")
+    parser.add_argument("--collection", default="products", help="collection name on a Qdrant server")
+
+
+def parse_filters(pairs: list[str] | None) -> dict[str, list[str]]:
+    """['colour=Red', 'colour=Blue', 'gender=Men'] -> {'colour': ['Red', 'Blue'], 'gender': ['Men']}."""
+    filters: dict[str, list[str]] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--filter takes FIELD=VALUE, got {pair!r}")
+        filters.setdefault(key.strip(), []).append(value.strip())
+    return filters
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shoplens", description="Reverse image search for online shops.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="index a catalog of product photos (also: python indexer.py)")
+    add_index_args(p)
+
+    p = sub.add_parser("search", help="find the products most similar to a photo")
+    p.add_argument("image", type=Path, help="query photo")
+    add_store_args(p)
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="only products with this value (repeatable)")
+    p.add_argument("--encoder", default=None, help="must match the index's encoder (default: the index's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("info", help="what an index holds")
+    add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("encoders", help="list the encoders")
+    return parser
+
+
+def add_index_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("catalog", type=Path, help="catalog folder, or a CSV manifest with a 'path' column")
+    add_store_args(p)
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
+    p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
+    p.add_argument("--fit", choices=["crop", "pad"], default=None, help="square the photo by centre crop or padding")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
+    p.add_argument("--prune", action="store_true", help="remove products that left the catalog")
+    p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_index(args) -> int:
+    from shoplens.sync import sync_catalog
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    if args.download:
+        download_fashion_images(args.catalog)
+    catalog = read_catalog(args.catalog, args.layout)
+    with open_store(args.index, args.qdrant_url, args.collection) as store:
+        meta = store.read_meta() or {}
+        name = args.encoder or meta.get("encoder") or DEFAULT_ENCODER
+        options = dict(meta.get("encoder_options", {})) if name == meta.get("encoder") else {}
+        if args.fit:
+            options["fit"] = args.fit
+        encoder = create_encoder(name, **options)
+        summary = sync_catalog(catalog, store, encoder, batch_size=args.batch_size, prune=args.prune,
+                               progress=not args.quiet)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(summary.line())
+    return 0
+
+
+def hit_row(hit, rank: int | None = None) -> dict:
+    """The fields a person or a script wants from a hit."""
+    row = {"score": round(hit.score, 4), "id": hit.product_id, "title": hit.payload.get("title", ""),
+           "category": hit.payload.get("category", ""), "image_path": hit.payload.get("image_path", "")}
+    if rank is not None:
+        row = {"rank": rank, **row}
+    return row
+
+
+def cmd_search(args) -> int:
+    from shoplens.search import Searcher
+
+    searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
+    try:
+        results = searcher.search_image(args.image, k=args.k, filters=parse_filters(args.filter))
+    finally:
+        searcher.close()
+    rows = [hit_row(h, i) for i, h in enumerate(results.hits, 1)]
+    if args.json:
+        print(json.dumps({"query": str(args.image), "seconds": round(results.seconds, 4), "results": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no results")
+    for r in rows:
+        print(f"{r['rank']:>3}  {r['score']:.3f}  {r['id']:<12} {r['title'][:60]:<60} {r['category']:<14} {r['image_path']}")
+    print(f"({results.seconds * 1000:.0f} ms)", file=sys.stderr)
+    return 0
+
+
+def index_info(store) -> dict:
+    """Counts, encoder, filterable fields with their values, and where the catalog is."""
+    meta = store.read_meta()
+    if meta is None:
+        raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+    fields = meta.get("filter_fields", [])
+    return {"location": store.location, "count": store.count(), "encoder": meta.get("encoder"),
+            "encoder_version": meta.get("encoder_version"), "encoder_options": meta.get("encoder_options", {}),
+            "dim": meta.get("dim"), "filter_fields": fields,
+            "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
+            "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
+            "created": meta.get("created"), "updated": meta.get("updated")}
+
+
+def cmd_info(args) -> int:
+    with open_store(args.index, args.qdrant_url, args.collection) as store:
+        info = index_info(store)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"index:    {info['location']}")
+    print(f"products: {info['count']}")
+    print(f"encoder:  {info['encoder']} (version {info['encoder_version']}, {info['dim']}-d)")
+    print(f"catalog:  {info['catalog_root']} ({info['layout']})")
+    print("filters:")
+    for name, values in info["filter_values"].items():
+        shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])
+        more = " ..." if len(values) > 8 else ""
+        print(f"  {name}: {shown}{more}")
+    return 0
+
+
+def cmd_encoders(_args) -> int:
+    for name, text in list_encoders().items():
+        mark = " (default)" if name == DEFAULT_ENCODER else ""
+        print(f"{name}{mark}: {text}")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders}
+
+
+def run(command, args) -> int:
+    """Run a subcommand; errors a user can act on print one line and exit 2."""
+    try:
+        return command(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to finish", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(COMMANDS[args.command], args)
+
+
+def index_main(argv: list[str] | None = None) -> int:
+    """Entry point of indexer.py: the `index` subcommand on its own."""
+    parser = argparse.ArgumentParser(prog="python indexer.py", description="Index a catalog of product photos.")
+    add_index_args(parser)
+    return run(cmd_index, parser.parse_args(argv))

@@ -1,0 +1,45 @@
+"""Image preprocessing with PIL and NumPy only (torchvision does not load with CPU torch here)."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+FIT_MODES = ("crop", "pad")
+
+
+def fit_square(img: Image.Image, size: int, fit: str = "crop", resample=Image.BICUBIC) -> Image.Image:
+    """Make a size x size picture: `crop` resizes the short side and cuts the centre,
+    `pad` resizes the long side and pads with the border colour (keeps the whole product)."""
+    if fit not in FIT_MODES:
+        raise ValueError(f"fit must be one of {FIT_MODES}, not {fit!r}")
+    width, height = img.size
+    if fit == "crop":
+        # Integer arithmetic exactly as torchvision's Resize(size) + CenterCrop(size).
+        if width <= height:
+            new = (size, int(size * height / width))
+        else:
+            new = (int(size * width / height), size)
+        img = img.resize(new, resample)
+        left, top = int(round((new[0] - size) / 2.0)), int(round((new[1] - size) / 2.0))
+        return img.crop((left, top, left + size, top + size))
+    scale = size / max(width, height)
+    new = (max(1, round(width * scale)), max(1, round(height * scale)))
+    img = img.resize(new, resample)
+    canvas = Image.new("RGB", (size, size), _border_colour(img))
+    canvas.paste(img, ((size - new[0]) // 2, (size - new[1]) // 2))
+    return canvas
+
+
+def _border_colour(img: Image.Image) -> tuple[int, int, int]:
+    # Product shots sit on a plain backdrop; padding in its colour hides the seam.
+    arr = np.asarray(img.convert("RGB"))
+    edge = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    return tuple(int(v) for v in np.median(edge, axis=0))
+
+
+def to_tensor(img: Image.Image, mean, std) -> np.ndarray:
+    """HWC uint8 RGB -> CHW float32, (pixel/255 - mean) / std."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return arr.transpose(2, 0, 1)

@@ -1,0 +1,145 @@
+"""One store interface; an embedded Qdrant Edge shard and a qdrant-client collection implement it."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+IMAGE_VECTOR = "image"
+SCHEMA_VERSION = 1
+# Fixed namespace: the same product id gives the same point id on every machine and every run.
+POINT_NAMESPACE = uuid.UUID("6d1f3c2e-6f0a-5b7e-9a51-0c1e5d4f2a10")
+
+# {field: value} or {field: [values]} (any of them).
+Filters = Mapping[str, "str | Sequence[str]"]
+
+
+class StoreError(RuntimeError):
+    """The index cannot be opened or used; the message says what to do."""
+
+
+class IndexMismatchError(StoreError):
+    """The index was built by another encoder than the one asked for."""
+
+
+def point_id(product_id: str) -> str:
+    """Deterministic point id (uuid5 of the product id): re-indexing never duplicates."""
+    return str(uuid.uuid5(POINT_NAMESPACE, str(product_id)))
+
+
+@dataclass
+class Hit:
+    """A product returned by the store: its point id, score (cosine, or 0 for listings) and payload."""
+
+    id: str
+    score: float
+    payload: dict
+    vector: np.ndarray | None = None
+
+    @property
+    def product_id(self) -> str:
+        return str(self.payload.get("product_id", ""))
+
+
+@dataclass
+class PointData:
+    id: str
+    vector: np.ndarray
+    payload: dict = field(default_factory=dict)
+
+
+class Store(ABC):
+    """A collection of product points with one named image vector and a metadata record."""
+
+    location: str = ""
+
+    @abstractmethod
+    def read_meta(self) -> dict | None:
+        """The index's metadata (encoder, dim, catalog, ...), or None when the index does not exist."""
+
+    @abstractmethod
+    def create(self, meta: dict) -> None:
+        """Create the empty index for vectors of size meta['dim']."""
+
+    @abstractmethod
+    def write_meta(self, meta: dict) -> None:
+        """Replace the metadata record of an existing index."""
+
+    @abstractmethod
+    def upsert(self, points: list[PointData]) -> None:
+        """Insert or replace points (vector and payload)."""
+
+    @abstractmethod
+    def set_payload(self, point: str, payload: dict) -> None:
+        """Replace one point's payload, keeping its vector."""
+
+    @abstractmethod
+    def delete(self, ids: list[str]) -> None:
+        """Delete points by id."""
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
+        """The k nearest points to `vector` among those matching `filters`, best first."""
+
+    @abstractmethod
+    def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
+               with_vector: bool = False) -> tuple[list[Hit], str | None]:
+        """A page of points in id order, and the offset of the next page (None at the end)."""
+
+    @abstractmethod
+    def retrieve(self, ids: list[str], with_vector: bool = False) -> list[Hit]:
+        """Points by id (missing ids are left out)."""
+
+    @abstractmethod
+    def count(self, filters: Filters | None = None) -> int:
+        """How many points match `filters`."""
+
+    @abstractmethod
+    def facet(self, field_name: str, filters: Filters | None = None, limit: int = 1000) -> list[tuple[str, int]]:
+        """Values of an indexed keyword field with their counts, most common first."""
+
+    @abstractmethod
+    def create_keyword_index(self, field_name: str) -> None:
+        """Index a payload field for fast exact-match filtering and faceting."""
+
+    def finish(self) -> None:
+        """Make writes durable and build indexes; called at the end of an indexing run."""
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+    # Shared logic below, written once against the abstract methods.
+
+    def iterate(self, filters: Filters | None = None, page: int = 1000, with_vector: bool = False) -> Iterator[Hit]:
+        """Every matching point, page by page."""
+        offset = None
+        while True:
+            hits, offset = self.scroll(filters, limit=page, offset=offset, with_vector=with_vector)
+            yield from hits
+            if offset is None:
+                return
+
+    def states(self) -> dict[str, dict]:
+        """point id -> payload of every point, for incremental indexing."""
+        return {hit.id: hit.payload for hit in self.iterate()}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def normalise_filters(filters: Filters | None) -> dict[str, list[str]]:
+    """{field: value | [values]} -> {field: [values]}, dropping empty selections."""
+    out: dict[str, list[str]] = {}
+    for key, value in (filters or {}).items():
+        values = [value] if isinstance(value, (str, int)) else list(value)
+        values = [str(v) for v in values if v is not None and str(v) != ""]
+        if values:
+            out[key] = values
+    return out

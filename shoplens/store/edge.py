@@ -1,0 +1,153 @@
+"""The embedded store: a Qdrant Edge shard on local disk, in this process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from shoplens.store.base import IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters
+
+META_FILE = "index.json"
+SHARD_DIR = "shard"
+
+
+def _edge():
+    try:
+        import qdrant_edge
+    except ImportError as exc:
+        raise StoreError(f"the embedded store needs qdrant-edge-py (pip install -r requirements.txt): {exc}") from None
+    return qdrant_edge
+
+
+def edge_filter(filters: Filters | None):
+    """Our {field: [values]} as a Qdrant Edge Filter (None when empty)."""
+    qe = _edge()
+    conds = []
+    for key, values in normalise_filters(filters).items():
+        match = qe.MatchValue(values[0]) if len(values) == 1 else qe.MatchAny(values)
+        conds.append(qe.FieldCondition(key, match=match))
+    return qe.Filter(must=conds) if conds else None
+
+
+class EdgeStore(Store):
+    """Index folder = index.json (metadata) + shard/ (the Qdrant Edge shard with its WAL)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.location = str(self.path)
+        self._shard = None
+
+    # metadata
+
+    def read_meta(self) -> dict | None:
+        meta_file = self.path / META_FILE
+        if not meta_file.exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise StoreError(f"{self.path} is not a shoplens index (no {META_FILE}); pick an empty or new folder")
+            return None
+        try:
+            return json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"{meta_file}: unreadable index metadata ({exc})") from None
+
+    def write_meta(self, meta: dict) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f"{META_FILE}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        os.replace(tmp, self.path / META_FILE)
+
+    def create(self, meta: dict) -> None:
+        qe = _edge()
+        shard_dir = self.path / SHARD_DIR
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        config = qe.EdgeConfig(vectors={IMAGE_VECTOR: qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine)})
+        if any(shard_dir.iterdir()):
+            self._shard = qe.EdgeShard.load(str(shard_dir), config)  # a run killed before index.json was written
+        else:
+            self._shard = qe.EdgeShard.create(str(shard_dir), config)
+        self.write_meta(meta)
+
+    @property
+    def shard(self):
+        if self._shard is None:
+            shard_dir = self.path / SHARD_DIR
+            if not (self.path / META_FILE).exists() or not shard_dir.exists():
+                raise StoreError(f"no index at {self.path}; build one with: python indexer.py CATALOG --index {self.path}")
+            try:
+                self._shard = _edge().EdgeShard.load(str(shard_dir))
+            except Exception as exc:  # the Rust side raises plain Exceptions
+                raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
+        return self._shard
+
+    # writes
+
+    def upsert(self, points: list[PointData]) -> None:
+        if not points:
+            return
+        qe = _edge()
+        ops = [qe.Point(p.id, {IMAGE_VECTOR: np.asarray(p.vector, np.float32).tolist()}, p.payload) for p in points]
+        self.shard.update(qe.UpdateOperation.upsert_points(ops))
+
+    def set_payload(self, point: str, payload: dict) -> None:
+        self.shard.update(_edge().UpdateOperation.overwrite_payload([point], payload))
+
+    def delete(self, ids: list[str]) -> None:
+        if ids:
+            self.shard.update(_edge().UpdateOperation.delete_points(list(ids)))
+
+    def create_keyword_index(self, field_name: str) -> None:
+        qe = _edge()
+        self.shard.update(qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword))
+
+    def finish(self) -> None:
+        self.shard.optimize()
+        self.shard.flush()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+
+    # reads
+
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
+        qe = _edge()
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=IMAGE_VECTOR),
+            filter=edge_filter(filters),
+            with_payload=True,
+            params=qe.SearchParams(exact=True) if exact else None,
+        )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+
+    def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
+               with_vector: bool = False) -> tuple[list[Hit], str | None]:
+        qe = _edge()
+        records, next_offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=limit, filter=edge_filter(filters),
+                                                                  with_payload=True, with_vector=with_vector))
+        hits = [self._hit(r, with_vector) for r in records]
+        return hits, (str(next_offset) if next_offset is not None else None)
+
+    def retrieve(self, ids: list[str], with_vector: bool = False) -> list[Hit]:
+        if not ids:
+            return []
+        records = self.shard.retrieve(list(ids), with_payload=True, with_vector=with_vector)
+        return [self._hit(r, with_vector) for r in records]
+
+    def count(self, filters: Filters | None = None) -> int:
+        return int(self.shard.count(_edge().CountRequest(exact=True, filter=edge_filter(filters))))
+
+    def facet(self, field_name: str, filters: Filters | None = None, limit: int = 1000) -> list[tuple[str, int]]:
+        response = self.shard.facet(_edge().FacetRequest(field_name, limit=limit, exact=True, filter=edge_filter(filters)))
+        return [(str(h.value), int(h.count)) for h in response.hits]
+
+    @staticmethod
+    def _hit(record, with_vector: bool) -> Hit:
+        vector = None
+        if with_vector and record.vector is not None:
+            vector = np.asarray(record.vector[IMAGE_VECTOR], np.float32)
+        return Hit(str(record.id), 0.0, dict(record.payload or {}), vector)

@@ -1,0 +1,196 @@
+"""Indexing in small stages: read the catalog, hash and decode photos, encode a batch, write a batch.
+
+Re-running is cheap and safe: point ids are deterministic, an image whose content hash is
+already stored is not encoded again, and a run killed midway is completed by the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterator
+
+from PIL import Image
+
+from shoplens.catalog import Catalog, Product
+from shoplens.encoders import Encoder
+from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id
+
+# Fields never offered as filters: free text, ids, file paths.
+NOT_FILTERS = {"title", "product_id", "id", "sku", "image", "image_url", "image_path", "content_hash", "description", "year"}
+MAX_FILTER_VALUES = 500
+
+
+@dataclass
+class Summary:
+    """What an indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    encoded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
+                "failed": len(self.failed), "failures": [{"product": p, "error": e} for p, e in self.failed],
+                "encoded": self.encoded, "seconds": round(self.seconds, 3),
+                "images_per_second": round(self.images_per_second, 1)}
+
+    def line(self) -> str:
+        text = (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, removed {self.removed}, "
+                f"failed {len(self.failed)}, {self.images_per_second:.1f} images/s ({self.seconds:.1f} s)")
+        if self.failed:
+            names = "; ".join(f"{p}: {e}" for p, e in self.failed[:10])
+            more = f" and {len(self.failed) - 10} more" if len(self.failed) > 10 else ""
+            text += f"\nfailed: {names}{more}"
+        return text
+
+
+@dataclass
+class Prepared:
+    """One product after the read stage: its payload, and its decoded photo if it needs encoding."""
+
+    product: Product
+    point: str
+    payload: dict | None = None
+    image: Image.Image | None = None
+    error: str | None = None
+
+
+def payload_for(product: Product, content_hash: str) -> dict:
+    """What the store keeps with a product's vector."""
+    return {**product.metadata, "product_id": product.id, "image_path": product.rel_path, "content_hash": content_hash}
+
+
+def filter_fields(catalog: Catalog) -> list[str]:
+    """Category-like metadata fields: short values, more than one and at most a few hundred distinct."""
+    values: dict[str, set[str]] = {}
+    for product in catalog.products:
+        for key, value in product.metadata.items():
+            if key not in NOT_FILTERS:
+                values.setdefault(key, set()).add(value)
+    return sorted(k for k, v in values.items()
+                  if 1 < len(v) <= MAX_FILTER_VALUES and max(len(x) for x in v) <= 64)
+
+
+def prepare(product: Product, existing: dict | None, draft_size: int | None) -> Prepared:
+    """Read and hash the photo; decode it only when the stored hash differs."""
+    item = Prepared(product, point_id(product.id))
+    try:
+        data = read_bytes(product.path)
+        item.payload = payload_for(product, hashlib.sha256(data).hexdigest())
+        if existing and existing.get("content_hash") == item.payload["content_hash"]:
+            return item
+        item.image = load_image(data, name=product.rel_path, draft_size=draft_size)
+    except ImageError as exc:
+        item.error = str(exc)
+    return item
+
+
+def _prepared(products: list[Product], existing: dict[str, dict], draft_size: int | None,
+              workers: int, lookahead: int) -> Iterator[Prepared]:
+    # Decoding in threads overlaps with encoding (PIL and onnxruntime release the GIL).
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = []
+        for product in products:
+            pending.append(pool.submit(prepare, product, existing.get(point_id(product.id)), draft_size))
+            if len(pending) >= lookahead:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def ensure_index(store: Store, encoder: Encoder, catalog: Catalog | None = None) -> dict:
+    """Open or create the index for `encoder`; refuse one built by another encoder."""
+    meta = store.read_meta()
+    if meta is None:
+        meta = {"schema": SCHEMA_VERSION, **encoder.describe(), "created": _now()}
+        if catalog is not None:
+            meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout)
+        store.create(meta)
+    else:
+        check_encoder(meta, encoder.name, encoder.version, encoder.dim, store.location)
+    return meta
+
+
+def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, batch_size: int = 32, prune: bool = False,
+                 progress: bool = True, workers: int = 2) -> Summary:
+    """Bring the index in line with the catalog and return what changed."""
+    started = time.perf_counter()
+    summary = Summary()
+    meta = ensure_index(store, encoder, catalog)
+    existing = store.states()
+    summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
+
+    seen: set[str] = set()
+    batch: list[Prepared] = []
+    bar = _progress(len(catalog.products), progress)
+
+    def flush_batch() -> None:
+        vectors = encoder.embed_batch([item.image for item in batch])
+        store.upsert([PointData(item.point, vec, item.payload) for item, vec in zip(batch, vectors)])
+        for item in batch:
+            if item.point in existing:
+                summary.updated += 1
+            else:
+                summary.added += 1
+        summary.encoded += len(batch)
+        batch.clear()
+
+    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, lookahead=batch_size * 2):
+        bar.update(1)
+        if item.point in seen:
+            summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
+            continue
+        seen.add(item.point)
+        if item.error:
+            summary.failed.append((item.product.rel_path, item.error))
+        elif item.image is not None:
+            batch.append(item)
+            if len(batch) >= batch_size:
+                flush_batch()
+        elif existing[item.point] == item.payload:
+            summary.unchanged += 1
+        else:
+            store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
+            summary.updated += 1
+    if batch:
+        flush_batch()
+    bar.close()
+
+    if prune:
+        gone = [pid for pid in existing if pid not in seen]
+        store.delete(gone)
+        summary.removed = len(gone)
+
+    fields = filter_fields(catalog)
+    for name in fields:
+        if name not in meta.get("filter_fields", []):
+            store.create_keyword_index(name)
+    meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout, filter_fields=fields, updated=_now())
+    store.write_meta(meta)
+    store.finish()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled, file=sys.stderr, mininterval=0.5)
