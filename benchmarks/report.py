@@ -1,0 +1,41 @@
+"""Write one benchmark's results as a section of docs/benchmarks.md, leaving the other sections alone."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nEach section is written by the script it names (`python -m benchmarks.NAME`); rerun it to refresh.\n"
+
+
+def machine() -> str:
+    """A line naming the machine: CPU model, cores, memory, Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except OSError:
+        mem = 0.0
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str, path: Path = DOC) -> None:
+    """Replace (or append) the section `name`, stamped with the machine and date."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section = (f"<!-- bench:{name} -->\n## {name}\n\n_Machine: {machine()}; run {stamp}; "
+               f"command `python -m benchmarks.{name}`._\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else HEADER
+        pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S)
+        text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+        path.write_text(text)
