@@ -146,6 +146,7 @@ class ImageBindEncoder(Encoder):
     def embed_batch(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
+        self.model()  # fail with the clear message before importing imagebind's modules
         import torch
         from imagebind.models.imagebind_model import ModalityType
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -43,7 +44,9 @@ class QdrantStore(Store):
         elif url == ":memory:":
             self.client = QdrantClient(location=":memory:")
         else:
-            self.client = QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY"), timeout=timeout)
+            # No version probe at construction: an unreachable server fails on first use, with our message.
+            self.client = QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY"), timeout=timeout,
+                                       check_compatibility=False)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -92,8 +95,10 @@ class QdrantStore(Store):
             self._call(self.client.delete, self.collection, points_selector=m.PointIdsList(points=list(ids)), wait=True)
 
     def create_keyword_index(self, field_name: str) -> None:
-        self._call(self.client.create_payload_index, self.collection, field_name=field_name,
-                   field_schema=_models().PayloadSchemaType.KEYWORD, wait=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # local mode says indexes do nothing there; a server uses them
+            self._call(self.client.create_payload_index, self.collection, field_name=field_name,
+                       field_schema=_models().PayloadSchemaType.KEYWORD, wait=True)
 
     def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
         m = _models()

@@ -1,0 +1,100 @@
+"""Catalog readers: every layout, on made-up folders and on the shared datasets."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import PALETTE, make_photo
+from shoplens.catalog import CatalogError, clean_row, detect_layout, read_catalog, snake
+
+
+def test_snake_case_and_canonical_names():
+    assert snake("ProductTitle") == "product_title"
+    assert snake("baseColour") == "base_colour"
+    assert snake("Sub Category") == "sub_category"
+    assert clean_row({"ProductTitle": " Red Shoe ", "baseColour": "Red", "masterCategory": "Footwear", "": "x"}) == {
+        "title": "Red Shoe", "colour": "Red", "category": "Footwear"}
+
+
+def test_folder_per_category(folder_catalog):
+    cat = read_catalog(folder_catalog)
+    assert cat.layout == "folders"
+    assert len(cat) == 8
+    by_id = {p.id: p for p in cat.products}
+    assert by_id["reds/red"].category == "reds"
+    assert by_id["reds/red"].rel_path == "reds/red.jpg"
+    assert by_id["reds/red"].title == "red"
+
+
+def test_csv_manifest_relative_and_absolute_paths(tmp_path):
+    make_photo(tmp_path / "shop" / "img" / "a.jpg", PALETTE["red"])
+    outside = make_photo(tmp_path / "elsewhere" / "b.jpg", PALETTE["blue"])
+    manifest = tmp_path / "shop" / "products.csv"
+    manifest.write_text(f"path,SKU,Title,Colour\nimg/a.jpg,A1,Red thing,Red\n{outside},B2,Blue thing,Blue\n"
+                        "img/missing.jpg,C3,Ghost,Grey\n")
+    for source in (manifest, manifest.parent):
+        cat = read_catalog(source)
+        assert cat.layout == "csv"
+        assert [p.id for p in cat.products] == ["A1", "B2"]
+        assert cat.products[0].metadata == {"sku": "A1", "title": "Red thing", "colour": "Red"}
+        assert cat.products[0].rel_path == "img/a.jpg"
+        assert len(cat.missing) == 1 and "missing.jpg" in cat.missing[0]
+
+
+def test_manifest_without_path_column_is_a_clear_error(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("file,title\na.jpg,x\n")
+    with pytest.raises(CatalogError, match="'path' column"):
+        read_catalog(bad, layout="csv")
+
+
+def test_wrong_path_and_unknown_layout(tmp_path):
+    with pytest.raises(CatalogError, match="no such catalog"):
+        read_catalog(tmp_path / "nowhere")
+    with pytest.raises(CatalogError, match="unknown layout"):
+        read_catalog(tmp_path, layout="magic")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CatalogError, match="no product photos"):
+        read_catalog(tmp_path / "empty")
+
+
+def test_fashion_images_layout_made_up(tmp_path):
+    data = tmp_path / "fashion-images" / "data"
+    make_photo(data / "Footwear_Men" / "Images" / "images_with_product_ids" / "7.jpg", PALETTE["navy"])
+    (data / "fashion.csv").write_text(
+        "ProductId,Gender,Category,SubCategory,ProductType,Colour,Usage,ProductTitle,Image,ImageURL\n"
+        "7,Men,Footwear,Shoes,Casual Shoes,Navy Blue,Casual,Navy shoe,7.jpg,http://x/7.jpg\n"
+        "8,Men,Footwear,Shoes,Casual Shoes,Black,Casual,Lost shoe,8.jpg,http://x/8.jpg\n")
+    cat = read_catalog(tmp_path / "fashion-images")
+    assert cat.layout == "fashion-images"
+    [p] = cat.products
+    assert p.id == "7" and p.rel_path == "data/Footwear_Men/Images/images_with_product_ids/7.jpg"
+    assert p.metadata["product_type"] == "Casual Shoes" and p.metadata["sub_category"] == "Shoes"
+    assert p.metadata["title"] == "Navy shoe" and p.metadata["gender"] == "Men"
+    assert cat.missing == ["product 8: no image under " + str(data)]
+
+
+def test_shared_fashion_images(datasets_dir):
+    cat = read_catalog(datasets_dir / "fashion-images")
+    assert cat.layout == "fashion-images"
+    assert len(cat) == 2906 and not cat.missing
+    assert {p.metadata["gender"] for p in cat.products} == {"Boys", "Girls", "Men", "Women"}
+    assert len({p.metadata["product_type"] for p in cat.products}) == 31
+    assert len({p.id for p in cat.products}) == 2906
+    assert all(p.path.is_file() for p in cat.products[:50])
+
+
+def test_shared_fashion_product_images(datasets_dir):
+    root = datasets_dir / "fashion-product-images-small"
+    assert detect_layout(root) == "fashion-product-images"
+    cat = read_catalog(root)
+    assert len(cat) == 9583 and not cat.missing
+    first = cat.products[0]
+    assert first.rel_path == f"images/{first.id}.jpg"
+    assert {"title", "article_type", "colour", "category", "gender"} <= set(first.metadata)
+
+
+def test_shared_grocery_as_folders(datasets_dir):
+    cat = read_catalog(datasets_dir / "grocery-store" / "val", layout="folders")
+    assert len(cat) == 296
+    assert {p.category for p in cat.products} == {"Fruit", "Packages", "Vegetables"}

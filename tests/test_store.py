@@ -1,0 +1,148 @@
+"""The two stores behind one interface: the same operations give the same answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shoplens.store import IndexMismatchError, PointData, StoreError, check_encoder, point_id
+from shoplens.store.edge import EdgeStore
+from shoplens.store.remote import QdrantStore
+
+DIM = 16
+COLOURS = ["Red", "Blue", "Green"]
+TYPES = ["Shoes", "Tshirts"]
+
+
+def _points(n: int = 300, seed: int = 0) -> list[PointData]:
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    return [PointData(point_id(f"p{i}"), vecs[i], {"product_id": f"p{i}", "title": f"Product {i}",
+                                                     "colour": COLOURS[i % 3], "product_type": TYPES[i % 2]})
+            for i in range(n)]
+
+
+def _fill(store, points):
+    store.create({"encoder": "x", "encoder_version": "1", "dim": DIM})
+    store.upsert(points)
+    for field in ("colour", "product_type"):
+        store.create_keyword_index(field)
+    store.finish()
+    return store
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
+    yield _fill(s, _points())
+    s.close()
+
+
+@pytest.fixture
+def both(tmp_path):
+    points = _points()
+    edge, remote = _fill(EdgeStore(tmp_path / "idx"), points), _fill(QdrantStore(":memory:"), points)
+    yield edge, remote
+    edge.close()
+    remote.close()
+
+
+QUERIES = [None, {"colour": "Red"}, {"colour": ["Red", "Blue"]}, {"colour": "Green", "product_type": "Shoes"},
+           {"colour": "Purple"}]
+
+
+def test_congruent_search_results(both):
+    edge, remote = both
+    rng = np.random.default_rng(42)
+    for _ in range(10):
+        query = rng.normal(size=DIM)
+        for filters in QUERIES:
+            a, b = edge.search(query, 10, filters), remote.search(query, 10, filters)
+            assert [h.id for h in a] == [h.id for h in b], filters
+            assert np.allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+            assert [h.payload for h in a] == [h.payload for h in b]
+
+
+def test_congruent_counts_facets_scroll(both):
+    edge, remote = both
+    for filters in QUERIES:
+        assert edge.count(filters) == remote.count(filters)
+    assert edge.facet("colour") == remote.facet("colour") == [("Blue", 100), ("Green", 100), ("Red", 100)]
+    assert edge.facet("colour", {"product_type": "Shoes"}) == remote.facet("colour", {"product_type": "Shoes"})
+    assert [h.id for h in edge.iterate(page=7)] == [h.id for h in remote.iterate(page=7)]
+
+
+def test_exact_scores_and_filter(store):
+    points = _points()
+    query = points[5].vector
+    hits = store.search(query, 3)
+    assert hits[0].id == points[5].id and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    vecs = np.stack([p.vector / np.linalg.norm(p.vector) for p in points])
+    expected = np.argsort(-(vecs @ (query / np.linalg.norm(query))))[:3]
+    assert [h.payload["product_id"] for h in hits] == [f"p{i}" for i in expected]
+    red = store.search(query, 50, {"colour": "Red"})
+    assert len(red) == 50 and {h.payload["colour"] for h in red} == {"Red"}
+    assert store.search(query, 5, {"colour": "Purple"}) == []
+
+
+def test_retrieve_with_vector_set_payload_delete(store):
+    pid = point_id("p7")
+    [hit] = store.retrieve([pid], with_vector=True)
+    assert hit.product_id == "p7" and hit.vector.shape == (DIM,)
+    store.set_payload(pid, {"product_id": "p7", "title": "Renamed", "colour": "Red"})
+    assert store.retrieve([pid])[0].payload == {"product_id": "p7", "title": "Renamed", "colour": "Red"}
+    store.delete([pid, point_id("p8")])
+    assert store.count() == 298 and store.retrieve([pid]) == []
+
+
+def test_upsert_same_id_replaces_not_duplicates(store):
+    again = _points(5, seed=1)
+    store.upsert(again)
+    store.upsert(again)
+    assert store.count() == 300
+    assert np.allclose(store.retrieve([again[0].id], with_vector=True)[0].vector,
+                       again[0].vector / np.linalg.norm(again[0].vector), atol=1e-5)
+
+
+def test_meta_round_trip(store):
+    meta = store.read_meta()
+    assert meta["encoder"] == "x" and meta["dim"] == DIM
+    store.write_meta({**meta, "filter_fields": ["colour"]})
+    assert store.read_meta()["filter_fields"] == ["colour"]
+
+
+def test_edge_index_survives_reopen(tmp_path):
+    _fill(EdgeStore(tmp_path / "idx"), _points()).close()
+    again = EdgeStore(tmp_path / "idx")
+    assert again.count() == 300 and again.read_meta()["dim"] == DIM
+    again.close()
+
+
+def test_missing_and_foreign_folders(tmp_path):
+    assert EdgeStore(tmp_path / "new").read_meta() is None
+    with pytest.raises(StoreError, match="no index"):
+        EdgeStore(tmp_path / "new").count()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a shoplens index"):
+        EdgeStore(tmp_path / "docs").read_meta()
+
+
+def test_unreachable_server_is_a_store_error():
+    store = QdrantStore("http://127.0.0.1:9", timeout=2)
+    with pytest.raises(StoreError, match="127.0.0.1:9"):
+        store.read_meta()
+
+
+def test_encoder_mismatch_names_both_and_the_fix():
+    meta = {"encoder": "efficientnet-lite0", "encoder_version": "1-crop224", "dim": 1280}
+    check_encoder(meta, "efficientnet-lite0", "1-crop224", 1280)
+    with pytest.raises(IndexMismatchError) as err:
+        check_encoder(meta, "tiny", "1", 48, "data/index")
+    text = str(err.value)
+    assert "efficientnet-lite0" in text and "'tiny'" in text and "python indexer.py" in text
+
+
+def test_point_ids_are_deterministic():
+    assert point_id("42419") == point_id("42419") != point_id("42420")
+    assert point_id("42419") == "f7b72b07-6b53-576a-b6c5-34890c22a2b1"  # fixed forever: ids on disk depend on it

@@ -1,0 +1,155 @@
+"""The indexer: incremental, idempotent, tolerant of bad photos, and safe to kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import PALETTE, REPO, make_photo
+from shoplens.catalog import read_catalog
+from shoplens.encoders import create_encoder
+from shoplens.store import IndexMismatchError, point_id
+from shoplens.store.edge import EdgeStore
+from shoplens.store.remote import QdrantStore
+from shoplens.sync import filter_fields, sync_catalog
+
+
+def _sync(root, store, encoder, **kw):
+    return sync_catalog(read_catalog(root), store, encoder, progress=False, **kw)
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+def store(request, tmp_path):
+    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
+    yield s
+    s.close()
+
+
+def test_first_run_then_unchanged(folder_catalog, store, colour_encoder):
+    first = _sync(folder_catalog, store, colour_encoder)
+    assert (first.added, first.updated, first.unchanged, first.removed, first.failed) == (8, 0, 0, 0, [])
+    assert first.encoded == 8 and store.count() == 8
+    again = _sync(folder_catalog, store, colour_encoder)
+    assert (again.added, again.updated, again.unchanged, again.encoded) == (0, 0, 8, 0)
+    assert store.count() == 8
+
+
+def test_payload_holds_id_metadata_path_and_hash(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    [hit] = store.retrieve([point_id("greens/green")])
+    assert hit.payload["product_id"] == "greens/green"
+    assert hit.payload["category"] == "greens" and hit.payload["title"] == "green"
+    assert hit.payload["image_path"] == "greens/green.jpg"
+    assert re.fullmatch(r"[0-9a-f]{64}", hit.payload["content_hash"])
+    meta = store.read_meta()
+    assert meta["encoder"] == "fake-colour" and meta["dim"] == 3 and meta["layout"] == "folders"
+    assert meta["catalog_root"] == str(folder_catalog.resolve()) and meta["filter_fields"] == ["category"]
+
+
+def test_changed_photo_is_reencoded_and_search_follows(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    make_photo(folder_catalog / "reds" / "red.jpg", PALETTE["blue"])  # same product, new photo
+    summary = _sync(folder_catalog, store, colour_encoder)
+    assert (summary.added, summary.updated, summary.unchanged, summary.encoded) == (0, 1, 7, 1)
+    query = colour_encoder.embed(Image.new("RGB", (8, 8), PALETTE["blue"]))
+    top = [h.product_id for h in store.search(query, 2)]
+    assert set(top) == {"reds/red", "blues/blue"}
+
+
+def test_new_metadata_same_photo_updates_without_encoding(tmp_path, store, colour_encoder):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,id,title\na.jpg,1,Old name\n")
+    _sync(manifest, store, colour_encoder)
+    manifest.write_text("path,id,title\na.jpg,1,New name\n")
+    summary = _sync(manifest, store, colour_encoder)
+    assert (summary.updated, summary.encoded) == (1, 0)
+    assert store.retrieve([point_id("1")])[0].payload["title"] == "New name"
+
+
+def test_prune_removes_only_products_that_left(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    (folder_catalog / "other" / "white.jpg").unlink()
+    kept = _sync(folder_catalog, store, colour_encoder)
+    assert kept.removed == 0 and store.count() == 8
+    pruned = _sync(folder_catalog, store, colour_encoder, prune=True)
+    assert pruned.removed == 1 and store.count() == 7
+    assert store.retrieve([point_id("other/white")]) == []
+
+
+def test_bad_photos_are_skipped_named_and_never_delete_data(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    (folder_catalog / "reds" / "red.jpg").write_bytes(b"now corrupt")
+    (folder_catalog / "reds" / "broken.jpg").write_bytes(b"")
+    summary = _sync(folder_catalog, store, colour_encoder, prune=True)
+    assert sorted(name for name, _ in summary.failed) == ["reds/broken.jpg", "reds/red.jpg"]
+    assert "reds/red.jpg" in summary.line() and "failed 2" in summary.line()
+    assert summary.removed == 0 and store.count() == 8  # the old red.jpg vector is kept
+
+
+def test_another_encoder_is_refused(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    with pytest.raises(IndexMismatchError, match="fake-colour"):
+        _sync(folder_catalog, store, create_encoder("tiny"))
+
+
+def test_filter_fields_are_category_like(datasets_dir):
+    fields = filter_fields(read_catalog(datasets_dir / "fashion-images"))
+    assert fields == ["category", "colour", "gender", "product_type", "sub_category", "usage"]
+
+
+def _catalog_of(n: int, root: Path) -> Path:
+    colours = list(PALETTE.values())
+    for i in range(n):
+        make_photo(root / f"group{i % 4}" / f"item{i:04d}.jpg", colours[i % len(colours)], size=(16 + i % 7, 16))
+    return root
+
+
+def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path):
+    catalog = _catalog_of(240, tmp_path / "catalog")
+    index = tmp_path / "index"
+    env = {**os.environ, "SHOPLENS_PLUGINS": "slow_encoder",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    cmd = [sys.executable, str(REPO / "indexer.py"), str(catalog), "--index", str(index), "--batch-size", "8"]
+    proc = subprocess.Popen(cmd + ["--encoder", "slow-tiny"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    seen = {"n": 0}
+
+    def watch():
+        buf = b""
+        while chunk := proc.stderr.read(64):
+            buf = (buf + chunk)[-4096:]
+            counts = re.findall(rb"(\d+)/240", buf)
+            if counts:
+                seen["n"] = int(counts[-1])
+
+    threading.Thread(target=watch, daemon=True).start()
+    deadline = time.time() + 60
+    while seen["n"] < 60 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the indexer ended before it could be killed: {proc.returncode}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    done = subprocess.run(cmd + ["--encoder", "tiny", "--json", "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["failed"] == 0 and summary["added"] + summary["unchanged"] == 240
+    assert summary["unchanged"] >= 8, "work done before the kill was lost"
+    store = EdgeStore(index)
+    try:
+        ids = [h.product_id for h in store.iterate()]
+        assert len(ids) == 240 and len(set(ids)) == 240
+        assert set(ids) == {p.id for p in read_catalog(catalog).products}
+    finally:
+        store.close()
