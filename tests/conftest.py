@@ -73,3 +73,62 @@ def folder_catalog(tmp_path) -> Path:
         for name in names:
             make_photo(root / folder / f"{name}.jpg", PALETTE[name])
     return root
+
+
+# --- web app: a small shop catalog (CSV manifest with metadata) and its tiny-encoder index ---
+
+SHOP_COLOURS = {"Red": (214, 40, 40), "Blue": (40, 80, 200), "Green": (40, 160, 80), "Yellow": (235, 200, 40)}
+SHOP_CATEGORIES = {"Tops": "square", "Shoes": "wide", "Bags": "round"}
+
+
+def make_product_photo(path: Path, colour, shape: str, size=(160, 200)) -> Path:
+    """A product-like photo: a coloured shape on a white background (the tiny encoder tells them apart)."""
+    from PIL import ImageDraw
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, (250, 250, 250))
+    draw = ImageDraw.Draw(img)
+    w, h = size
+    box = {"square": (30, 40, w - 30, h - 30), "wide": (10, h // 2, w - 10, h - 30),
+           "round": (30, 50, w - 30, h - 40)}[shape]
+    (draw.ellipse if shape == "round" else draw.rectangle)(box, fill=colour)
+    img.save(path, "JPEG", quality=90)
+    return path
+
+
+def make_shop_catalog(root: Path) -> Path:
+    """24 products (3 categories x 4 colours x 2 genders) in a CSV manifest, plus a secret file beside it."""
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for category, shape in SHOP_CATEGORIES.items():
+        for colour, rgb in SHOP_COLOURS.items():
+            for gender in ("Men", "Women"):
+                pid = f"{category[0]}{colour[0]}{gender[0]}".lower()
+                tint = rgb if gender == "Men" else tuple(min(255, c + 25) for c in rgb)
+                rel = f"photos/{category.lower()}/{pid}.jpg"
+                make_product_photo(root / rel, tint, shape)
+                rows.append({"id": pid, "path": rel, "title": f"{colour} {category[:-1].lower()} for {gender.lower()}",
+                             "category": category, "colour": colour, "gender": gender})
+    with open(root / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (root.parent / "secret.txt").write_text("not for the web")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shop_index(tmp_path_factory) -> Path:
+    """A tiny-encoder Edge index of make_shop_catalog; its catalog is the index's catalog_root."""
+    from shoplens.catalog import read_catalog
+    from shoplens.encoders import create_encoder
+    from shoplens.store import open_store
+    from shoplens.sync import sync_catalog
+
+    base = tmp_path_factory.mktemp("shop")
+    catalog = read_catalog(make_shop_catalog(base / "catalog"))
+    with open_store(base / "index") as store:
+        sync_catalog(catalog, store, create_encoder("tiny"), progress=False)
+    return base / "index"

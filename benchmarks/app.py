@@ -1,0 +1,166 @@
+"""Web app benchmarks: cold start to the first page, search latency through gradio_client, 16 parallel clients.
+
+python -m benchmarks.app [--index DIR] [--catalog DIR] [--searches 100] [--clients 16] [--per-client 50]
+
+The index defaults to benchmarks/out/app-index-10k, built once (a few minutes) from the shared
+fashion-product-images-small set (9,583 products) with the default encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks.report import write_section
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_INDEX = REPO / "benchmarks" / "out" / "app-index-10k"
+DEFAULT_CATALOG = REPO.parent / "shared" / "datasets" / "fashion-product-images-small"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_index(index: Path, catalog: Path) -> None:
+    if (index / "index.json").exists():
+        return
+    print(f"building {index} from {catalog} (one time) ...", flush=True)
+    subprocess.run([sys.executable, "indexer.py", str(catalog), "--index", str(index), "--quiet"], cwd=REPO,
+                   check=True)
+
+
+def start(index: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """Start app.py and return it with the seconds until the first page (HTML and config) was served."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    while time.perf_counter() - started < 120:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with status {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200 and httpx.get(url + "config", timeout=5).status_code == 200:
+                return proc, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("app.py did not serve its first page within 120 s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def client_for(url: str):
+    from gradio_client import Client
+
+    return Client(url, download_files=False, verbose=False, analytics_enabled=False)
+
+
+def timed_searches(url: str, photos: list[Path], n: int, offset: int = 0) -> tuple[list[float], int]:
+    """n searches through one client; per-search seconds and the number of errors."""
+    from gradio_client import handle_file
+
+    client = client_for(url)
+    times, errors = [], 0
+    for i in range(n):
+        photo = photos[(offset + i) % len(photos)]
+        t = time.perf_counter()
+        try:
+            _, _, results = client.predict(photo=handle_file(str(photo)), api_name="/search")
+            if not results.get("results"):
+                errors += 1
+        except Exception:  # noqa: BLE001 - counted, reported
+            errors += 1
+        times.append(time.perf_counter() - t)
+    client.close()
+    return times, errors
+
+
+def ms(values, q) -> str:
+    return f"{np.percentile(values, q) * 1000:.0f} ms"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.app", description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=Path, default=DEFAULT_INDEX)
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG, help="built into --index when it is missing")
+    parser.add_argument("--searches", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--per-client", type=int, default=50)
+    parser.add_argument("--no-write", action="store_true", help="print, do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+    ensure_index(args.index, args.catalog)
+    meta = json.loads((args.index / "index.json").read_text())
+    root = Path(meta["catalog_root"])
+    photos = sorted(p for p in root.rglob("*.jpg"))[::97][:64]  # spread over the catalog
+
+    port = free_port()
+    proc, cold = start(args.index, port)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        timed_searches(url, photos, 5)  # warm-up: encoder weights, caches
+        single, single_errors = timed_searches(url, photos, args.searches)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            runs = list(pool.map(lambda c: timed_searches(url, photos, args.per_client, c * 7), range(args.clients)))
+        wall = time.perf_counter() - started
+    finally:
+        stop(proc)
+    from shoplens.store import open_store
+
+    with open_store(args.index) as store:  # after the app let go of the index
+        count = store.count()
+    loaded = [t for times, _ in runs for t in times]
+    errors = sum(e for _, e in runs)
+    total = args.clients * args.per_client
+
+    load = os.getloadavg()[0]
+    body = f"""
+Index: {count:,} products, `{args.index.relative_to(REPO) if args.index.is_relative_to(REPO) else args.index}`,
+{meta.get('encoder')} encoder, catalog `{root.name}`; query photos are {len(photos)} catalog photos, uploaded as files. The app runs as
+`python app.py --index ...` in its own process (queue concurrency 4); clients are `gradio_client.Client` with
+`download_files=False`, on the same machine.
+
+| what | result | target |
+|---|---|---|
+| cold start: `python app.py` to the first page (`/` and `/config` served) | {cold:.2f} s | ≤ 6 s |
+| search latency, one client, {len(single)} searches: p50 / p95 | {ms(single, 50)} / {ms(single, 95)} | p50 ≤ 150 ms |
+| {args.clients} parallel clients x {args.per_client} searches: errors | {errors} of {total} | 0 |
+| {args.clients} parallel clients: p50 / p95 per search | {ms(loaded, 50)} / {ms(loaded, 95)} | reported |
+| {args.clients} parallel clients: throughput | {total / wall:.1f} searches/s | reported |
+
+Latency is end to end through the client: upload of the photo, queueing, decoding, encoding, the store query,
+and the 12-result gallery (captions and photo URLs) coming back. Single-client errors: {single_errors}.
+Load average at the end of the run: {load:.1f} (the machine is shared; figures on an idle machine are lower).
+"""
+    print(body)
+    if not args.no_write:
+        write_section("app", body)
+    return 0 if errors == 0 and single_errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Command line of the web app: optionally index a catalog, open the index once, serve the page."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
+from shoplens.search import Searcher
+from shoplens.store import StoreError
+from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
+from shoplens.web.ui import CSS, PAGE_SIZE, build, build_message
+
+log = logging.getLogger("shoplens.web")
+
+# Encoding is CPU-bound: a few at a time keeps 2-8 cores busy without thrashing; the rest wait in line.
+CONCURRENCY = 4
+QUEUE_SIZE = 256
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
+                       # System fonts: no request to a font CDN, so the page loads offline and fast.
+                       font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+
+
+@dataclass
+class WebApp:
+    """A built page plus what it may serve; `searcher` is None when there is nothing to search."""
+
+    demo: gr.Blocks
+    allowed_paths: list[str] = field(default_factory=list)
+    searcher: Searcher | None = None
+    url: str = ""
+    warming: threading.Thread | None = None
+
+    def close(self) -> None:
+        """Stop the server and release the index."""
+        self.demo.close()
+        if self.warming is not None:
+            self.warming.join(timeout=60)  # exiting while ONNX loads its weights aborts the process
+        if self.searcher is not None:
+            self.searcher.close()
+
+
+def how_to_build(reason: str, where: str) -> str:
+    return (f"### No products to search yet\n\n{reason}\n\n"
+            f"Build an index from a folder of product photos, then start the app again:\n\n"
+            f"```\npython indexer.py CATALOG_DIR {where}\npython app.py {where}\n```\n\n"
+            f"or do both at once: `python app.py --catalog CATALOG_DIR {where}`.")
+
+
+def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
+           page_size: int = PAGE_SIZE) -> WebApp:
+    """Open the index once and build the page; a missing, empty or unreachable index gives a page that says so."""
+    where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
+    try:
+        searcher = Searcher.open(index, qdrant_url, collection)
+        shop = Shop(searcher, page_size)
+        if shop.count() == 0:
+            searcher.close()
+            return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
+        demo = build(shop, page_size)
+    except StoreError as exc:
+        return WebApp(build_message(how_to_build(f"`{exc}`", where)))
+    allowed = [str(shop.root)] if shop.root else []
+    return WebApp(demo, allowed, searcher)
+
+
+def warm_up(searcher: Searcher) -> threading.Thread:
+    """Load the encoder's weights in the background so the first search does not pay for it."""
+    def run():
+        try:
+            searcher.embed(Image.new("RGB", (64, 64), (255, 255, 255)))
+        except Exception as exc:  # noqa: BLE001 - the first real search will report it properly
+            log.warning("encoder warm-up failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           concurrency: int = CONCURRENCY, block: bool = True, quiet: bool = False) -> str:
+    """Serve the app (queued, uploads bounded, files only from the catalog root); returns the local URL."""
+    app.demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
+    if app.searcher is not None:
+        app.warming = warm_up(app.searcher)
+    chatter = io.StringIO()
+    # Gradio prints several lines (and a long one when the share link fails); we print our own.
+    with contextlib.redirect_stdout(chatter):
+        app.demo.launch(server_name=host, server_port=port, share=share, allowed_paths=app.allowed_paths,
+                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True, show_error=False,
+                        ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"])
+    app.url = app.demo.local_url
+    if not quiet:
+        print(f"shoplens: serving on {app.url}", flush=True)
+        if share and app.demo.share_url:
+            print(f"shoplens: public link {app.demo.share_url}", flush=True)
+    if share and not app.demo.share_url:
+        print("shoplens: could not create a public --share link (offline or blocked?); "
+              f"still serving locally on {app.url}", flush=True)
+    if block:
+        try:
+            app.demo.block_thread()
+        finally:
+            app.close()
+    return app.url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python app.py", description="The shoplens web app: search by photo, "
+                                     "browse by category.")
+    add_store_args(parser)
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="index this catalog folder (or CSV manifest) into the index first, then serve")
+    parser.add_argument("--layout", default="auto", help="catalog layout for --catalog (default: detect)")
+    parser.add_argument("--encoder", default=None, help="encoder for --catalog (default: the index's, else the default)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"searches run at once (default {CONCURRENCY})")
+    parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"products per browse page (default {PAGE_SIZE})")
+    return parser
+
+
+def sync_first(args) -> int:
+    """Index --catalog into the index with the indexer's own code (progress on the console)."""
+    index_args = argparse.Namespace(catalog=args.catalog, index=args.index, qdrant_url=args.qdrant_url,
+                                    collection=args.collection, layout=args.layout, encoder=args.encoder, fit=None,
+                                    batch_size=32, prune=False, download=False, json=False, quiet=False)
+    print(f"shoplens: indexing {args.catalog} ...", flush=True)
+    return cmd_index(index_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of app.py."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
+    args = build_parser().parse_args(argv)
+    try:
+        if args.catalog is not None:
+            sync_first(args)
+        app = create(args.index, args.qdrant_url, args.collection, args.page_size)
+        launch(app, args.host, args.port, args.share, args.concurrency)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, the address is not ours
+        print(f"error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shoplens: stopped", file=sys.stderr)
+    return 0

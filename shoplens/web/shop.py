@@ -1,0 +1,169 @@
+"""The app's view of an index: search, browse pages, facets and photos, with no Gradio in sight.
+
+One Shop per process wraps the one Searcher; it holds no per-user state, only caches of store data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from shoplens.images import ImageError, load_image
+from shoplens.search import Results, Searcher
+from shoplens.store import Hit, StoreError
+from shoplens.web.views import caption, safe_image
+
+# Uploads: Gradio refuses bigger files at the door (launch max_file_size); this bounds what we decode.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 40_000_000
+MAX_RESULTS = 48
+# Fields that make a good "browse by", in order of preference (when they have a few values at least).
+BROWSE_PREFERENCE = ["category", "product_type", "article_type", "sub_category", "master_category"]
+ID_CACHE_SIZE = 32
+
+
+@dataclass
+class Page:
+    """One page of a category: its products, which page it is and how many products there are."""
+
+    hits: list[Hit]
+    number: int
+    pages: int
+    total: int
+
+
+class Shop:
+    """Everything the page asks of the index, for an opened Searcher."""
+
+    def __init__(self, searcher: Searcher, page_size: int = 24):
+        self.searcher = searcher
+        self.page_size = page_size
+        self.root = searcher.catalog_root.resolve() if searcher.catalog_root else None
+        self.fields = searcher.filter_fields
+        self._ids: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
+        self._ids_lock = threading.Lock()
+        self._placeholder: Path | None = None
+
+    # index facts
+
+    def count(self) -> int:
+        return self.searcher.store.count()
+
+    def facets(self, limit: int = 500) -> dict[str, list[tuple[str, int]]]:
+        """Each filter field's values with their counts, most common first."""
+        return {f: self.searcher.store.facet(f, limit=limit) for f in self.fields}
+
+    def browse_field(self, facets: dict[str, list[tuple[str, int]]]) -> str | None:
+        """The field to browse by first: a category-like field with a few values, else any field."""
+        for name in BROWSE_PREFERENCE:
+            if len(facets.get(name, [])) >= 3:
+                return name
+        present = [f for f in self.fields if facets.get(f)]
+        return present[0] if present else None
+
+    def example_photos(self, facets: dict[str, list[tuple[str, int]]], n: int = 6) -> list[str]:
+        """A few catalog photos to try, one from each of the biggest groups of the browse field."""
+        field = self.browse_field(facets)
+        groups = [{field: value} for value, _ in facets.get(field, [])[:n]] if field else [None]
+        paths: list[str] = []
+        for filters in groups:
+            hits, _ = self.searcher.store.scroll(filters, limit=n if filters is None else 1)
+            for hit in hits:
+                path = safe_image(self.root, hit.payload.get("image_path", ""))
+                if path and len(paths) < n:
+                    paths.append(str(path))
+        return paths
+
+    # searching
+
+    def search_upload(self, path: str | bytes | None, k: int, filters: dict) -> Results:
+        """Search with an uploaded photo (a file Gradio stored, or bytes); ImageError when unusable."""
+        if path is None:
+            raise ImageError("no photo yet: upload, paste or take one")
+        if isinstance(path, (str, os.PathLike)):
+            size = os.path.getsize(path)
+            if size > MAX_UPLOAD_BYTES:
+                raise ImageError(f"the file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+            data = Path(path).read_bytes()
+        else:
+            data = path
+        enc = self.searcher.encoder
+        image = load_image(data, name="the uploaded file", draft_size=enc.draft_size, max_pixels=MAX_UPLOAD_PIXELS)
+        return self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+
+    def more_like(self, product_id: str, k: int, filters: dict | None = None) -> Results:
+        """Look-alikes of an indexed product, from its stored vector."""
+        if not product_id:
+            raise StoreError("pick a product first")
+        return self.searcher.more_like(product_id, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+
+    def product(self, product_id: str) -> Hit | None:
+        return self.searcher.product(product_id) if product_id else None
+
+    # browsing
+
+    def page(self, field: str | None, value: str | None, number: int, seed: int | None = None) -> Page:
+        """Page `number` (from 0) of the products with field == value (all products when no field)."""
+        ids = self._point_ids(field or "", value or "")
+        if seed is not None:
+            ids = ids[:]
+            random.Random(seed).shuffle(ids)
+        pages = max(1, -(-len(ids) // self.page_size))
+        number = clamp(number, 0, pages - 1)
+        chunk = ids[number * self.page_size:(number + 1) * self.page_size]
+        found = {h.id: h for h in self.searcher.store.retrieve(chunk)}
+        return Page([found[i] for i in chunk if i in found], number, pages, len(ids))
+
+    def _point_ids(self, field: str, value: str) -> list[str]:
+        # Point ids of a category, cached per process; refreshed when the count moved (a re-index).
+        filters = {field: value} if field and value else None
+        key = (field, value)
+        total = self.searcher.store.count(filters)
+        with self._ids_lock:
+            ids = self._ids.get(key)
+            if ids is not None and len(ids) == total:
+                self._ids.move_to_end(key)
+                return ids
+        ids = [h.id for h in self.searcher.store.iterate(filters, page=1000)]
+        with self._ids_lock:
+            self._ids[key] = ids
+            while len(self._ids) > ID_CACHE_SIZE:
+                self._ids.popitem(last=False)
+        return ids
+
+    # photos
+
+    def photo(self, hit: Hit) -> str:
+        """The product's photo under the catalog root, or a neutral placeholder."""
+        path = safe_image(self.root, hit.payload.get("image_path", ""))
+        return str(path) if path else str(self.placeholder())
+
+    def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
+        """(photo, caption) pairs for a Gradio gallery."""
+        return [(self.photo(h), caption(h, with_score)) for h in hits]
+
+    def placeholder(self) -> Path:
+        """A plain 'no photo' tile, written once per process to a private temp folder."""
+        if self._placeholder is None:
+            folder = Path(tempfile.mkdtemp(prefix="shoplens-"))
+            img = Image.new("RGB", (256, 256), (236, 236, 240))
+            ImageDraw.Draw(img).text((92, 120), "no photo", fill=(120, 120, 130))
+            img.save(folder / "no-photo.png")
+            self._placeholder = folder / "no-photo.png"
+        return self._placeholder
+
+
+def clamp(value, low: int, high: int) -> int:
+    """An int from the page, forced into [low, high] (sliders can be bypassed through the API)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = low
+    return max(low, min(high, number))
