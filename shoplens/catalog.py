@@ -154,10 +154,61 @@ def read_manifest(csv_path: Path) -> Catalog:
     return Catalog(root, "csv", products, missing)
 
 
+def _grocery_classes(root: Path) -> dict[str, dict[str, str]]:
+    """classes.csv of the GroceryStoreDataset: fine id -> metadata shared by iconic images and photos."""
+    classes = {}
+    with open(root / "classes.csv", newline="", encoding="utf-8-sig", errors="replace") as fh:
+        for row in csv.reader(fh):
+            if len(row) < 6 or not row[1].strip().isdigit():
+                continue  # the header
+            fine, fine_id, coarse, coarse_id, iconic, description = (c.strip() for c in row[:6])
+            classes[fine_id] = {"title": fine, "fine_id": fine_id, "coarse_id": coarse_id, "category": coarse,
+                                "iconic": iconic.lstrip("/"), "description_path": description.lstrip("/")}
+    return classes
+
+
+def read_grocery_iconic(root: Path) -> Catalog:
+    """GroceryStoreDataset web-shop images: one iconic photo per product from classes.csv, with its description."""
+    products, missing = [], []
+    for fine_id, info in _grocery_classes(root).items():
+        photo = root / info["iconic"]
+        if not photo.is_file():
+            missing.append(f"product {fine_id}: no image at {info['iconic']}")
+            continue
+        text_path = root / info["description_path"]
+        text = text_path.read_text(errors="replace").strip() if text_path.is_file() else ""
+        meta = {k: info[k] for k in ("title", "fine_id", "coarse_id", "category")} | {"description": text}
+        products.append(Product(fine_id, photo, _rel(photo, root), meta))
+    return Catalog(root, "grocery-iconic", products, missing)
+
+
+def read_grocery_photos(root: Path, split: str = "val") -> Catalog:
+    """GroceryStoreDataset shopper photos listed in <split>.txt ("path, fine_id, coarse_id" per line)."""
+    if root.is_file():
+        root, split = root.parent, root.stem
+    classes = _grocery_classes(root)
+    products, missing = [], []
+    for line in (root / f"{split}.txt").read_text().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 2 or not parts[0]:
+            continue
+        photo = root / parts[0]
+        if not photo.is_file():
+            missing.append(f"{split}.txt: no image at {parts[0]}")
+            continue
+        info = classes.get(parts[1], {"title": "", "fine_id": parts[1], "category": ""})
+        meta = {"title": info["title"], "fine_id": parts[1], "coarse_id": parts[2] if len(parts) > 2 else "",
+                "category": info["category"]}
+        products.append(Product(str(Path(parts[0]).with_suffix("")), photo, _rel(photo, root), meta))
+    return Catalog(root, "grocery-photos", products, missing)
+
+
 LAYOUTS = {
     "fashion-images": read_fashion_images,
     "fashion-product-images": read_fashion_product_images,
     "folders": read_folders,
+    "grocery-iconic": read_grocery_iconic,
+    "grocery-photos": read_grocery_photos,
     "csv": None,  # takes a CSV file, see read_catalog
 }
 
@@ -165,11 +216,16 @@ LAYOUTS = {
 def detect_layout(source: Path) -> str:
     """Guess the layout of a catalog folder (or CSV file)."""
     if source.is_file():
+        # A GroceryStoreDataset split list (val.txt) beside classes.csv; any other file is a CSV manifest.
+        if source.suffix == ".txt" and (source.parent / "classes.csv").exists():
+            return "grocery-photos"
         return "csv"
     if (source / "data" / "fashion.csv").exists() or (source / "fashion.csv").exists():
         return "fashion-images"
     if (source / "styles.csv").exists() and (source / "images").is_dir():
         return "fashion-product-images"
+    if (source / "classes.csv").exists() and (source / "iconic-images-and-descriptions").is_dir():
+        return "grocery-iconic"
     if _manifest_in(source):
         return "csv"
     return "folders"
@@ -198,6 +254,8 @@ def read_catalog(source: str | Path, layout: str = "auto") -> Catalog:
         if manifest is None:
             raise CatalogError(f"{source}: no CSV with a 'path' column found")
         return read_manifest(manifest)
+    if layout == "grocery-photos" and source.is_file():
+        return read_grocery_photos(source)
     if not source.is_dir():
         raise CatalogError(f"{source}: layout {layout!r} needs a folder")
     catalog = LAYOUTS[layout](source)

@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
+
+    from shoplens.evaluate import add_evaluate_args
+
+    p = sub.add_parser("evaluate", help="measure result quality on a labelled catalog (precision@k, mAP, nDCG)")
+    add_evaluate_args(p)
     return parser
 
 
@@ -164,7 +169,14 @@ def cmd_encoders(_args) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders}
+def cmd_evaluate(args) -> int:
+    from shoplens.evaluate import cmd_evaluate as body
+
+    return body(args)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders,
+            "evaluate": cmd_evaluate}
 
 
 def run(command, args) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from typing import Callable
 
 from shoplens.encoders.base import Encoder
@@ -48,4 +50,11 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
 
 def _load_builtin() -> None:
     # Importing registers them; the modules import no heavy library at top level.
-    from shoplens.encoders import efficientnet, imagebind, tiny  # noqa: F401
+    from shoplens.encoders import dinov2, efficientnet, imagebind, tiny  # noqa: F401
+
+    # Your own encoders: modules named in $SHOPLENS_PLUGINS that call register() when imported.
+    for module in filter(None, os.environ.get("SHOPLENS_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(module.strip())
+        except ImportError as exc:
+            raise UnknownEncoderError(f"cannot import encoder plugin {module!r} from $SHOPLENS_PLUGINS: {exc}") from None

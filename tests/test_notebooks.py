@@ -1,0 +1,45 @@
+"""The analysts' notebooks run headless on a small sample, and are committed without outputs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+# Small enough that all three run in well under 3 minutes, cold embedding cache included.
+SMALL = {"SHOPLENS_NB_SAMPLE": "120", "SHOPLENS_NB_ENCODERS": "efficientnet-lite0,tiny",
+         "SHOPLENS_NB_ENCODER": "efficientnet-lite0"}
+
+
+def test_the_three_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == ["01_catalog_overview", "02_retrieval_quality", "03_embedding_map"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    clean = all(not c.outputs and c.execution_count is None for c in code)
+    assert clean, f"{path.name}: clear the outputs before committing"
+    assert "parameters" in code[1].metadata.get("tags", []), "the parameters cell comes right after the setup cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_runs_headless(path, datasets_dir, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for key, value in {**SMALL, "SHOPLENS_DATASETS": str(datasets_dir)}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend is what records figures
+    nb = nbformat.read(path, as_version=4)
+    started = time.perf_counter()
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    elapsed = time.perf_counter() - started
+    images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert images >= 1, f"{path.name} drew no figure"
+    assert elapsed < 90, f"{path.name} took {elapsed:.0f} s on a {SMALL['SHOPLENS_NB_SAMPLE']}-product sample"
