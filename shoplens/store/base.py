@@ -52,6 +52,14 @@ class PointData:
     payload: dict = field(default_factory=dict)
 
 
+def record_hit(record, with_vector: bool) -> Hit:
+    """A listing (scroll/retrieve) record of either store as a Hit with score 0."""
+    vector = None
+    if with_vector and record.vector is not None:
+        vector = np.asarray(record.vector[IMAGE_VECTOR], np.float32)
+    return Hit(str(record.id), 0.0, dict(record.payload or {}), vector)
+
+
 class Store(ABC):
     """A collection of product points with one named image vector and a metadata record."""
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens.store.base import IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters
+from shoplens.store.base import (IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters,
+                                 record_hit)
 
 META_FILE = "index.json"
 SHARD_DIR = "shard"
@@ -35,10 +36,17 @@ def edge_filter(filters: Filters | None):
 class EdgeStore(Store):
     """Index folder = index.json (metadata) + shard/ (the Qdrant Edge shard with its WAL)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, hnsw_config=None, quantization_config=None,
+                 on_disk_vectors: bool | None = None, search_params=None):
+        """The tuning options (qdrant_edge.HnswIndexConfig, e.g. ScalarQuantizationConfig, vectors mmapped from
+        disk) only apply when the index is created; None keeps Qdrant's defaults. An existing shard keeps its own.
+        `search_params` (qdrant_edge.SearchParams: hnsw_ef, quantization rescoring) applies to non-exact searches."""
         self.path = Path(path)
         self.location = str(self.path)
         self._shard = None
+        self._tuning = {"hnsw_config": hnsw_config, "quantization_config": quantization_config}
+        self._on_disk_vectors = on_disk_vectors
+        self._search_params = search_params
 
     # metadata
 
@@ -63,7 +71,8 @@ class EdgeStore(Store):
         qe = _edge()
         shard_dir = self.path / SHARD_DIR
         shard_dir.mkdir(parents=True, exist_ok=True)
-        config = qe.EdgeConfig(vectors={IMAGE_VECTOR: qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine)})
+        vectors = qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine, on_disk=self._on_disk_vectors)
+        config = qe.EdgeConfig(vectors={IMAGE_VECTOR: vectors}, **self._tuning)
         if any(shard_dir.iterdir()):
             self._shard = qe.EdgeShard.load(str(shard_dir), config)  # a run killed before index.json was written
         else:
@@ -120,7 +129,7 @@ class EdgeStore(Store):
             query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=IMAGE_VECTOR),
             filter=edge_filter(filters),
             with_payload=True,
-            params=qe.SearchParams(exact=True) if exact else None,
+            params=qe.SearchParams(exact=True) if exact else self._search_params,
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
 
@@ -129,14 +138,14 @@ class EdgeStore(Store):
         qe = _edge()
         records, next_offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=limit, filter=edge_filter(filters),
                                                                   with_payload=True, with_vector=with_vector))
-        hits = [self._hit(r, with_vector) for r in records]
+        hits = [record_hit(r, with_vector) for r in records]
         return hits, (str(next_offset) if next_offset is not None else None)
 
     def retrieve(self, ids: list[str], with_vector: bool = False) -> list[Hit]:
         if not ids:
             return []
         records = self.shard.retrieve(list(ids), with_payload=True, with_vector=with_vector)
-        return [self._hit(r, with_vector) for r in records]
+        return [record_hit(r, with_vector) for r in records]
 
     def count(self, filters: Filters | None = None) -> int:
         return int(self.shard.count(_edge().CountRequest(exact=True, filter=edge_filter(filters))))
@@ -144,10 +153,3 @@ class EdgeStore(Store):
     def facet(self, field_name: str, filters: Filters | None = None, limit: int = 1000) -> list[tuple[str, int]]:
         response = self.shard.facet(_edge().FacetRequest(field_name, limit=limit, exact=True, filter=edge_filter(filters)))
         return [(str(h.value), int(h.count)) for h in response.hits]
-
-    @staticmethod
-    def _hit(record, with_vector: bool) -> Hit:
-        vector = None
-        if with_vector and record.vector is not None:
-            vector = np.asarray(record.vector[IMAGE_VECTOR], np.float32)
-        return Hit(str(record.id), 0.0, dict(record.payload or {}), vector)

@@ -7,7 +7,8 @@ import warnings
 
 import numpy as np
 
-from shoplens.store.base import IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters
+from shoplens.store.base import (IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters,
+                                 record_hit)
 
 DEFAULT_COLLECTION = "products"
 
@@ -111,14 +112,14 @@ class QdrantStore(Store):
                with_vector: bool = False) -> tuple[list[Hit], str | None]:
         records, next_offset = self._call(self.client.scroll, self.collection, scroll_filter=client_filter(filters),
                                           limit=limit, offset=offset, with_payload=True, with_vectors=with_vector)
-        return [self._hit(r, with_vector) for r in records], (str(next_offset) if next_offset is not None else None)
+        return [record_hit(r, with_vector) for r in records], (str(next_offset) if next_offset is not None else None)
 
     def retrieve(self, ids: list[str], with_vector: bool = False) -> list[Hit]:
         if not ids:
             return []
         records = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=True,
                              with_vectors=with_vector)
-        return [self._hit(r, with_vector) for r in records]
+        return [record_hit(r, with_vector) for r in records]
 
     def count(self, filters: Filters | None = None) -> int:
         return int(self._call(self.client.count, self.collection, count_filter=client_filter(filters), exact=True).count)
@@ -130,10 +131,3 @@ class QdrantStore(Store):
 
     def close(self) -> None:
         self._call(self.client.close)
-
-    @staticmethod
-    def _hit(record, with_vector: bool) -> Hit:
-        vector = None
-        if with_vector and record.vector is not None:
-            vector = np.asarray(record.vector[IMAGE_VECTOR], np.float32)
-        return Hit(str(record.id), 0.0, dict(record.payload or {}), vector)
