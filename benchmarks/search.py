@@ -203,6 +203,15 @@ def exact_truth(matrix: np.ndarray, queries: np.ndarray, masks: list[np.ndarray]
     return np.concatenate(out)
 
 
+def tie_gap(matrix: np.ndarray, queries: np.ndarray) -> float:
+    """Median cosine gap between each query's true 10th and 11th neighbour: how close the near-ties are."""
+    gaps = []
+    for i in range(0, len(queries), 50):
+        top = np.sort(np.partition(queries[i:i + 50] @ matrix.T, -(K + 1), axis=1)[:, -(K + 1):], axis=1)
+        gaps.append(top[:, 1] - top[:, 0])
+    return float(np.median(np.concatenate(gaps)))
+
+
 def numpy_search(matrix: np.ndarray, q: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """What an app without a vector database would do: one matrix product, mask, top-k."""
     scores = matrix @ q
@@ -278,6 +287,7 @@ def bench_size(spec: dict, build_timeout: float) -> dict:
     qmasks = [masks[str(c)] for c in query_cats]
     result["filter_fraction"] = float(np.mean([m.mean() for m in qmasks]))
     truth = {"plain": exact_truth(matrix, queries, None), "filtered": exact_truth(matrix, queries, qmasks)}
+    result["tie_gap"] = tie_gap(matrix, queries)
     result["numpy"] = {**time_numpy(matrix, queries, query_cats, masks), "matrix_mb": matrix.nbytes / 2**20}
     print(f"[{n}] numpy done", flush=True)
     if n <= spec["client_max"]:
@@ -334,16 +344,19 @@ def size_section(r: dict, client_max: int) -> str:
                      + (f", qdrant-client local / Edge = {c['plain']['p50'] / e['plain']['p50']:.0f}x" if c else "") + f". Edge index: {b['segments']} segment(s), {b['indexed']:,} of {b['points']:,} "
                      f"vectors in HNSW; shard load {e['load_s']:.2f} s.")
     lines.append(f"The category filter keeps {r['filter_fraction']:.0%} of the points on average.")
+    if "tie_gap" in r:
+        lines.append(f"Median cosine gap between the true 10th and 11th neighbour: {r['tie_gap']:.5f} (smaller means "
+                     "more near-ties at the cut-off, which int8 quantization error and HNSW search can swap).")
+    if not c:
+        lines.append("qdrant-client local mode skipped: it scores every point in Python per query and keeps all "
+                     "vectors as Python/NumPy objects; already slow at 100k, at this size it would take hours to load "
+                     "and query.")
     if e and e.get("variants"):
         rows = [fmt_row(name, v, "", "")[:1] + fmt_row(name, v, "", "")[2:8]
                 for name, v in [("defaults (as above)", e)] + list(e["variants"].items())]
         lines += ["", f"Edge search parameters at {n:,} points (`EdgeStore(..., search_params=SearchParams(...))`):", "",
                   table(["search params", "p50 ms", "p95 ms", "recall@10", "filtered p50 ms", "filtered p95 ms",
                          "filtered recall@10"], rows)]
-    if not c:
-        lines.append("qdrant-client local mode skipped: it scores every point in Python per query and keeps all "
-                     "vectors as Python/NumPy objects; already slow at 100k, at this size it would take hours to load "
-                     "and query.")
     return "\n".join(lines)
 
 
@@ -364,6 +377,17 @@ def summary_rows(results: dict) -> list[list]:
                  met(min(e["plain"]["recall"], e["filtered"]["recall"]) >= TARGETS["recall"])])
     rows.append([f"memory ≤ 1.5 GB at 100k (RSS increase, load + queries)", f"{e['rss_after_mb']:.0f} MB "
                  f"(disk {r['edge_build']['disk_mb']:.0f} MB)", met(e["rss_after_mb"] <= TARGETS["memory_mb"])])
+    big = results.get("1000000")
+    if big and big["edge"]:
+        e, b = big["edge"], big["edge_build"]
+        best = max(e["variants"].items(), key=lambda kv: kv[1]["plain"]["recall"], default=None)
+        rows.append([f"1M points, {big['quantize']} (no target)",
+                     f"p50 {e['plain']['p50']:.2f} ms, recall@10 {e['plain']['recall']:.3f} (best {best[0]}: "
+                     f"{best[1]['plain']['recall']:.3f} at p50 {best[1]['plain']['p50']:.2f} ms), RSS +{e['rss_after_mb']:.0f} "
+                     f"MB, build {b['upsert_s'] + b['finish_s']:.0f} s", "n/a"] if best else
+                    ["1M points (no target)", f"p50 {e['plain']['p50']:.2f} ms", "n/a"])
+    elif big:
+        rows.append(["1M points (no target)", f"build stopped: {big['edge_build'].get('last', '')}", "n/a"])
     return rows
 
 
