@@ -181,8 +181,13 @@ def table(results: dict) -> str:
 
 def write_doc(results: dict, marker: str = "table") -> None:
     """Replace the text between <!-- quality:MARKER --> markers in docs/quality.md."""
+    write_block(table(results), marker)
+
+
+def write_block(body: str, marker: str) -> None:
+    """Replace (or append) the text between <!-- quality:MARKER --> markers in docs/quality.md with `body`."""
     text = DOC.read_text() if DOC.exists() else "# Result quality\n"
-    block = f"<!-- quality:{marker} -->\n{table(results)}<!-- /quality:{marker} -->\n"
+    block = f"<!-- quality:{marker} -->\n{body}<!-- /quality:{marker} -->\n"
     pattern = re.compile(rf"<!-- quality:{marker} -->.*?<!-- /quality:{marker} -->\n", re.S)
     text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     DOC.write_text(text)

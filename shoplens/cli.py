@@ -11,10 +11,13 @@ from shoplens.catalog import LAYOUTS, CatalogError, read_catalog
 from shoplens.download import DownloadError, download_fashion_images
 from shoplens.encoders import DEFAULT_ENCODER, EncoderError, UnknownEncoderError, create_encoder, list_encoders
 from shoplens.images import ImageError
+from shoplens.hybrid import MODES
+from shoplens.localise import CROP_MODES, DEFAULT_CROP, LocaliserError
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
 
 # Errors a user can act on: one line, exit status 2, no traceback.
-USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, StoreError, UnknownEncoderError, ValueError)
+USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, UnknownEncoderError,
+               ValueError)
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="index a catalog of product photos (also: python indexer.py)")
     add_index_args(p)
 
-    p = sub.add_parser("search", help="find the products most similar to a photo")
-    p.add_argument("image", type=Path, help="query photo")
+    p = sub.add_parser("search", help="find the products most similar to a photo, to words, or to both")
+    p.add_argument("image", type=Path, nargs="?", help="query photo (optional with --text)")
+    p.add_argument("--text", default=None, metavar="WORDS",
+                   help="search by words (titles and attributes); with a photo: like the photo, re-ranked by the words")
+    p.add_argument("--mode", choices=MODES, default="fused",
+                   help="text search: keyword, semantic, bridge or all fused (default fused)")
     add_store_args(p)
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--filter", action="append", metavar="FIELD=VALUE", help="only products with this value (repeatable)")
     p.add_argument("--encoder", default=None, help="must match the index's encoder (default: the index's)")
+    p.add_argument("--crop", choices=[*CROP_MODES, "all"], default=DEFAULT_CROP,
+                   help=f"search the best product box found in the photo (auto), the whole photo (off), or the "
+                        f"whole photo and each product, results per item (all); default {DEFAULT_CROP}")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("info", help="what an index holds")
@@ -69,9 +79,14 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
     add_store_args(p)
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
     p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
-    p.add_argument("--fit", choices=["crop", "pad"], default=None, help="square the photo by centre crop or padding")
+    p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
+                   help="square the photo by centre crop, padding, or trimming plain margins then padding")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
     p.add_argument("--prune", action="store_true", help="remove products that left the catalog")
+    p.add_argument("--text", choices=["auto", "off"], default="auto",
+                   help="keyword and sentence vectors of titles and attributes, for text search (default: auto, "
+                        "when the catalog has text)")
+    p.add_argument("--no-colours", action="store_true", help="do not store each product's dominant colours")
     p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,6 +94,7 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_index(args) -> int:
     from shoplens.sync import sync_catalog
+    from shoplens.textindex import TextIndexer, catalog_has_text
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
@@ -92,8 +108,11 @@ def cmd_index(args) -> int:
         if args.fit:
             options["fit"] = args.fit
         encoder = create_encoder(name, **options)
-        summary = sync_catalog(catalog, store, encoder, batch_size=args.batch_size, prune=args.prune,
-                               progress=not args.quiet)
+        text = None
+        if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
+            text = TextIndexer()
+        summary = sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
+                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
@@ -115,18 +134,38 @@ def cmd_search(args) -> int:
 
     searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
     try:
-        results = searcher.search_image(args.image, k=args.k, filters=parse_filters(args.filter))
+        filters = parse_filters(args.filter)
+        if args.image is None:
+            if not args.text:
+                raise ValueError("give a query photo, --text WORDS, or both")
+            items = [searcher.search_text(args.text, k=args.k, filters=filters, mode=args.mode)]
+        elif args.crop == "all":
+            items = searcher.search_items(args.image, k=args.k, filters=filters)
+        else:
+            items = [searcher.search_image(args.image, k=args.k, filters=filters, crop=args.crop, words=args.text)]
     finally:
         searcher.close()
-    rows = [hit_row(h, i) for i, h in enumerate(results.hits, 1)]
-    if args.json:
-        print(json.dumps({"query": str(args.image), "seconds": round(results.seconds, 4), "results": rows}, indent=2))
+    blocks = [{"box": r.box.as_dict() if r.box else None, "seconds": round(r.seconds, 4),
+               "results": [hit_row(h, i) for i, h in enumerate(r.hits, 1)]} for r in items]
+    if args.json:  # one search: its block at the top level; --crop all: a list of items, the whole photo first
+        body = {"items": blocks} if args.crop == "all" else blocks[0]
+        query = {"query": str(args.image), "crop": args.crop} if args.image else {"query_text": args.text,
+                                                                                    "mode": args.mode}
+        if args.image and args.text:
+            query["words"] = args.text
+        print(json.dumps({**query, **body}, indent=2))
         return 0
-    if not rows:
-        print("no results")
-    for r in rows:
-        print(f"{r['rank']:>3}  {r['score']:.3f}  {r['id']:<12} {r['title'][:60]:<60} {r['category']:<14} {r['image_path']}")
-    print(f"({results.seconds * 1000:.0f} ms)", file=sys.stderr)
+    for n, block in enumerate(blocks):
+        box = block["box"]
+        if args.crop == "all" or box:
+            where = f"box {box['x0']},{box['y0']},{box['x1']},{box['y1']}" if box else "whole photo"
+            print(f"{f'item {n}' if args.crop == 'all' and n else 'searched'}: {where}")
+        if not block["results"]:
+            print("no results")
+        for r in block["results"]:
+            print(f"{r['rank']:>3}  {r['score']:.3f}  {r['id']:<12} {r['title'][:60]:<60} {r['category']:<14} "
+                  f"{r['image_path']}")
+    print(f"({sum(r.seconds for r in items) * 1000:.0f} ms)", file=sys.stderr)
     return 0
 
 
@@ -141,6 +180,7 @@ def index_info(store) -> dict:
             "dim": meta.get("dim"), "filter_fields": fields,
             "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
+            "text": meta.get("text"), "colours": meta.get("colours"),
             "created": meta.get("created"), "updated": meta.get("updated")}
 
 
@@ -154,6 +194,13 @@ def cmd_info(args) -> int:
     print(f"products: {info['count']}")
     print(f"encoder:  {info['encoder']} (version {info['encoder_version']}, {info['dim']}-d)")
     print(f"catalog:  {info['catalog_root']} ({info['layout']})")
+    text = info["text"]
+    if text:
+        bridge = (text.get("bridge") or {}).get("pairs", 0)
+        print(f"text:     BM25 + {text.get('model')} ({text.get('dim')}-d); bridge fitted on {bridge} products")
+    else:
+        print("text:     none (no text search; re-index a catalog with titles into a new folder)")
+    print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
     print("filters:")
     for name, values in info["filter_values"].items():
         shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])

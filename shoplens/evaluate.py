@@ -25,9 +25,10 @@ from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
+from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.store import check_encoder, open_store
 
-PAYLOAD_ONLY = {"product_id", "image_path", "content_hash"}  # index bookkeeping, not catalog metadata
+PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector"}  # index bookkeeping, not catalog metadata
 CHUNK = 1024  # queries scored per matrix product; bounds memory at CHUNK x catalog floats
 
 
@@ -215,15 +216,19 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
              layout: str = "auto", queries_layout: str = "auto", encoder: str | Encoder | None = None,
              encoder_options: dict | None = None, index=None, qdrant_url: str | None = None,
              collection: str = "products", sample: int | None = None, seed: int = 0, k: int = 10,
-             batch_size: int = 32, progress: bool = False, use_cache: bool = True) -> Evaluation:
+             batch_size: int = 32, progress: bool = False, use_cache: bool = True, crop: str = "off",
+             localiser: str | Localiser = DEFAULT_LOCALISER) -> Evaluation:
     """Run one evaluation (the Python API behind `python -m shoplens evaluate`).
 
     Leave-one-out when `queries` is None, else `queries` against the catalog. The catalog's
     vectors come from `index` when one is given (its encoder then embeds the queries), else
     from the embedding cache, encoding only photos it has not seen. `sample` draws that many
     queries (leave-one-out: that many catalog products, which then form the whole catalog).
+    `crop="auto"` cuts each query photo to the best box of `localiser` before encoding.
     """
     fields = parse_label(label)
+    if check_crop(crop) == "auto" and queries is None:
+        raise ValueError("--crop auto crops query photos: give them with --queries (leave-one-out has none)")
     started = time.perf_counter()
     failed: list = []
     if index is not None or qdrant_url:
@@ -246,17 +251,21 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         products = sample_products(cat.products, sample, seed) if queries is None else cat.products
         catalog_emb = embed_products(products, enc, batch_size, progress, use_cache)
         failed += catalog_emb.failed
+    query_enc = enc
+    if crop == "auto":  # only the queries: the catalog's vectors stay the index's own
+        query_enc = CropEncoder(enc, localiser if isinstance(localiser, Localiser) else create_localiser(localiser))
     embedded_at = time.perf_counter()
-    info = {"catalog": source}
+    info = {"catalog": source, "crop": crop}
     if queries is None:
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes)
     else:
         qcat = queries if isinstance(queries, Catalog) else read_catalog(queries, queries_layout)
-        query_emb = embed_products(sample_products(qcat.products, sample, seed), enc, batch_size, progress, use_cache)
+        query_emb = embed_products(sample_products(qcat.products, sample, seed), query_enc, batch_size, progress,
+                                   use_cache)
         failed += query_emb.failed
         info["queries_source"] = str(qcat.root)
-        result = build_evaluation("queries", fields, enc.describe(), query_emb.products, query_emb.vectors,
+        result = build_evaluation("queries", fields, query_enc.describe(), query_emb.products, query_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k)
     result.info.update(info, failed=[{"image": p, "error": e} for p, e in failed],
                        seconds_embedding=round(embedded_at - started, 2),
@@ -279,7 +288,15 @@ def add_evaluate_args(p) -> None:
     p.add_argument("--queries-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --queries")
     add_store_args(p)
     p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
-    p.add_argument("--fit", choices=["crop", "pad"], default=None, help="square the photo by centre crop or padding")
+    p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
+                   help="square the photo by centre crop, padding, or trimming plain margins then padding")
+    p.add_argument("--crop", choices=CROP_MODES, default=None,
+                   help=f"cut each --queries photo to its best product box first (auto) or not (off); "
+                        f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
+    p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
+                   help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
+                        "colour+article_type or title (repeatable); precision per search and label prefix")
+    p.add_argument("--holdout", type=float, default=0.1, help="share of products held out with --text-queries")
     p.add_argument("--sample", type=int, default=None, help="evaluate a random sample of N queries (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
@@ -296,6 +313,8 @@ def cmd_evaluate(args) -> int:
     if args.catalog is None and args.index is None and args.qdrant_url is None:
         raise ValueError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
     use_index = args.index is not None or args.qdrant_url is not None
+    if args.text_queries:
+        return _cmd_evaluate_text(args, use_index)
     options = {"fit": args.fit} if args.fit else {}
     if use_index and args.fit:
         raise ValueError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
@@ -303,8 +322,26 @@ def cmd_evaluate(args) -> int:
                       queries_layout=args.queries_layout, encoder=args.encoder, encoder_options=options,
                       index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
                       seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
-                      use_cache=not args.no_cache)
+                      use_cache=not args.no_cache,
+                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"))
     print(result.table(args.rows))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate_text(args, use_index: bool) -> int:
+    from shoplens.textevaluate import evaluate_text, parse_query_kinds
+
+    if use_index or args.queries is not None:
+        raise ValueError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
+                         "give the catalog, without --index or --queries")
+    result = evaluate_text(args.catalog, args.label, parse_query_kinds(args.text_queries), layout=args.layout,
+                           encoder=args.encoder, holdout=args.holdout, seed=args.seed, sample=args.sample,
+                           progress=not args.quiet, use_cache=not args.no_cache)
+    print(result.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")

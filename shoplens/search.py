@@ -11,7 +11,13 @@ from PIL import Image
 
 from shoplens.encoders import Encoder, create_encoder
 from shoplens.images import load_image
-from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id
+from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
+from shoplens.localise.crop import CROP_DRAFT, MARGIN
+from shoplens.colour import COLOUR_VERSION, colour_profile
+from shoplens.hybrid import TextSide, search_photo, search_text
+from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
+from shoplens.text.minilm import MiniLM
+from shoplens.textindex import TextIndexer, check_text
 
 
 @dataclass
@@ -20,6 +26,7 @@ class Results:
 
     hits: list[Hit]
     seconds: float = 0.0
+    box: Box | None = None  # the part of the photo that was searched; None: the whole photo
 
 
 @dataclass
@@ -31,6 +38,9 @@ class Searcher:
     _encoder: Encoder | None = None
     _encoder_options: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    localiser_name: str = DEFAULT_LOCALISER
+    _localiser: Localiser | None = None
+    _text_side: TextSide | None = None
 
     @classmethod
     def open(cls, index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
@@ -60,6 +70,14 @@ class Searcher:
             return self._encoder
 
     @property
+    def localiser(self) -> Localiser:
+        """The localiser that finds products in a photo, created on first use."""
+        with self._lock:
+            if self._localiser is None:
+                self._localiser = create_localiser(self.localiser_name)
+            return self._localiser
+
+    @property
     def catalog_root(self) -> Path | None:
         root = self.meta.get("catalog_root")
         return Path(root) if root else None
@@ -80,13 +98,46 @@ class Searcher:
         hits = [h for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
         return Results(hits, time.perf_counter() - started)
 
-    def search_image(self, image: str | Path | bytes | Image.Image, k: int = 10,
-                     filters: Filters | None = None) -> Results:
-        """The products most similar to a photo, best first; `seconds` includes encoding."""
+    def load(self, image: str | Path | bytes | Image.Image, crop: bool = True) -> Image.Image:
+        """Decode a photo; large enough that a box cut from it still fills the encoder's input when `crop`."""
+        draft = self.encoder.draft_size
+        return load_image(image, draft_size=max(draft or 0, CROP_DRAFT) if crop and draft else draft)
+
+    def locate(self, image: str | Path | bytes | Image.Image) -> list[Box]:
+        """Boxes around the products in a photo (with the context margin search uses), best first.
+
+        Coordinates are pixels of the photo as `load` decodes it (JPEGs may decode at a reduced size).
+        """
+        img = self.load(image)
+        return [box.expand(MARGIN, *img.size) for box in self.localiser.locate(img)]
+
+    def search_image(self, image: str | Path | bytes | Image.Image, k: int = 10, filters: Filters | None = None,
+                     crop: str | Box = DEFAULT_CROP, words: str | None = None) -> Results:
+        """The products most similar to a photo, best first; `seconds` includes localising and encoding.
+
+        `crop`: "off" searches the whole photo, "auto" its best box (the whole photo when none is
+        found), a Box (from `locate`) that part of it. `Results.box` says which part was searched.
+        The photo's colours re-rank the candidates; `words` ("but in red") filter or re-rank them.
+        """
         started = time.perf_counter()
-        results = self.search_vector(self.embed(image), k, filters)
-        results.seconds = time.perf_counter() - started
-        return results
+        box = crop if isinstance(crop, Box) else None
+        img = self.load(image, crop=box is not None or check_crop(crop) == "auto")
+        if crop == "auto":
+            boxes = self.localiser.locate(img)
+            box = boxes[0].expand(MARGIN, *img.size) if boxes else None
+        query = box.crop(img) if box else img
+        side = self.text_side if words and self.has_text else None
+        colours = colour_profile(query)["colour_vector"] if self.has_colours else None
+        hits = search_photo(self.store, self.encoder.embed(query), k, filters, query_colours=colours, words=words,
+                            side=side)
+        return Results(hits, time.perf_counter() - started, box)
+
+    def search_items(self, image: str | Path | bytes | Image.Image, k: int = 10,
+                     filters: Filters | None = None, words: str | None = None) -> list[Results]:
+        """Results for the whole photo first, then for each product found in it (best box first)."""
+        img = self.load(image)
+        whole = self.search_image(img, k, filters, crop="off", words=words)
+        return [whole] + [self.search_image(img, k, filters, crop=box, words=words) for box in self.locate(img)]
 
     def more_like(self, product_id: str, k: int = 10, filters: Filters | None = None) -> Results:
         """Products similar to one already indexed, from its stored vector (no re-encoding)."""
@@ -95,14 +146,52 @@ class Searcher:
         found = self.store.retrieve([pid], with_vector=True)
         if not found:
             raise StoreError(f"product {product_id!r} is not in the index")
-        results = self.search_vector(found[0].vector, k, filters, exclude=pid)
-        results.seconds = time.perf_counter() - started
-        return results
+        hits = search_photo(self.store, found[0].vector, k + 1, filters,
+                            query_colours=found[0].payload.get("colour_vector"))
+        return Results([h for h in hits if h.id != pid][:k], time.perf_counter() - started)
 
     def product(self, product_id: str) -> Hit | None:
         """One indexed product by its product id."""
         found = self.store.retrieve([point_id(product_id)])
         return found[0] if found else None
+
+    @property
+    def has_colours(self) -> bool:
+        """Whether the index stores the colours seen in each photo, in this version's layout."""
+        return (self.meta.get("colours") or {}).get("version") == COLOUR_VERSION
+
+    @property
+    def has_text(self) -> bool:
+        """Whether this index can be searched by words."""
+        return bool(text_dim(self.meta)) or self.encoder.supports_text
+
+    @property
+    def text_side(self) -> TextSide:
+        """What text queries need (sentence model, bridge, a text tower), loaded on first use."""
+        with self._lock:
+            if self._text_side is None:
+                embed_text = bridge = None
+                if text_dim(self.meta):
+                    indexer = TextIndexer(MiniLM(threads=1))  # one query: a second thread costs more than it saves
+                    check_text(self.meta, indexer, self.store.location)
+                    embed_text, bridge = indexer.embed_query, indexer.load_bridge(self.store, self.meta)
+                image_text = None
+                if self._encoder_supports_text():
+                    image_text = lambda text: self.encoder.embed_text([text])[0]  # noqa: E731
+                names_colours = (self.meta.get("text") or {}).get("names_colours", True)
+                self._text_side = TextSide(self.store, embed_text, bridge, image_text, names_colours)
+            return self._text_side
+
+    def _encoder_supports_text(self) -> bool:
+        # Asked under self._lock: read the encoder without taking the lock again.
+        enc = self._encoder or create_encoder(self.meta["encoder"], **self._encoder_options)
+        return enc.supports_text
+
+    def search_text(self, text: str, k: int = 10, filters: Filters | None = None, mode: str = "fused") -> Results:
+        """The products best matching words (keyword and semantic search fused, colour-aware), best first."""
+        started = time.perf_counter()
+        hits = search_text(self.text_side, text, k, filters, mode)
+        return Results(hits, time.perf_counter() - started)
 
     def close(self) -> None:
         self.store.close()

@@ -12,14 +12,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Iterator, Mapping
+
+import numpy as np
 
 from PIL import Image
 
 from shoplens.catalog import Catalog, Product
+from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_profile
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
-from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id
+from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id, text_dim
+from shoplens.textindex import TextIndexer, check_text
 
 # Fields never offered as filters: free text, ids, file paths.
 NOT_FILTERS = {"title", "product_id", "id", "sku", "image", "image_url", "image_path", "content_hash", "description", "year"}
@@ -37,6 +41,7 @@ class Summary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     encoded: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -46,7 +51,7 @@ class Summary:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
                 "failed": len(self.failed), "failures": [{"product": p, "error": e} for p, e in self.failed],
                 "encoded": self.encoded, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 1)}
+                "images_per_second": round(self.images_per_second, 1), "notes": list(self.notes)}
 
     def line(self) -> str:
         text = (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, removed {self.removed}, "
@@ -55,6 +60,8 @@ class Summary:
             names = "; ".join(f"{p}: {e}" for p, e in self.failed[:10])
             more = f" and {len(self.failed) - 10} more" if len(self.failed) > 10 else ""
             text += f"\nfailed: {names}{more}"
+        for note in self.notes:
+            text += f"\nnote: {note}"
         return text
 
 
@@ -85,52 +92,71 @@ def filter_fields(catalog: Catalog) -> list[str]:
                   if 1 < len(v) <= MAX_FILTER_VALUES and max(len(x) for x in v) <= 64)
 
 
-def prepare(product: Product, existing: dict | None, draft_size: int | None) -> Prepared:
-    """Read and hash the photo; decode it only when the stored hash differs."""
+def prepare(product: Product, existing: dict | None, draft_size: int | None, colours: bool = False) -> Prepared:
+    """Read and hash the photo; decode it (and read its colours) only when the stored hash differs."""
     item = Prepared(product, point_id(product.id))
     try:
         data = read_bytes(product.path)
         item.payload = payload_for(product, hashlib.sha256(data).hexdigest())
         if existing and existing.get("content_hash") == item.payload["content_hash"]:
+            # Same photo: its colours are still right, keep them rather than decode again.
+            item.payload.update({k: existing[k] for k in PAYLOAD_KEYS if colours and k in existing})
             return item
         item.image = load_image(data, name=product.rel_path, draft_size=draft_size)
+        if colours:
+            item.payload.update(colour_profile(item.image))
     except ImageError as exc:
         item.error = str(exc)
     return item
 
 
 def _prepared(products: list[Product], existing: dict[str, dict], draft_size: int | None,
-              workers: int, lookahead: int) -> Iterator[Prepared]:
+              workers: int, lookahead: int, colours: bool) -> Iterator[Prepared]:
     # Decoding in threads overlaps with encoding (PIL and onnxruntime release the GIL).
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
         for product in products:
-            pending.append(pool.submit(prepare, product, existing.get(point_id(product.id)), draft_size))
+            pending.append(pool.submit(prepare, product, existing.get(point_id(product.id)), draft_size, colours))
             if len(pending) >= lookahead:
                 yield pending.pop(0).result()
         for future in pending:
             yield future.result()
 
 
-def ensure_index(store: Store, encoder: Encoder, catalog: Catalog | None = None) -> dict:
-    """Open or create the index for `encoder`; refuse one built by another encoder."""
+def ensure_index(store: Store, encoder: Encoder, catalog: Catalog | None = None,
+                 text: TextIndexer | None = None) -> dict:
+    """Open or create the index for `encoder` (and `text`); refuse one built by another encoder or text model."""
     meta = store.read_meta()
     if meta is None:
         meta = {"schema": SCHEMA_VERSION, **encoder.describe(), "created": _now()}
+        if text is not None:
+            meta["text"] = text.describe()
         if catalog is not None:
             meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout)
         store.create(meta)
     else:
         check_encoder(meta, encoder.name, encoder.version, encoder.dim, store.location)
+        if text is not None and text_dim(meta):
+            check_text(meta, text, store.location)
     return meta
 
 
-def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, batch_size: int = 32, prune: bool = False,
-                 progress: bool = True, workers: int = 2) -> Summary:
-    """Bring the index in line with the catalog and return what changed."""
+def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: TextIndexer | None = None,
+                 colours: bool = True, batch_size: int = 32, prune: bool = False, progress: bool = True,
+                 workers: int = 2, known_vectors: Mapping[str, np.ndarray] | None = None) -> Summary:
+    """Bring the index in line with the catalog and return what changed.
+
+    `text` adds keyword and sentence vectors of each product's title and attributes (and a text-to-image
+    bridge); `colours` stores each product's dominant colours in its payload. `known_vectors` (content
+    hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos."""
+    known_vectors = known_vectors or {}
     started = time.perf_counter()
     summary = Summary()
-    meta = ensure_index(store, encoder, catalog)
+    meta = ensure_index(store, encoder, catalog, text)
+    if text is not None and not text_dim(meta):
+        summary.notes.append(f"the index at {store.location} was built without text vectors; text search stays off "
+                             "(re-index into a new folder to turn it on)")
+        text = None
     existing = store.states()
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
 
@@ -139,17 +165,21 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, batch_size
     bar = _progress(len(catalog.products), progress)
 
     def flush_batch() -> None:
-        vectors = encoder.embed_batch([item.image for item in batch])
-        store.upsert([PointData(item.point, vec, item.payload) for item, vec in zip(batch, vectors)])
+        todo = [item.image for item in batch if item.payload["content_hash"] not in known_vectors]
+        fresh = iter(encoder.embed_batch(todo) if todo else [])
+        vectors = [known_vectors.get(item.payload["content_hash"]) for item in batch]
+        vectors = [next(fresh) if vec is None else vec for vec in vectors]
+        texts = text.vectors([item.payload for item in batch]) if text else [(None, None)] * len(batch)
+        store.upsert([PointData(item.point, vec, item.payload, *tv) for item, vec, tv in zip(batch, vectors, texts)])
         for item in batch:
             if item.point in existing:
                 summary.updated += 1
             else:
                 summary.added += 1
-        summary.encoded += len(batch)
+        summary.encoded += len(todo)
         batch.clear()
 
-    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, lookahead=batch_size * 2):
+    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours):
         bar.update(1)
         if item.point in seen:
             summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
@@ -165,6 +195,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, batch_size
             summary.unchanged += 1
         else:
             store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
+            if text:
+                store.update_text([PointData(item.point, None, item.payload, *text.vectors([item.payload])[0])])
             summary.updated += 1
     if batch:
         flush_batch()
@@ -176,10 +208,17 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, batch_size
         summary.removed = len(gone)
 
     fields = filter_fields(catalog)
-    for name in fields:
-        if name not in meta.get("filter_fields", []):
+    indexed = set(meta.get("filter_fields", [])) | set(meta.get("keyword_fields", []))
+    keyword_fields = sorted(set(fields) | ({COLOURS_FIELD} if colours else set()))
+    for name in keyword_fields:
+        if name not in indexed:
             store.create_keyword_index(name)
-    meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout, filter_fields=fields, updated=_now())
+    meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout, filter_fields=fields,
+                keyword_fields=keyword_fields, updated=_now())
+    if colours:  # the colour_vector layout, so search never compares vectors of two layouts
+        meta["colours"] = {"version": COLOUR_VERSION}
+    if text and (summary.added or summary.updated or summary.removed or not text.has_bridge(store, meta)):
+        meta["text"] = text.fit_bridge(store, meta)
     store.write_meta(meta)
     store.finish()
     summary.seconds = time.perf_counter() - started

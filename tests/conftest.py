@@ -126,9 +126,10 @@ def shop_index(tmp_path_factory) -> Path:
     from shoplens.encoders import create_encoder
     from shoplens.store import open_store
     from shoplens.sync import sync_catalog
+    from shoplens.textindex import TextIndexer
 
     base = tmp_path_factory.mktemp("shop")
     catalog = read_catalog(make_shop_catalog(base / "catalog"))
     with open_store(base / "index") as store:
-        sync_catalog(catalog, store, create_encoder("tiny"), progress=False)
+        sync_catalog(catalog, store, create_encoder("tiny"), text=TextIndexer(), progress=False)
     return base / "index"

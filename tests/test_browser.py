@@ -65,7 +65,7 @@ def test_search_details_more_like_then_browse_pages(browser, app_url, shop_index
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_url)
-    expect(page.get_by_text("Find products by photo")).to_be_visible()
+    expect(page.get_by_text("Find products by photo or by words")).to_be_visible()
 
     # Upload a photo: results appear as a gallery with captions and the search time.
     query = Path(shop_index).parent / "catalog" / "photos" / "tops" / "trm.jpg"
@@ -131,4 +131,86 @@ def test_phone_width_and_bad_upload(browser, app_url, tmp_path):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390 + 2, width
     shot(page, "6-phone-bad-upload")
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def handmade_app(tmp_path_factory):
+    """The app on an index of the hand-made products, whose shoppers' photos hold several of them."""
+    from handmade import build_index
+
+    app = create(build_index(tmp_path_factory.mktemp("handmade-browser")))
+    launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    yield app
+    app.close()
+
+
+def test_multi_item_photo_shows_boxes_then_results_of_the_picked_item(browser, handmade_app, tmp_path):
+    from playwright.sync_api import expect
+
+    from handmade import MULTI, MULTI_SEED, shopper_photo
+    from shoplens.localise import DEFAULT_CROP
+
+    photo, _truth = shopper_photo(MULTI, seed=MULTI_SEED)
+    photo.save(tmp_path / "shelf.jpg", quality=92)
+    # What each item should show, from the same search run in-process.
+    items = handmade_app.searcher.search_items(photo, k=12)
+    titles = [r.hits[0].payload["title"] for r in items]
+    assert len(items) >= 4
+
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(handmade_app.url)
+    page.locator("#photo input[type=file]").set_input_files(str(tmp_path / "shelf.jpg"))
+
+    # The photo comes back with a box per product, and a choice of what to search with.
+    legend = page.locator("#items .legend-item")
+    expect(legend).to_have_count(len(items) - 1, timeout=TIMEOUT_MS)  # the first search loads the localiser
+    expect(legend.first).to_have_text("Item 1")
+    picker = page.locator("#item-pick")
+    expect(picker).to_contain_text("Whole photo")
+    first = page.locator("#results .thumbnail-item").first
+    shown = 1 if DEFAULT_CROP == "auto" else 0
+    expect(first).to_contain_text(titles[shown])
+    shot(page, "7-items-found")
+
+    # Pick the second product: its results follow.
+    picker.get_by_text("Item 2", exact=True).click()
+    expect(page.locator("#status")).to_contain_text("similar to item 2")
+    expect(first).to_contain_text(titles[2])
+    shot(page, "8-item-2-results")
+
+    # Clicking a box's legend in the photo picks that product too; "Whole photo" goes back to all of it.
+    legend.nth(2).click()
+    expect(page.locator("#status")).to_contain_text("similar to item 3")
+    expect(first).to_contain_text(titles[3])
+    expect(picker.get_by_label("Item 3")).to_be_checked()
+    picker.get_by_text("Whole photo", exact=True).click()
+    expect(page.locator("#status")).to_contain_text("similar to your photo")
+    expect(first).to_contain_text(titles[0])
+    page.close()
+
+
+def test_search_by_words_then_refine_a_photo(browser, app_url, shop_index):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app_url)
+    # Words alone: typed, then Enter.
+    box = page.locator("#words textarea")
+    box.fill("yellow bag")
+    box.press("Enter")
+    expect(page.locator("#status")).to_contain_text("matching “yellow bag”")
+    expect(page.locator("#results .thumbnail-item").first).to_contain_text(re.compile(r"Yellow bag for (wo)?men"))
+    shot(page, "7-words")
+    # A photo of the red men's top, refined by "blue top": blue tops come first.
+    query = Path(shop_index).parent / "catalog" / "photos" / "tops" / "trm.jpg"
+    box.fill("")  # words left in the box would refine the photo's results
+    page.locator("#photo input[type=file]").set_input_files(str(query))
+    expect(page.locator("#results .thumbnail-item").first).to_contain_text("Red top for men")
+    box.fill("blue top")
+    box.press("Enter")
+    expect(page.locator("#results .thumbnail-item").first).to_contain_text(re.compile(r"Blue top for (wo)?men"))
+    shot(page, "8-photo-plus-words")
     page.close()

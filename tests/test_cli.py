@@ -68,6 +68,9 @@ def test_info_json(tiny_index, folder_catalog, capsys):
     (["index", "{tmp}", "--index", "{index}", "--encoder", "nope"], "known encoders"),
     (["info", "--index", "{tmp}/empty"], "no index at"),
     (["info", "--qdrant-url", "http://127.0.0.1:9"], "127.0.0.1:9"),
+    (["search", "--index", "{index}"], "give a query photo, --text WORDS, or both"),
+    (["search", "--text", "red", "--index", "{index}", "--mode", "bridge"], "no text-to-image bridge"),
+    (["search", "--text", " ", "--index", "{index}"], "the text query is empty"),
 ])
 def test_user_errors_are_one_line(argv, message, tiny_index, tmp_path, capsys):
     make_photo(tmp_path / "q.jpg", PALETTE["red"])
@@ -111,3 +114,84 @@ def test_default_encoder_end_to_end_on_real_photos(datasets_dir, tmp_path, capsy
     code, out, _ = run(capsys, "search", photo, "--index", index, "-k", "3", "--json")
     top = json.loads(out)["results"][0]
     assert top["id"] == target["ProductId"] and top["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+# --- --crop: search with the product found in the photo ---
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory):
+    """A tiny-encoder index of the hand-made products, and a shopper's photo with three of them."""
+    from handmade import MULTI, MULTI_SEED, build_index, shopper_photo
+
+    base = tmp_path_factory.mktemp("cli-crop")
+    photo, truth = shopper_photo({"purple-box": (240, 60)}, seed=13)
+    photo.save(base / "one.jpg", quality=92)
+    multi, _ = shopper_photo(MULTI, seed=MULTI_SEED)
+    multi.save(base / "shelf.jpg", quality=92)
+    return build_index(base), base, truth["purple-box"]
+
+
+def test_search_crop_auto_off_and_all(handmade, capsys):
+    from shoplens.localise import Box
+
+    index, base, truth = handmade
+    code, out, _ = run(capsys, "search", base / "one.jpg", "--index", index, "-k", "3", "--crop", "auto", "--json")
+    found = json.loads(out)
+    assert code == 0 and found["crop"] == "auto" and found["results"][0]["id"] == "box/purple-box"
+    assert Box(**found["box"]).iou(truth) >= 0.5
+    code, out, _ = run(capsys, "search", base / "one.jpg", "--index", index, "-k", "3", "--crop", "off", "--json")
+    assert json.loads(out)["box"] is None
+    code, out, _ = run(capsys, "search", base / "shelf.jpg", "--index", index, "-k", "2", "--crop", "all", "--json")
+    items = json.loads(out)["items"]
+    assert items[0]["box"] is None and len(items) >= 4  # the whole photo, then each product found
+    assert {"red-bag", "blue-box", "green-shoe"} <= {i["results"][0]["id"].split("/")[1] for i in items[1:]}
+    code, out, _ = run(capsys, "search", base / "shelf.jpg", "--index", index, "-k", "1", "--crop", "all")
+    assert out.startswith("searched: whole photo\n") and "item 1: box " in out and "item 3: box " in out
+
+
+def test_crop_errors_are_one_line(handmade, tmp_path, capsys):
+    index, base, _ = handmade
+    with pytest.raises(SystemExit) as stop:
+        main(["search", str(base / "one.jpg"), "--index", str(index), "--crop", "best"])
+    assert stop.value.code == 2 and "invalid choice: 'best'" in capsys.readouterr().err
+    code, _, err = run(capsys, "evaluate", base / "catalog", "--label", "category", "--encoder", "tiny", "--crop", "auto")
+    assert code == 2 and err.startswith("error: --crop auto crops query photos")
+
+
+def test_evaluate_crop_auto_scores_cropped_queries(handmade, tmp_path, capsys):
+    from handmade import PRODUCTS, shopper_photo
+
+    index, base, _ = handmade
+    for i, name in enumerate(PRODUCTS):  # one shopper's photo per product, in folders named like the catalog's
+        photo, _ = shopper_photo({name: (60 + 50 * i, 40 + 40 * i)}, seed=30 + i)
+        (tmp_path / "shoppers" / name.split("-")[1]).mkdir(parents=True, exist_ok=True)
+        photo.save(tmp_path / "shoppers" / name.split("-")[1] / f"{name}.jpg", quality=92)
+    figures = {}
+    for crop in ("off", "auto"):
+        code, out, _ = run(capsys, "evaluate", base / "catalog", "--queries", tmp_path / "shoppers", "--label", "title",
+                           "--encoder", "tiny", "--crop", crop, "--no-cache", "--quiet", "--json", tmp_path / f"{crop}.json")
+        figures[crop] = json.loads((tmp_path / f"{crop}.json").read_text())
+        assert code == 0 and figures[crop]["crop"] == crop
+    assert figures["auto"]["encoder_options"]["crop"] == "auto"
+    assert figures["auto"]["recall@1"] == 1.0 > figures["off"]["recall@1"]
+
+
+def test_search_by_words_and_photo_plus_words(tmp_path, capsys):
+    from conftest import make_shop_catalog
+
+    catalog = make_shop_catalog(tmp_path / "shop")
+    index = tmp_path / "index"
+    assert run(capsys, "index", catalog, "--index", index, "--encoder", "tiny", "--quiet")[0] == 0
+    code, out, _ = run(capsys, "info", "--index", index)
+    assert code == 0 and "text:     BM25 + all-minilm-l6-v2 (384-d)" in out and "colours:  seen in each photo" in out
+    code, out, _ = run(capsys, "search", "--text", "yellow bag", "--index", index, "-k", "2", "--json")
+    body = json.loads(out)
+    assert code == 0 and body["query_text"] == "yellow bag" and body["mode"] == "fused"
+    assert [r["category"] for r in body["results"]] == ["Bags", "Bags"]
+    assert {r["title"] for r in body["results"]} == {"Yellow bag for men", "Yellow bag for women"}
+    code, out, _ = run(capsys, "search", "--text", "shoe", "--mode", "keyword", "--index", index, "-k", "3", "--json")
+    assert code == 0 and {r["category"] for r in json.loads(out)["results"]} == {"Shoes"}
+    photo = catalog / "photos" / "tops" / "trm.jpg"
+    code, out, _ = run(capsys, "search", photo, "--text", "green", "--index", index, "-k", "2", "--json")
+    body = json.loads(out)
+    assert code == 0 and body["words"] == "green" and all(r["title"].startswith("Green") for r in body["results"])

@@ -48,6 +48,25 @@ def test_fit_square_crop_and_pad():
         fit_square(img, 50, "stretch")
 
 
+def test_trim_cuts_plain_margins_and_nothing_else():
+    from shoplens.encoders.preprocess import trim_margins
+
+    shot = Image.new("RGB", (300, 400), (252, 252, 252))  # a catalog shot: a product amid wide white margins
+    shot.paste((200, 30, 40), (100, 120, 200, 300))
+    trimmed = trim_margins(shot)
+    assert trimmed.size == (100 + 2 * 6, 180 + 2 * 8)  # the product plus 2 % of the photo each side
+    assert np.asarray(trimmed)[trimmed.height // 2, trimmed.width // 2].tolist() == [200, 30, 40]
+    busy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    assert trim_margins(busy) is busy  # no plain border: the very same photo, so the same vector
+    assert trim_margins(Image.new("RGB", (50, 50), (255, 255, 255))).size == (50, 50)  # blank: unchanged
+    square = fit_square(shot, 64, "trim")
+    assert square.size == (64, 64) and np.asarray(square)[32, 32].tolist() == [200, 30, 40]
+    # The product fills the trimmed square (about 0.9 of its height) but under half of the plain crop.
+    red = lambda img: (np.asarray(img)[..., 1] < 100).mean()  # noqa: E731
+    assert red(square) > 0.45 > red(fit_square(shot, 64, "crop"))
+    assert create_encoder("efficientnet-lite0", fit="trim").version != create_encoder("efficientnet-lite0").version
+
+
 def test_imagebind_preprocessing_matches_the_official_transform():
     # torchvision's Resize(224) keeps int(224 * long / short) and CenterCrop rounds the offset.
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 451, 3), dtype=np.uint8))

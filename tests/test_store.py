@@ -146,3 +146,64 @@ def test_encoder_mismatch_names_both_and_the_fix():
 def test_point_ids_are_deterministic():
     assert point_id("42419") == point_id("42419") != point_id("42420")
     assert point_id("42419") == "f7b72b07-6b53-576a-b6c5-34890c22a2b1"  # fixed forever: ids on disk depend on it
+
+
+def _text_points() -> list[PointData]:
+    """Five products with hand-picked text vectors and BM25 terms; one has no text at all."""
+    words = {"red": 1, "shoe": 2, "blue": 3, "shirt": 4, "cap": 5}
+    docs = ["red shoe", "blue shoe", "red shirt", "blue shirt shirt", "cap"]
+    text = [[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.6, 0.8], [0, 0, 1]]
+    points = []
+    for i, doc in enumerate(docs):
+        terms = doc.split()
+        keywords = (sorted({words[t] for t in terms}), [float(terms.count(t)) for t in sorted(set(terms), key=words.get)])
+        points.append(PointData(point_id(f"t{i}"), np.eye(DIM)[i], {"product_id": f"t{i}", "colour": COLOURS[i % 3]},
+                                text=np.array(text[i], np.float32), keywords=keywords))
+    points.append(PointData(point_id("plain"), np.ones(DIM), {"product_id": "plain", "colour": "Red"}))
+    return points
+
+
+@pytest.fixture(params=["edge", "qdrant-client"])
+def text_store(request, tmp_path):
+    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
+    s.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "text": {"model": "m", "dim": 3}})
+    s.upsert(_text_points())
+    s.create_keyword_index("colour")
+    s.finish()
+    yield s
+    s.close()
+
+
+def _ids(hits):
+    return [h.payload["product_id"] for h in hits]
+
+
+def test_text_vectors_live_beside_the_image_vector(text_store):
+    assert _ids(text_store.search(np.eye(DIM)[2], 1)) == ["t2"]
+    assert _ids(text_store.search(np.array([1, 0.1, 0]), 3, using="text")) == ["t0", "t1", "t2"]
+    assert _ids(text_store.search(np.array([1, 0.1, 0]), 3, using="text", filters={"colour": "Green"})) == ["t2"]
+    # The product without text is invisible to text search but not to image search.
+    assert "plain" not in _ids(text_store.search(np.array([0, 0, 1]), 10, using="text"))
+    assert "plain" in _ids(text_store.search(np.ones(DIM), 1))
+
+
+def test_bm25_scores_with_idf(text_store):
+    # Query "blue shirt": terms 3 and 4 each once. IDF(t) = ln(1 + (N - n + 0.5) / (n + 0.5)) with N = 5 docs
+    # that have the sparse vector: blue (n=2) and shirt (n=2) weigh the same, so a doc's score is the sum of
+    # its weights for the two terms times that IDF.
+    hits = text_store.search_keywords(([3, 4], [1.0, 1.0]), 5)
+    idf = np.log(1 + (5 - 2 + 0.5) / (2 + 0.5))
+    assert _ids(hits)[0] == "t3" and set(_ids(hits)[1:]) == {"t1", "t2"}  # "blue shoe" and "red shirt" tie
+    assert hits[0].score == pytest.approx(idf * 3, rel=1e-5)  # blue once + shirt twice
+    assert [h.score for h in hits[1:]] == pytest.approx([idf, idf], rel=1e-5)
+    assert _ids(text_store.search_keywords(([3, 4], [1.0, 1.0]), 5, ids=[point_id("t1"), point_id("t0")])) == ["t1"]
+    assert text_store.search_keywords(([], []), 5) == []
+
+
+def test_update_text_keeps_the_image_vector(text_store):
+    text_store.update_text([PointData(point_id("t4"), None, text=np.array([1, 0, 0], np.float32), keywords=([1], [1.0]))])
+    assert _ids(text_store.search(np.array([1, 0, 0]), 1, using="text")) in (["t0"], ["t4"])
+    assert set(_ids(text_store.search_keywords(([1], [1.0]), 5))) == {"t0", "t2", "t4"}
+    assert _ids(text_store.search(np.eye(DIM)[4], 1)) == ["t4"]
+    (hit,) = text_store.retrieve([point_id("t4")], with_vector=True)
+    assert np.allclose(hit.vector, np.eye(DIM)[4])

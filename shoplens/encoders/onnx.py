@@ -12,6 +12,16 @@ from shoplens.encoders.base import Encoder
 from shoplens.encoders.preprocess import fit_square, to_tensor
 
 
+def cpu_session(path: Path, threads: int | None = None):
+    """An onnxruntime CPU session over an ONNX file (`threads`: intra-op threads, None = onnxruntime's choice)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
 class OnnxEncoder(Encoder):
     """Subclasses set size, fit, mean and std, and say where the ONNX file lives and how to make it."""
 
@@ -37,15 +47,10 @@ class OnnxEncoder(Encoder):
         """The onnxruntime session, building the ONNX file on first use."""
         with self._lock:
             if self._session is None:
-                import onnxruntime as ort
-
                 path = self.onnx_path()
                 if not path.exists():
                     self.build_onnx(path)
-                opts = ort.SessionOptions()
-                if self.threads:
-                    opts.intra_op_num_threads = self.threads
-                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self._session = cpu_session(path, self.threads)
             return self._session
 
     def preprocess(self, img: Image.Image) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Sequence
@@ -10,6 +11,8 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 IMAGE_VECTOR = "image"
+TEXT_VECTOR = "text"  # dense sentence vector of the product's title and attributes
+KEYWORD_VECTOR = "bm25"  # sparse BM25 term weights of the same text; the store applies IDF at query time
 SCHEMA_VERSION = 1
 # Fixed namespace: the same product id gives the same point id on every machine and every run.
 POINT_NAMESPACE = uuid.UUID("6d1f3c2e-6f0a-5b7e-9a51-0c1e5d4f2a10")
@@ -39,25 +42,50 @@ class Hit:
     score: float
     payload: dict
     vector: np.ndarray | None = None
+    text_vector: np.ndarray | None = None
 
     @property
     def product_id(self) -> str:
         return str(self.payload.get("product_id", ""))
 
 
+# A sparse vector as (indices, values).
+Sparse = tuple[Sequence[int], Sequence[float]]
+
+
 @dataclass
 class PointData:
+    """A point to write: its image vector, payload and, for catalogs with text, its text vectors."""
+
     id: str
-    vector: np.ndarray
+    vector: np.ndarray | None
     payload: dict = field(default_factory=dict)
+    text: np.ndarray | None = None
+    keywords: Sparse | None = None
+
+    def text_vectors(self) -> dict:
+        """The text-side named vectors this point has (a product without text has none)."""
+        out = {}
+        if self.text is not None:
+            out[TEXT_VECTOR] = np.asarray(self.text, np.float32).tolist()
+        if self.keywords is not None and len(self.keywords[0]):
+            out[KEYWORD_VECTOR] = self.keywords
+        return out
+
+
+def text_dim(meta: dict) -> int | None:
+    """The size of the index's text vectors, or None for an index without text search."""
+    text = meta.get("text") or {}
+    return int(text["dim"]) if text.get("dim") else None
 
 
 def record_hit(record, with_vector: bool) -> Hit:
     """A listing (scroll/retrieve) record of either store as a Hit with score 0."""
-    vector = None
-    if with_vector and record.vector is not None:
-        vector = np.asarray(record.vector[IMAGE_VECTOR], np.float32)
-    return Hit(str(record.id), 0.0, dict(record.payload or {}), vector)
+    vectors = (record.vector or {}) if with_vector else {}
+    image, text = vectors.get(IMAGE_VECTOR), vectors.get(TEXT_VECTOR)
+    return Hit(str(record.id), 0.0, dict(record.payload or {}),
+               None if image is None else np.asarray(image, np.float32),
+               None if text is None else np.asarray(text, np.float32))
 
 
 class Store(ABC):
@@ -90,8 +118,19 @@ class Store(ABC):
         """Delete points by id."""
 
     @abstractmethod
-    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
-        """The k nearest points to `vector` among those matching `filters`, best first."""
+    def update_text(self, points: list[PointData]) -> None:
+        """Replace the text vectors of existing points, keeping their image vectors."""
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False,
+               using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
+        """The k nearest points to `vector` (named vector `using`) among those matching `filters`, best first;
+        `ids` restricts the search to those point ids."""
+
+    @abstractmethod
+    def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
+                        ids: Sequence[str] | None = None) -> list[Hit]:
+        """The k best BM25 matches for a sparse query vector (IDF applied by the store), best first."""
 
     @abstractmethod
     def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
@@ -113,6 +152,10 @@ class Store(ABC):
     @abstractmethod
     def create_keyword_index(self, field_name: str) -> None:
         """Index a payload field for fast exact-match filtering and faceting."""
+
+    @abstractmethod
+    def artifact_path(self, name: str) -> Path:
+        """Where a file that belongs with this index (e.g. the text bridge) is kept; its folder exists."""
 
     def finish(self) -> None:
         """Make writes durable and build indexes; called at the end of an indexing run."""

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens.store.base import (IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters,
-                                 record_hit)
+from typing import Sequence
+
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
+                                 StoreError, normalise_filters, record_hit, text_dim)
 
 META_FILE = "index.json"
 SHARD_DIR = "shard"
@@ -23,14 +25,28 @@ def _edge():
     return qdrant_edge
 
 
-def edge_filter(filters: Filters | None):
-    """Our {field: [values]} as a Qdrant Edge Filter (None when empty)."""
+def edge_filter(filters: Filters | None, ids: Sequence[str] | None = None):
+    """Our {field: [values]} (and optionally a set of point ids) as a Qdrant Edge Filter (None when empty)."""
     qe = _edge()
     conds = []
     for key, values in normalise_filters(filters).items():
         match = qe.MatchValue(values[0]) if len(values) == 1 else qe.MatchAny(values)
         conds.append(qe.FieldCondition(key, match=match))
+    if ids is not None:
+        conds.append(qe.HasIdCondition(set(ids)))
     return qe.Filter(must=conds) if conds else None
+
+
+def edge_vectors(point: PointData) -> dict:
+    """A point's named vectors in Qdrant Edge's form."""
+    qe = _edge()
+    vectors = point.text_vectors()
+    if KEYWORD_VECTOR in vectors:
+        indices, values = vectors[KEYWORD_VECTOR]
+        vectors[KEYWORD_VECTOR] = qe.SparseVector(list(map(int, indices)), list(map(float, values)))
+    if point.vector is not None:
+        vectors[IMAGE_VECTOR] = np.asarray(point.vector, np.float32).tolist()
+    return vectors
 
 
 class EdgeStore(Store):
@@ -71,8 +87,13 @@ class EdgeStore(Store):
         qe = _edge()
         shard_dir = self.path / SHARD_DIR
         shard_dir.mkdir(parents=True, exist_ok=True)
-        vectors = qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine, on_disk=self._on_disk_vectors)
-        config = qe.EdgeConfig(vectors={IMAGE_VECTOR: vectors}, **self._tuning)
+        vectors = {IMAGE_VECTOR: qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine,
+                                                     on_disk=self._on_disk_vectors)}
+        sparse = None
+        if text_dim(meta):
+            vectors[TEXT_VECTOR] = qe.EdgeVectorParams(size=text_dim(meta), distance=qe.Distance.Cosine)
+            sparse = {KEYWORD_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        config = qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, **self._tuning)
         if any(shard_dir.iterdir()):
             self._shard = qe.EdgeShard.load(str(shard_dir), config)  # a run killed before index.json was written
         else:
@@ -97,8 +118,22 @@ class EdgeStore(Store):
         if not points:
             return
         qe = _edge()
-        ops = [qe.Point(p.id, {IMAGE_VECTOR: np.asarray(p.vector, np.float32).tolist()}, p.payload) for p in points]
+        ops = [qe.Point(p.id, edge_vectors(p), p.payload) for p in points]
         self.shard.update(qe.UpdateOperation.upsert_points(ops))
+
+    def update_text(self, points: list[PointData]) -> None:
+        qe = _edge()
+        ops, emptied = [], []
+        for p in points:
+            vectors = edge_vectors(PointData(p.id, None, text=p.text, keywords=p.keywords))
+            if vectors:
+                ops.append(qe.PointVectors(p.id, vectors))
+            else:  # the product lost its words: its old ones must stop matching
+                emptied.append(p.id)
+        if ops:
+            self.shard.update(qe.UpdateOperation.update_vectors(ops))
+        if emptied:
+            self.shard.update(qe.UpdateOperation.delete_vectors(emptied, [TEXT_VECTOR, KEYWORD_VECTOR]))
 
     def set_payload(self, point: str, payload: dict) -> None:
         self.shard.update(_edge().UpdateOperation.overwrite_payload([point], payload))
@@ -111,6 +146,10 @@ class EdgeStore(Store):
         qe = _edge()
         self.shard.update(qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword))
 
+    def artifact_path(self, name: str) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path / name
+
     def finish(self) -> None:
         self.shard.optimize()
         self.shard.flush()
@@ -122,16 +161,32 @@ class EdgeStore(Store):
 
     # reads
 
-    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False,
+               using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
         qe = _edge()
-        request = qe.QueryRequest(
-            limit=k,
-            query=qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=IMAGE_VECTOR),
-            filter=edge_filter(filters),
-            with_payload=True,
-            params=qe.SearchParams(exact=True) if exact else self._search_params,
-        )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+        params = qe.SearchParams(exact=True) if exact else (self._search_params if using == IMAGE_VECTOR else None)
+        return self._query(qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=using), k, filters, ids,
+                           params)
+
+    def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
+                        ids: Sequence[str] | None = None) -> list[Hit]:
+        qe = _edge()
+        indices, values = keywords
+        if not len(indices):
+            return []
+        sparse = qe.SparseVector(list(map(int, indices)), list(map(float, values)))
+        return self._query(qe.Query.Nearest(sparse, using=KEYWORD_VECTOR), k, filters, ids)
+
+    def _query(self, query, k: int, filters: Filters | None, ids: Sequence[str] | None, params=None) -> list[Hit]:
+        if ids is not None and not ids:
+            return []
+        request = _edge().QueryRequest(limit=k, query=query, filter=edge_filter(filters, ids), with_payload=True,
+                                       params=params)
+        try:
+            points = self.shard.query(request)
+        except Exception as exc:  # e.g. a text query against an index built without text vectors
+            raise StoreError(f"search failed on the index at {self.path}: {exc}") from None
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
     def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
                with_vector: bool = False) -> tuple[list[Hit], str | None]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from shoplens.store.base import (IMAGE_VECTOR, Filters, Hit, PointData, Store, StoreError, normalise_filters,
-                                 record_hit)
+from shoplens.cache import cache_dir
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
+                                 StoreError, normalise_filters, record_hit, text_dim)
 
 DEFAULT_COLLECTION = "products"
 
@@ -19,14 +25,28 @@ def _models():
     return models
 
 
-def client_filter(filters: Filters | None):
-    """Our {field: [values]} as a qdrant-client Filter (None when empty)."""
+def client_filter(filters: Filters | None, ids: Sequence[str] | None = None):
+    """Our {field: [values]} (and optionally a set of point ids) as a qdrant-client Filter (None when empty)."""
     m = _models()
     conds = []
     for key, values in normalise_filters(filters).items():
         match = m.MatchValue(value=values[0]) if len(values) == 1 else m.MatchAny(any=values)
         conds.append(m.FieldCondition(key=key, match=match))
+    if ids is not None:
+        conds.append(m.HasIdCondition(has_id=list(ids)))
     return m.Filter(must=conds) if conds else None
+
+
+def client_vectors(point: PointData) -> dict:
+    """A point's named vectors in qdrant-client's form."""
+    m = _models()
+    vectors = point.text_vectors()
+    if KEYWORD_VECTOR in vectors:
+        indices, values = vectors[KEYWORD_VECTOR]
+        vectors[KEYWORD_VECTOR] = m.SparseVector(indices=list(map(int, indices)), values=list(map(float, values)))
+    if point.vector is not None:
+        vectors[IMAGE_VECTOR] = np.asarray(point.vector, np.float32).tolist()
+    return vectors
 
 
 class QdrantStore(Store):
@@ -39,6 +59,8 @@ class QdrantStore(Store):
         except ImportError as exc:
             raise StoreError(f"a Qdrant server needs qdrant-client (pip install -r requirements.txt): {exc}") from None
         self.collection = collection
+        self.url = url
+        self._artifacts: Path | None = None
         self.location = f"{url} (collection {collection})"
         if client is not None:
             self.client = client
@@ -70,9 +92,13 @@ class QdrantStore(Store):
     def create(self, meta: dict) -> None:
         m = _models()
         if not self._call(self.client.collection_exists, self.collection):
-            self._call(self.client.create_collection, self.collection,
-                       vectors_config={IMAGE_VECTOR: m.VectorParams(size=int(meta["dim"]), distance=m.Distance.COSINE)},
-                       metadata=meta)
+            vectors = {IMAGE_VECTOR: m.VectorParams(size=int(meta["dim"]), distance=m.Distance.COSINE)}
+            sparse = None
+            if text_dim(meta):
+                vectors[TEXT_VECTOR] = m.VectorParams(size=text_dim(meta), distance=m.Distance.COSINE)
+                sparse = {KEYWORD_VECTOR: m.SparseVectorParams(modifier=m.Modifier.IDF)}
+            self._call(self.client.create_collection, self.collection, vectors_config=vectors,
+                       sparse_vectors_config=sparse, metadata=meta)
         else:
             self.write_meta(meta)
 
@@ -83,9 +109,23 @@ class QdrantStore(Store):
         if not points:
             return
         m = _models()
-        structs = [m.PointStruct(id=p.id, vector={IMAGE_VECTOR: np.asarray(p.vector, np.float32).tolist()}, payload=p.payload)
-                   for p in points]
+        structs = [m.PointStruct(id=p.id, vector=client_vectors(p), payload=p.payload) for p in points]
         self._call(self.client.upsert, self.collection, points=structs, wait=True)
+
+    def update_text(self, points: list[PointData]) -> None:
+        m = _models()
+        updates, emptied = [], []
+        for p in points:
+            vectors = client_vectors(PointData(p.id, None, text=p.text, keywords=p.keywords))
+            if vectors:
+                updates.append(m.PointVectors(id=p.id, vector=vectors))
+            else:  # the product lost its words: its old ones must stop matching
+                emptied.append(p.id)
+        if updates:
+            self._call(self.client.update_vectors, self.collection, points=updates, wait=True)
+        if emptied:
+            self._call(self.client.delete_vectors, self.collection, vectors=[TEXT_VECTOR, KEYWORD_VECTOR],
+                       points=m.PointIdsList(points=emptied), wait=True)
 
     def set_payload(self, point: str, payload: dict) -> None:
         self._call(self.client.overwrite_payload, self.collection, payload=payload, points=[point], wait=True)
@@ -101,11 +141,26 @@ class QdrantStore(Store):
             self._call(self.client.create_payload_index, self.collection, field_name=field_name,
                        field_schema=_models().PayloadSchemaType.KEYWORD, wait=True)
 
-    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False,
+               using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
         m = _models()
-        response = self._call(self.client.query_points, self.collection, query=np.asarray(vector, np.float32).tolist(),
-                              using=IMAGE_VECTOR, limit=k, query_filter=client_filter(filters), with_payload=True,
-                              search_params=m.SearchParams(exact=True) if exact else None)
+        return self._query(np.asarray(vector, np.float32).tolist(), using, k, filters, ids,
+                           m.SearchParams(exact=True) if exact else None)
+
+    def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
+                        ids: Sequence[str] | None = None) -> list[Hit]:
+        indices, values = keywords
+        if not len(indices):
+            return []
+        query = _models().SparseVector(indices=list(map(int, indices)), values=list(map(float, values)))
+        return self._query(query, KEYWORD_VECTOR, k, filters, ids)
+
+    def _query(self, query, using: str, k: int, filters: Filters | None, ids: Sequence[str] | None,
+               params=None) -> list[Hit]:
+        if ids is not None and not ids:
+            return []
+        response = self._call(self.client.query_points, self.collection, query=query, using=using, limit=k,
+                              query_filter=client_filter(filters, ids), with_payload=True, search_params=params)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
     def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
@@ -129,5 +184,17 @@ class QdrantStore(Store):
                               limit=limit, exact=True)
         return [(str(h.value), int(h.count)) for h in response.hits]
 
+    def artifact_path(self, name: str) -> Path:
+        # A server keeps vectors, not files: keep them in this machine's cache, one folder per collection.
+        # Files there are derived data (a searcher elsewhere re-derives them from the collection).
+        if self._artifacts is None:
+            if self.url == ":memory:":  # lives as long as this process, like the collection
+                self._artifacts = Path(tempfile.mkdtemp(prefix="shoplens-qdrant-"))
+            else:
+                self._artifacts = cache_dir("qdrant", re.sub(r"[^0-9A-Za-z.-]+", "_", f"{self.url}-{self.collection}"))
+        return self._artifacts / name
+
     def close(self) -> None:
         self._call(self.client.close)
+        if self.url == ":memory:" and self._artifacts is not None:
+            shutil.rmtree(self._artifacts, ignore_errors=True)

@@ -135,7 +135,8 @@ def sync_first(args) -> int:
     """Index --catalog into the index with the indexer's own code (progress on the console)."""
     index_args = argparse.Namespace(catalog=args.catalog, index=args.index, qdrant_url=args.qdrant_url,
                                     collection=args.collection, layout=args.layout, encoder=args.encoder, fit=None,
-                                    batch_size=32, prune=False, download=False, json=False, quiet=False)
+                                    batch_size=32, prune=False, download=False, json=False, quiet=False, text="auto",
+                                    no_colours=False)
     print(f"shoplens: indexing {args.catalog} ...", flush=True)
     return cmd_index(index_args)
 

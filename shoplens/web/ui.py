@@ -16,14 +16,17 @@ import random
 import gradio as gr
 
 from shoplens.images import ImageError
+from shoplens.localise import DEFAULT_CROP
 from shoplens.store import StoreError
-from shoplens.web.shop import MAX_RESULTS, MAX_UPLOAD_BYTES, Shop
+from shoplens.web.shop import MAX_WORDS, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop
 from shoplens.web.views import details_html, facet_choices, label, result_row, status_line
 
 log = logging.getLogger("shoplens.web")
 
 TITLE = "shoplens: find products by photo"
 DEFAULT_K = 12
+# One clear colour per box drawn on the shopper's photo (the localisers return at most 4).
+ITEM_COLOURS = {"Item 1": "#e11d48", "Item 2": "#2563eb", "Item 3": "#16a34a", "Item 4": "#d97706"}
 PAGE_SIZE = 24
 
 CSS = """
@@ -116,8 +119,12 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
         # become filter values in the store.
         return {f: list(v) for f, v in zip(fields, values) if v}
 
+    prompt = ("Upload, paste or take a photo of a product, or type a few words (e.g. “red running shoes”)."
+              if shop.has_text else "Upload, paste or take a photo of a product to find look-alikes.")
+
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# shoplens\nFind products by photo in a catalog of **{total:,}** products.",
+        how = "by photo or by words" if shop.has_text else "by photo"
+        gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
                     elem_classes="sl-header")
         with gr.Tabs():
             with gr.Tab("Search by photo", id="search"):
@@ -125,7 +132,13 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=280):
                         photo = PhotoInput(label="Your photo", elem_id="photo", type="filepath", image_mode=None, height=260,
                                            sources=["upload", "clipboard", "webcam"])
+                        words = gr.Textbox("", label="…or describe it", elem_id="words", max_length=MAX_WORDS,
+                                           visible=shop.has_text, submit_btn=True,
+                                           placeholder="red running shoes — with a photo: “but in blue”")
                         search_btn = gr.Button("Search", variant="primary")
+                        items_view = gr.AnnotatedImage(label="Products found in your photo", elem_id="items",
+                                                       height=260, visible=False, color_map=ITEM_COLOURS)
+                        item_pick = gr.Radio([], label="Search with", elem_id="item-pick", visible=False)
                         k = gr.Slider(1, MAX_RESULTS, value=DEFAULT_K, step=1, label="Results to show")
                         dropdowns = [gr.Dropdown(facet_choices(facets[f]), value=[], multiselect=True,
                                                  label=label(f)) for f in fields]
@@ -133,8 +146,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                             gr.Examples([[p] for p in examples], inputs=[photo], label="Try a catalog photo",
                                         examples_per_page=len(examples))
                     with gr.Column(scale=3, min_width=300):
-                        status = gr.Markdown("Upload, paste or take a photo of a product to find look-alikes.",
-                                             label="Status", elem_id="status", elem_classes="sl-status")
+                        status = gr.Markdown(prompt, label="Status", elem_id="status", elem_classes="sl-status")
                         gallery = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
                                              allow_preview=False, elem_id="results", elem_classes="sl-gallery")
                         with gr.Group(visible=False, elem_id="details") as details_box:
@@ -147,6 +159,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                         selected = gr.Textbox(label="Product id", visible=False)  # the product whose details are shown
                         results_json = gr.JSON(label="Results JSON", visible=False)  # the same results, for API callers
                 hits_state = gr.State([])
+                items_state = gr.State([])  # Results of the whole photo, then of each product found in it
+                picked_state = gr.State({})  # {"photo": the upload, "item": index into items_state}
 
             with gr.Tab("Browse by category", id="browse"):
                 with gr.Row():
@@ -183,31 +197,105 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
 
         result_outputs = [gallery, status, hits_state, results_json, details_box]
 
-        def show_results(results, query: str) -> dict:
+        def show_results(results, query: str, similarity: bool = True) -> dict:
+            # A text search's score is a fused rank score, not a similarity: no "% similar" then.
             hits = results.hits
-            return {gallery: shop.gallery(hits), hits_state: [[h.product_id, h.score] for h in hits],
+            return {gallery: shop.gallery(hits, with_score=similarity), hits_state: [[h.product_id, h.score] for h in hits],
                     status: f"{status_line(len(hits), results.seconds)} · {query}",
                     results_json: {"seconds": round(results.seconds, 4),
                                    "results": [result_row(h, i) for i, h in enumerate(hits, 1)]},
                     details_box: gr.update(visible=False)}
 
-        def search(image, k_value, *values):
-            """Search the catalog with a photo; the results gallery, a status line and the results as JSON."""
+        def show_item(items: list, index: int, image) -> dict:
+            # One item's results, plus every item's in the JSON: "several items give results per item".
+            shown = show_results(items[index], "similar to your photo" if index == 0 else f"similar to item {index}")
+            shown[results_json] = {**shown[results_json], "searched": item_name(index),
+                                   "items": [item_json(r, i) for i, r in enumerate(items)]}
+            return {**shown, picked_state: {"photo": image, "item": index}}
+
+        def search(image, k_value, picked, *values):
+            """Search the catalog with a photo: the whole photo and each product found in it. Shows the best
+            product's results (or the whole photo's, by the crop default) unless the shopper picked another.
+            Words typed beside the photo refine its results ("but in red")."""
+            *values, text = values
             if image is None:
-                return {gallery: [], hits_state: [], results_json: {"results": []},
-                        status: "Upload, paste or take a photo of a product to find look-alikes.",
-                        details_box: gr.update(visible=False)}
+                if clean_words(text) and shop.has_text:
+                    return {**search_words(text, k_value, *values), items_state: [], picked_state: {}}
+                return {gallery: [], hits_state: [], results_json: {"results": []}, items_state: [],
+                        status: prompt, details_box: gr.update(visible=False)}
             try:
-                results = shop.search_upload(image, k_value, filters_of(values))
+                items = shop.search_items(image, k_value, filters_of(values), words=text)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
+                return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
+                        details_box: gr.update(visible=False), items_state: []}
+            index = (picked or {}).get("item") if (picked or {}).get("photo") == image else None
+            if not isinstance(index, int) or not 0 <= index < len(items):
+                index = 1 if DEFAULT_CROP == "auto" and len(items) > 1 else 0
+            shown = {**show_item(items, index, image), items_state: items}
+            if clean_words(text):
+                shown[status] += f", refined by “{html.escape(clean_words(text))}”"
+            return shown
+
+        def search_words(text, k_value, *values):
+            """Search the catalog by words: titles and attributes, keyword and semantic search fused."""
+            if not clean_words(text):
+                return {status: prompt, gallery: [], hits_state: [], results_json: {"results": []}}
+            try:
+                results = shop.search_text(text, k_value, filters_of(values))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
                         details_box: gr.update(visible=False)}
-            return show_results(results, "similar to your photo")
+            return show_results(results, f"matching “{html.escape(clean_words(text))}”", similarity=False)
 
         filter_names = [f"filter_{f}" for f in fields]
-        gr.on([search_btn.click, photo.change, k.release] + [d.input for d in dropdowns],
-              with_signature(search, ["photo", "k", *filter_names]), inputs=[photo, k, *dropdowns],
-              outputs=result_outputs, api_name="search")
+        search_outputs = result_outputs + [items_state, picked_state]
+        searched = gr.on([search_btn.click, photo.change, k.release] + [d.input for d in dropdowns],
+                         with_signature(search, ["photo", "k", "picked", *filter_names, "words"]),
+                         inputs=[photo, k, picked_state, *dropdowns, words], outputs=search_outputs,
+                         api_name="search")
+
+        def submit_words(text, image, k_value, picked, *values):
+            """Enter in the words box: search by the words, or by the photo refined by them when there is one."""
+            return search(image, k_value, picked, *values, text)
+
+        worded = words.submit(with_signature(submit_words, ["words", "photo", "k", "picked", *filter_names]),
+                              inputs=[words, photo, k, picked_state, *dropdowns], outputs=search_outputs,
+                              api_name="search_text")
+
+        def show_items(image, items, picked):
+            """The photo with a box around each product found, and the choice of what to search with."""
+            if not image or len(items) < 2:
+                return {items_view: gr.update(value=None, visible=False), item_pick: gr.update(visible=False)}
+            try:
+                preview, boxes = shop.preview(image, [r.box for r in items[1:]])
+            except Exception as exc:  # noqa: BLE001
+                return {status: error_md(exc)}
+            names = [item_name(i) for i in range(1, len(items))]
+            choices = [(name, i) for i, name in enumerate(names, 1)] + [(item_name(0), 0)]  # whole photo last
+            return {items_view: gr.update(value=(preview, list(zip(boxes, names))), visible=True),
+                    item_pick: gr.update(choices=choices, value=(picked or {}).get("item", 0), visible=True)}
+
+        searched.then(show_items, inputs=[photo, items_state, picked_state], outputs=[items_view, item_pick, status],
+                      api_name="show_items")
+        worded.then(show_items, inputs=[photo, items_state, picked_state], outputs=[items_view, item_pick, status],
+                    api_visibility="private")
+
+        def pick_item(index, items, image):
+            """Show the results of one item (0 = the whole photo) of the last search."""
+            if not isinstance(index, int) or not 0 <= index < len(items):
+                return {status: "Search with a photo first, then pick a product in it."}
+            return show_item(items, index, image)
+
+        pick_outputs = result_outputs + [picked_state]
+        item_pick.input(pick_item, inputs=[item_pick, items_state, photo], outputs=pick_outputs, api_name="pick_item")
+
+        def select_item(items, image, evt: gr.SelectData):
+            """Clicking a box (or its legend) in the photo shows that product's results."""
+            index = evt.index + 1 if isinstance(evt.index, int) else -1
+            return {**pick_item(index, items, image), item_pick: index if 0 < index < len(items) else None}
+
+        items_view.select(select_item, inputs=[items_state, photo], outputs=pick_outputs + [item_pick],
+                          api_name="select_item")
 
         def select_result(hits, evt: gr.SelectData):
             """Details of the clicked result."""
@@ -338,6 +426,17 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
 
         gr.api(product_details, api_name="product")
     return demo
+
+
+def item_name(index: int) -> str:
+    """0 -> 'Whole photo', 1 -> 'Item 1' (the best box), ..."""
+    return "Whole photo" if index == 0 else f"Item {index}"
+
+
+def item_json(results, index: int) -> dict:
+    """One item of a search for API callers: its name, box (pixels of the decoded photo) and results."""
+    return {"item": index, "name": item_name(index), "box": results.box.as_dict() if results.box else None,
+            "results": [result_row(h, i) for i, h in enumerate(results.hits, 1)]}
 
 
 def build_message(message: str) -> gr.Blocks:

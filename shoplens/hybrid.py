@@ -1,0 +1,155 @@
+"""Search by words, and by a photo plus words: ranked lists from the store, fused, then colour-aware.
+
+A text query runs its searches with the same filters and fuses them by weighted reciprocal rank
+fusion (shoplens.text.fusion, Qdrant's own formula): BM25 keywords over titles and attributes, MiniLM
+sentence vectors of the same text and, with ImageBind, its text tower against the photos. The bridge
+(the sentence vector mapped into the image space) is a mode of its own: measured, it did not help the
+fusion. Colour words ("navy", "red") re-rank by the colours seen in each product's photo when the
+catalog's own words do not name colours. Weights come from benchmarks/text_probe.py,
+benchmarks/colour.py and benchmarks/text_colour.py (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shoplens.colour import COLOURS_FIELD, RERANK_TOP, RERANK_WEIGHT, colour_words, named_colour_vector, rerank
+from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
+from shoplens.text.document import bm25_query
+from shoplens.text.fusion import rrf
+from shoplens.textindex import MIN_BRIDGE_PAIRS
+
+# List weights in the fusion (benchmarks/text_probe.py). The bridge is left out: with titles on every
+# product it lowered type + colour precision; it stays a mode of its own. A missing list is absent.
+TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0}
+RRF_K = 60
+CANDIDATES = 100  # how deep each list goes before fusion
+# How much a typed colour counts against the photos' colours (x top fused score x colour similarity):
+# nothing when the catalog's own text names colours (measured: it only cost precision), more when the
+# photos are the only place colours are known (benchmarks/text_colour.py).
+COLOUR_WORD_BOOST = {"named": 0.0, "unnamed": 1.0}
+PHOTO_COLOUR_WEIGHT = RERANK_WEIGHT  # image similarity + this x colour similarity, for photo queries
+WORDS_WEIGHT = 1.0  # weight of the words' ranking against the photo's (1.0) in a photo + words query
+MODES = ("fused", "keyword", "semantic", "bridge")
+
+
+@dataclass
+class TextSide:
+    """What a text query needs from an opened index: its store, a sentence encoder, the bridge, ImageBind."""
+
+    store: Store
+    embed_text: object  # str -> sentence vector, or None when the index has no text vectors
+    bridge: object = None  # shoplens.text.bridge.Bridge or None
+    image_text: object = None  # str -> image-space vector (an encoder with a text tower), or None
+    names_colours: bool = True  # the catalog's titles and attributes name colours (see COLOUR_WORD_BOOST)
+
+
+def colour_word_weight(side: TextSide) -> float:
+    """The weight of the photos' colours for colour words in a text query on this index."""
+    return COLOUR_WORD_BOOST["named" if side.names_colours else "unnamed"]
+
+
+def ranked_lists(side: TextSide, text: str, n: int, filters: Filters | None = None,
+                 ids: list[str] | None = None, wanted: set[str] | None = None) -> dict[str, list[Hit]]:
+    """Each available search's best `n` hits for `text` (restricted to point `ids` when given);
+    `wanted` names the searches to run (default: those with a weight in the fusion)."""
+    if side.embed_text is None and side.image_text is None:
+        raise StoreError("this index has no text vectors: re-index the catalog into a new folder "
+                         "(python indexer.py CATALOG --index NEW_DIR; text is on for catalogs with titles or "
+                         "attributes) or use an encoder with a text tower")
+    wanted = wanted or {name for name, weight in TEXT_WEIGHTS.items() if weight > 0}
+    lists: dict[str, list[Hit]] = {}
+    if side.embed_text is not None:
+        if "keyword" in wanted:
+            lists["keyword"] = side.store.search_keywords(bm25_query(text), n, filters, ids)
+        if wanted & {"semantic", "bridge"}:
+            sentence = side.embed_text(text)
+            if "semantic" in wanted:
+                lists["semantic"] = side.store.search(sentence, n, filters, using=TEXT_VECTOR, ids=ids)
+            if "bridge" in wanted and side.bridge is not None:
+                lists["bridge"] = side.store.search(side.bridge.project(sentence)[0], n, filters, ids=ids)
+    if side.image_text is not None and "imagebind" in wanted:
+        lists["imagebind"] = side.store.search(side.image_text(text), n, filters, ids=ids)
+    # Stores order tied scores differently; rank ties by point id so fusion is the same on every store.
+    return {name: sorted(hits, key=lambda h: (-h.score, h.id)) for name, hits in lists.items()}
+
+
+def fuse(lists: dict[str, list[Hit]], weights: dict[str, float], limit: int) -> list[Hit]:
+    """Weighted RRF of named hit lists into one list of hits scored by their fused score."""
+    names = [name for name in lists if weights.get(name, 0) > 0]
+    by_id = {h.id: h for name in names for h in lists[name]}
+    ids, scores = rrf([[h.id for h in lists[name]] for name in names], RRF_K, [weights[n] for n in names], limit)
+    return [Hit(i, float(s), by_id[i].payload) for i, s in zip(ids, scores)]
+
+
+def colour_boost(hits: list[Hit], colours: list[str], weight: float) -> list[Hit]:
+    """Re-rank hits by score + weight x similarity of their photo's colours to the named colours."""
+    if not colours or not hits or weight <= 0:
+        return hits
+    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(named_colour_vector([])))
+                        for h in hits], np.float32)
+    order, scores = rerank([h.score for h in hits], named_colour_vector(colours), vectors, weight)
+    return [Hit(hits[i].id, float(s), hits[i].payload) for i, s in zip(order, scores)]
+
+
+def search_text(side: TextSide, text: str, k: int = 10, filters: Filters | None = None,
+                mode: str = "fused", colour_weight: float | None = None) -> list[Hit]:
+    """The products best matching a text query, best first. `mode` picks one list instead of the fusion;
+    `colour_weight` overrides the index's weight of the photos' colours for colour words."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    text = " ".join(text.split())
+    if not text:
+        raise ValueError("the text query is empty")
+    if mode != "fused":
+        lists = ranked_lists(side, text, k, filters, wanted={mode})
+        if mode not in lists:
+            raise StoreError(f"this index cannot search by {mode}" +
+                             (f" (it has no text-to-image bridge: fewer than {MIN_BRIDGE_PAIRS} products with text and a photo)"
+                              if mode == "bridge" else ""))
+        return lists[mode]
+    lists = ranked_lists(side, text, max(CANDIDATES, k), filters)
+    colours, _rest = colour_words(text)
+    fused = fuse(lists, TEXT_WEIGHTS, max(CANDIDATES, k))
+    weight = colour_word_weight(side) if colour_weight is None else colour_weight
+    return colour_boost(fused, colours, weight * (fused[0].score if fused else 0))[:k]
+
+
+def photo_colour_rerank(hits: list[Hit], query_colours: list[float] | None, weight: float = PHOTO_COLOUR_WEIGHT
+                        ) -> list[Hit]:
+    """Image hits re-ordered by image score + weight x colour similarity to the query photo's colours."""
+    if query_colours is None or not hits or weight <= 0:
+        return hits
+    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(query_colours)) for h in hits], np.float32)
+    order, _combined = rerank([h.score for h in hits], query_colours, vectors, weight)
+    return [hits[i] for i in order]  # scores stay the photo's similarity, which is what the app shows
+
+
+def search_photo(store: Store, vector: np.ndarray, k: int = 10, filters: Filters | None = None, *,
+                 query_colours: list[float] | None = None, words: str | None = None,
+                 side: TextSide | None = None) -> list[Hit]:
+    """Image search, colour-aware, optionally refined by words ("like this, but in red").
+
+    Colour words filter the candidates to products whose photo shows that colour (topped up with the
+    others when fewer than k match); other words rank the photo's candidates by text, fused with the
+    photo's own ranking. Without typed colours, the query photo's colours re-rank the candidates."""
+    colours, rest = colour_words(" ".join((words or "").split()))
+    refine = bool(rest) and side is not None and side.embed_text is not None
+    n = max(RERANK_TOP, k) if (refine or colours or (query_colours is not None and PHOTO_COLOUR_WEIGHT > 0)) else k
+    if colours:
+        hits = store.search(vector, n, {**(filters or {}), COLOURS_FIELD: colours})
+        if len(hits) < k:
+            seen = {h.id for h in hits}
+            hits += [h for h in store.search(vector, n, filters) if h.id not in seen]
+    else:
+        hits = photo_colour_rerank(store.search(vector, n, filters), query_colours)
+    if refine:
+        lists = {"image": hits, **ranked_lists(side, rest, len(hits), ids=[h.id for h in hits])}
+        weights = {name: WORDS_WEIGHT * TEXT_WEIGHTS.get(name, 0.0) for name in lists}
+        weights["image"] = 1.0
+        similarity = {h.id: h.score for h in hits}
+        # The words decide the order; each hit keeps its similarity to the photo as its score.
+        hits = [Hit(h.id, similarity[h.id], h.payload) for h in fuse(lists, weights, len(hits))]
+    return hits[:k]

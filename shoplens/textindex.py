@@ -1,0 +1,132 @@
+"""The text side of an index: each product's keyword (BM25) and sentence (MiniLM) vectors, and the bridge.
+
+The bridge maps a sentence vector into the image encoder's space so a text query also searches the
+photos. It is fitted on the catalog's own (text, image) pairs after an indexing run and saved in the
+store's artifact folder; the index metadata records when, so a searcher can tell a stale file.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+
+from shoplens.colour import colour_words
+from shoplens.store import IndexMismatchError, Sparse, Store, StoreError
+from shoplens.text.bridge import Bridge, fit_bridge, load_bridge
+from shoplens.text.document import AVG_LEN, B, K1, bm25_document, product_text, semantic_text
+from shoplens.text.minilm import MiniLM
+
+BRIDGE_FILE = "text-bridge.npz"
+BRIDGE_ALPHA = 0.1  # ridge penalty, from benchmarks/text_probe.py
+BRIDGE_NEIGHBOURS = 1
+MIN_BRIDGE_PAIRS = 50  # fewer pairs than this fit noise, not a map
+NAMES_COLOURS_SHARE = 0.5  # a catalog "names colours" when at least this share of its texts has a colour word
+
+
+def image_encoder_key(meta: dict) -> str:
+    return f"{meta.get('encoder')}@{meta.get('encoder_version')}"
+
+
+def catalog_has_text(payloads: Sequence[dict]) -> bool:
+    """Whether products carry words worth indexing (a title or describing attributes)."""
+    return any(product_text(p) for p in payloads)
+
+
+class TextIndexer:
+    """Computes the text vectors of products' payloads, and fits and loads the bridge."""
+
+    def __init__(self, model: MiniLM | None = None):
+        self.model = model or MiniLM()
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.name}@{self.model.version}"
+
+    def describe(self) -> dict:
+        """What the index records about its text side."""
+        return {**self.model.describe(), "keywords": "qdrant-bm25", "bm25": {"k": K1, "b": B, "avg_len": AVG_LEN},
+                "sentence_text": "title+type+colour"}
+
+    def vectors(self, payloads: Sequence[dict]) -> list[tuple[np.ndarray | None, Sparse | None]]:
+        """(sentence vector, BM25 terms) per payload; (None, None) for a product without text."""
+        texts = [product_text(p) for p in payloads]
+        have = [i for i, t in enumerate(texts) if t]
+        # The sentence model reads a shorter text than BM25: generic attributes blur its mean pooling.
+        dense = self.model.embed_texts([semantic_text(payloads[i]) for i in have])
+        out: list[tuple[np.ndarray | None, Sparse | None]] = [(None, None)] * len(texts)
+        for row, i in enumerate(have):
+            out[i] = (dense[row], bm25_document(texts[i]))
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.model.embed_text(text)
+
+    # bridge
+
+    def has_bridge(self, store: Store, meta: dict) -> bool:
+        """Whether the saved bridge matches the index's last fit (or the catalog was too small to fit one)."""
+        fitted = (meta.get("text") or {}).get("bridge")
+        if not fitted:
+            return False
+        return fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS or store.artifact_path(BRIDGE_FILE).exists()
+
+    def fit_bridge(self, store: Store, meta: dict) -> dict:
+        """Fit the bridge on every product with both vectors, save it, and return the new meta['text']."""
+        text_rows, image_rows, named, with_text = [], [], 0, 0
+        for hit in store.iterate(with_vector=True):
+            if hit.text_vector is not None:
+                with_text += 1
+                named += bool(colour_words(product_text(hit.payload))[0])
+                if hit.vector is not None:
+                    text_rows.append(hit.text_vector)
+                    image_rows.append(hit.vector)
+        info = {"pairs": len(text_rows), "fitted": _now()}
+        if len(text_rows) >= MIN_BRIDGE_PAIRS:
+            bridge = fit_bridge(np.stack(text_rows), np.stack(image_rows), alpha=BRIDGE_ALPHA,
+                                neighbours=BRIDGE_NEIGHBOURS, text_model=self.key, image_encoder=image_encoder_key(meta))
+            bridge.save(store.artifact_path(BRIDGE_FILE))
+            info.update(alpha=BRIDGE_ALPHA, neighbours=BRIDGE_NEIGHBOURS)
+        # Whether the catalog's own words name colours decides how much the photos' colours count for
+        # colour words in a query (shoplens.hybrid.colour_word_weight).
+        names_colours = named >= NAMES_COLOURS_SHARE * max(with_text, 1)
+        return {**(meta.get("text") or self.describe()), "bridge": info, "names_colours": names_colours}
+
+    def load_bridge(self, store: Store, meta: dict) -> Bridge | None:
+        """The index's bridge: read from its file, re-fitted when missing or stale (e.g. on another machine
+        than the one that indexed a Qdrant server); None when the catalog is too small for one."""
+        fitted = (meta.get("text") or {}).get("bridge") or {}
+        if fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS:
+            return None
+        path = store.artifact_path(BRIDGE_FILE)
+        try:
+            bridge = load_bridge(path, self.key, image_encoder_key(meta))
+            if bridge.fitted_on == fitted["pairs"] and path.stat().st_mtime >= _timestamp(fitted["fitted"]) - 1:
+                return bridge
+        except (OSError, ValueError, KeyError):
+            pass  # missing, unreadable or for other models: fit it again from the stored vectors
+        self.fit_bridge(store, meta)
+        return load_bridge(path, self.key, image_encoder_key(meta))
+
+
+def check_text(meta: dict, text: TextIndexer, location: str = "") -> None:
+    """Refuse to add text vectors from another text model than the one the index was built with."""
+    built = meta.get("text") or {}
+    if (built.get("model"), str(built.get("version")), int(built.get("dim", 0))) != \
+            (text.model.name, str(text.model.version), text.model.dim):
+        raise IndexMismatchError(
+            f"the index at {location or 'this location'} holds text vectors of {built.get('model')!r} "
+            f"(version {built.get('version')}, {built.get('dim')}-d), not {text.model.name!r} "
+            f"(version {text.model.version}); re-index into a new folder")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _timestamp(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except ValueError as exc:
+        raise StoreError(f"bad bridge timestamp {iso!r} in the index metadata") from exc
