@@ -28,7 +28,8 @@ from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.store import check_encoder, open_store
 
-PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector"}  # index bookkeeping, not catalog metadata
+# Index bookkeeping, not catalog metadata.
+PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector"}
 CHUNK = 1024  # queries scored per matrix product; bounds memory at CHUNK x catalog floats
 
 

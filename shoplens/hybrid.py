@@ -107,7 +107,8 @@ def search_text(side: TextSide, text: str, k: int = 10, filters: Filters | None 
         lists = ranked_lists(side, text, k, filters, wanted={mode})
         if mode not in lists:
             raise StoreError(f"this index cannot search by {mode}" +
-                             (f" (it has no text-to-image bridge: fewer than {MIN_BRIDGE_PAIRS} products with text and a photo)"
+                             (f" (it has no text-to-image bridge: fewer than {MIN_BRIDGE_PAIRS} products with "
+                              "text and a photo)"
                               if mode == "bridge" else ""))
         return lists[mode]
     lists = ranked_lists(side, text, max(CANDIDATES, k), filters)

@@ -104,7 +104,7 @@ def prepare(product: Product, existing: dict | None, draft_size: int | None, col
             return item
         item.image = load_image(data, name=product.rel_path, draft_size=draft_size)
         if colours:
-            item.payload.update(colour_profile(item.image))
+            item.payload.update(colour_profile(item.image, product.metadata.get("colour")))
     except ImageError as exc:
         item.error = str(exc)
     return item

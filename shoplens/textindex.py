@@ -85,7 +85,8 @@ class TextIndexer:
         info = {"pairs": len(text_rows), "fitted": _now()}
         if len(text_rows) >= MIN_BRIDGE_PAIRS:
             bridge = fit_bridge(np.stack(text_rows), np.stack(image_rows), alpha=BRIDGE_ALPHA,
-                                neighbours=BRIDGE_NEIGHBOURS, text_model=self.key, image_encoder=image_encoder_key(meta))
+                                neighbours=BRIDGE_NEIGHBOURS, text_model=self.key,
+                                image_encoder=image_encoder_key(meta))
             bridge.save(store.artifact_path(BRIDGE_FILE))
             info.update(alpha=BRIDGE_ALPHA, neighbours=BRIDGE_NEIGHBOURS)
         # Whether the catalog's own words name colours decides how much the photos' colours count for

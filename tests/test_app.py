@@ -352,6 +352,11 @@ def test_a_multi_item_photo_gives_boxes_and_results_per_item(handmade_app, tmp_p
     photo.save(tmp_path / "shelf.jpg", quality=92)
     client = Client(handmade_app.url, download_files=False, verbose=False, analytics_enabled=False)
     gallery, status, results = search(client, tmp_path / "shelf.jpg", k=3)
+    # /search answers with the whole photo at once (crop off); the products in it come from /show_items,
+    # which the page runs next (called on its own, it searches the whole photo too).
+    assert [i["name"] for i in results["items"]] == ["Whole photo"]
+    outputs = client.predict(photo=handle_file(str(tmp_path / "shelf.jpg")), k=3, api_name="/show_items")
+    results = next(o for o in outputs if isinstance(o, dict) and "items" in o)
     items = results["items"]
     assert items[0]["name"] == "Whole photo" and items[0]["box"] is None and len(items) >= 4
     found = {}

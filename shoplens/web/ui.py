@@ -214,9 +214,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             return {**shown, picked_state: {"photo": image, "item": index}}
 
         def search(image, k_value, picked, *values):
-            """Search the catalog with a photo: the whole photo and each product found in it. Shows the best
-            product's results (or the whole photo's, by the crop default) unless the shopper picked another.
-            Words typed beside the photo refine its results ("but in red")."""
+            """Search the catalog with a photo (by the crop default: the whole photo, or the best product in it;
+            the shopper's pick for this photo wins). Words typed beside the photo refine its results."""
             *values, text = values
             if image is None:
                 if clean_words(text) and shop.has_text:
@@ -224,7 +223,10 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                 return {gallery: [], hits_state: [], results_json: {"results": []}, items_state: [],
                         status: prompt, details_box: gr.update(visible=False)}
             try:
-                items = shop.search_items(image, k_value, filters_of(values), words=text)
+                # With crop off the whole photo answers at once; the products in it are found by the next step
+                # (find_items), so the localiser never delays the first results.
+                items = (shop.search_items(image, k_value, filters_of(values), words=text) if DEFAULT_CROP == "auto"
+                         else [shop.search_photo(image, k_value, filters_of(values), words=text)])
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
                         details_box: gr.update(visible=False), items_state: []}
@@ -262,23 +264,39 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                               inputs=[words, photo, k, picked_state, *dropdowns], outputs=search_outputs,
                               api_name="search_text")
 
-        def show_items(image, items, picked):
-            """The photo with a box around each product found, and the choice of what to search with."""
-            if not image or len(items) < 2:
+        def find_items(image, k_value, picked, *values):
+            """The products found in the photo: each one's results, the photo with a box around each, and the
+            choice of what to search with. Shows the item the shopper picked for this photo, if any."""
+            *values, text, items = values
+            if not image:
                 return {items_view: gr.update(value=None, visible=False), item_pick: gr.update(visible=False)}
+            same = (picked or {}).get("photo") == image
             try:
+                if not (same and items):  # called on its own (API): search the whole photo too
+                    items = [shop.search_photo(image, k_value, filters_of(values), words=text)]
+                if len(items) == 1:
+                    items = items + shop.search_boxes(image, k_value, filters_of(values), words=text)
                 preview, boxes = shop.preview(image, [r.box for r in items[1:]])
             except Exception as exc:  # noqa: BLE001
                 return {status: error_md(exc)}
+            index = (picked or {}).get("item", 0) if same else 0
+            index = index if isinstance(index, int) and 0 <= index < len(items) else 0
+            shown = show_item(items, index, image)
+            out = {items_state: items, picked_state: shown[picked_state], results_json: shown[results_json]}
+            if index or not same:
+                out.update(shown)
+            if len(items) < 2:
+                return {**out, items_view: gr.update(value=None, visible=False), item_pick: gr.update(visible=False)}
             names = [item_name(i) for i in range(1, len(items))]
             choices = [(name, i) for i, name in enumerate(names, 1)] + [(item_name(0), 0)]  # whole photo last
-            return {items_view: gr.update(value=(preview, list(zip(boxes, names))), visible=True),
-                    item_pick: gr.update(choices=choices, value=(picked or {}).get("item", 0), visible=True)}
+            return {**out, items_view: gr.update(value=(preview, list(zip(boxes, names))), visible=True),
+                    item_pick: gr.update(choices=choices, value=index, visible=True)}
 
-        searched.then(show_items, inputs=[photo, items_state, picked_state], outputs=[items_view, item_pick, status],
-                      api_name="show_items")
-        worded.then(show_items, inputs=[photo, items_state, picked_state], outputs=[items_view, item_pick, status],
-                    api_visibility="private")
+        item_inputs = [photo, k, picked_state, *dropdowns, words, items_state]
+        item_outputs = [items_view, item_pick, status, items_state, *result_outputs, picked_state]
+        find = with_signature(find_items, ["photo", "k", "picked", *filter_names, "words", "items"])
+        searched.then(find, inputs=item_inputs, outputs=item_outputs, api_name="show_items")
+        worded.then(find, inputs=item_inputs, outputs=item_outputs, api_visibility="private")
 
         def pick_item(index, items, image):
             """Show the results of one item (0 = the whole photo) of the last search."""
