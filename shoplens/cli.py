@@ -120,6 +120,14 @@ def cmd_index(args) -> int:
     return 0
 
 
+def ignored_words(searcher, words: str) -> str:
+    """The words a photo + words search cannot use on this index (all but colour words, without text vectors)."""
+    from shoplens.colour import colour_words
+
+    rest = colour_words(words)[1]
+    return "" if searcher.text_side.embed_text is not None or not rest else rest
+
+
 def hit_row(hit, rank: int | None = None) -> dict:
     """The fields a person or a script wants from a hit."""
     row = {"score": round(hit.score, 4), "id": hit.product_id, "title": hit.payload.get("title", ""),
@@ -132,7 +140,12 @@ def hit_row(hit, rank: int | None = None) -> dict:
 def cmd_search(args) -> int:
     from shoplens.search import Searcher
 
+    if args.k < 1:
+        raise ValueError("-k must be at least 1")
     searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
+    if args.image is not None and args.text and ignored_words(searcher, args.text):
+        print(f"note: this index has no text vectors, so only colour words refine the photo (ignored: "
+              f"{ignored_words(searcher, args.text)!r})", file=sys.stderr)
     try:
         filters = parse_filters(args.filter)
         if args.image is None:
@@ -140,7 +153,7 @@ def cmd_search(args) -> int:
                 raise ValueError("give a query photo, --text WORDS, or both")
             items = [searcher.search_text(args.text, k=args.k, filters=filters, mode=args.mode)]
         elif args.crop == "all":
-            items = searcher.search_items(args.image, k=args.k, filters=filters)
+            items = searcher.search_items(args.image, k=args.k, filters=filters, words=args.text)
         else:
             items = [searcher.search_image(args.image, k=args.k, filters=filters, crop=args.crop, words=args.text)]
     finally:

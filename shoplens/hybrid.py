@@ -26,6 +26,7 @@ from shoplens.textindex import MIN_BRIDGE_PAIRS
 TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0}
 RRF_K = 60
 CANDIDATES = 100  # how deep each list goes before fusion
+TIE_MARGIN = 10  # extra hits fetched so that ties at the cut-off are decided by id, the same on every store
 # How much a typed colour counts against the photos' colours (x top fused score x colour similarity):
 # nothing when the catalog's own text names colours (measured: it only cost precision), more when the
 # photos are the only place colours are known (benchmarks/text_colour.py).
@@ -100,17 +101,20 @@ def search_text(side: TextSide, text: str, k: int = 10, filters: Filters | None 
     `colour_weight` overrides the index's weight of the photos' colours for colour words."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
     text = " ".join(text.split())
     if not text:
         raise ValueError("the text query is empty")
     if mode != "fused":
-        lists = ranked_lists(side, text, k, filters, wanted={mode})
+        # A few more than k: stores cut ties at the limit differently, and ties are then ordered by id.
+        lists = ranked_lists(side, text, k + TIE_MARGIN, filters, wanted={mode})
         if mode not in lists:
             raise StoreError(f"this index cannot search by {mode}" +
                              (f" (it has no text-to-image bridge: fewer than {MIN_BRIDGE_PAIRS} products with "
                               "text and a photo)"
                               if mode == "bridge" else ""))
-        return lists[mode]
+        return lists[mode][:k]
     lists = ranked_lists(side, text, max(CANDIDATES, k), filters)
     colours, _rest = colour_words(text)
     fused = fuse(lists, TEXT_WEIGHTS, max(CANDIDATES, k))
@@ -136,6 +140,8 @@ def search_photo(store: Store, vector: np.ndarray, k: int = 10, filters: Filters
     Colour words filter the candidates to products whose photo shows that colour (topped up with the
     others when fewer than k match); other words rank the photo's candidates by text, fused with the
     photo's own ranking. Without typed colours, the query photo's colours re-rank the candidates."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
     colours, rest = colour_words(" ".join((words or "").split()))
     refine = bool(rest) and side is not None and side.embed_text is not None
     n = max(RERANK_TOP, k) if (refine or colours or (query_colours is not None and PHOTO_COLOUR_WEIGHT > 0)) else k

@@ -92,31 +92,39 @@ def filter_fields(catalog: Catalog) -> list[str]:
                   if 1 < len(v) <= MAX_FILTER_VALUES and max(len(x) for x in v) <= 64)
 
 
-def prepare(product: Product, existing: dict | None, draft_size: int | None, colours: bool = False) -> Prepared:
-    """Read and hash the photo; decode it (and read its colours) only when the stored hash differs."""
+def prepare(product: Product, existing: dict | None, draft_size: int | None, colours: bool = False,
+            stored_colours_ok: bool = True) -> Prepared:
+    """Read and hash the photo; decode it only to encode it (a new photo) or to read its colours again."""
     item = Prepared(product, point_id(product.id))
     try:
         data = read_bytes(product.path)
         item.payload = payload_for(product, hashlib.sha256(data).hexdigest())
-        if existing and existing.get("content_hash") == item.payload["content_hash"]:
-            # Same photo: its colours are still right, keep them rather than decode again.
-            item.payload.update({k: existing[k] for k in PAYLOAD_KEYS if colours and k in existing})
+        same_photo = bool(existing) and existing.get("content_hash") == item.payload["content_hash"]
+        if same_photo and not colours:
             return item
-        item.image = load_image(data, name=product.rel_path, draft_size=draft_size)
+        if (same_photo and stored_colours_ok and all(k in existing for k in PAYLOAD_KEYS)
+                and existing.get("colour") == product.metadata.get("colour")):
+            # Same photo, same colour label, same colour layout: the stored colours are still right.
+            item.payload.update({k: existing[k] for k in PAYLOAD_KEYS})
+            return item
+        image = load_image(data, name=product.rel_path, draft_size=draft_size)
         if colours:
-            item.payload.update(colour_profile(item.image, product.metadata.get("colour")))
+            item.payload.update(colour_profile(image, product.metadata.get("colour")))
+        if not same_photo:
+            item.image = image  # to encode; a same photo only needed its colours read
     except ImageError as exc:
         item.error = str(exc)
     return item
 
 
 def _prepared(products: list[Product], existing: dict[str, dict], draft_size: int | None,
-              workers: int, lookahead: int, colours: bool) -> Iterator[Prepared]:
+              workers: int, lookahead: int, colours: bool, stored_colours_ok: bool) -> Iterator[Prepared]:
     # Decoding in threads overlaps with encoding (PIL and onnxruntime release the GIL).
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending = []
         for product in products:
-            pending.append(pool.submit(prepare, product, existing.get(point_id(product.id)), draft_size, colours))
+            pending.append(pool.submit(prepare, product, existing.get(point_id(product.id)), draft_size, colours,
+                                       stored_colours_ok))
             if len(pending) >= lookahead:
                 yield pending.pop(0).result()
         for future in pending:
@@ -147,7 +155,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     """Bring the index in line with the catalog and return what changed.
 
     `text` adds keyword and sentence vectors of each product's title and attributes (and a text-to-image
-    bridge); `colours` stores each product's dominant colours in its payload. `known_vectors` (content
+    bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
+    dominant colours in its payload (off: they are removed). `known_vectors` (content
     hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos."""
     known_vectors = known_vectors or {}
     started = time.perf_counter()
@@ -157,6 +166,10 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         summary.notes.append(f"the index at {store.location} was built without text vectors; text search stays off "
                              "(re-index into a new folder to turn it on)")
         text = None
+    elif text is None and text_dim(meta):
+        # An index with text vectors keeps them in step with the catalog, or they would go stale.
+        text = TextIndexer()
+        check_text(meta, text, store.location)
     existing = store.states()
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
 
@@ -179,7 +192,9 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         summary.encoded += len(todo)
         batch.clear()
 
-    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours):
+    stored_colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
+    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours,
+                          stored_colours_ok):
         bar.update(1)
         if item.point in seen:
             summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
@@ -217,6 +232,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
                 keyword_fields=keyword_fields, updated=_now())
     if colours:  # the colour_vector layout, so search never compares vectors of two layouts
         meta["colours"] = {"version": COLOUR_VERSION}
+    else:  # the payloads were just written without colours
+        meta.pop("colours", None)
     if text and (summary.added or summary.updated or summary.removed or not text.has_bridge(store, meta)):
         meta["text"] = text.fit_bridge(store, meta)
     store.write_meta(meta)

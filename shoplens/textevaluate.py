@@ -88,6 +88,10 @@ def evaluate_text(catalog: str | Path | Catalog, label, query_kinds: list[list[s
     enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER)
     products = [p for p in cat.products if label_of(p.metadata, fields)]
     indexed, held = hold_out(products, holdout, seed)
+    for kind in query_kinds:  # before minutes of indexing, not after
+        if not any(query_text(p, kind) for p in held):
+            raise ValueError(f"no held-out product has a value for {' + '.join(kind)}; fields of this catalog: "
+                             f"{', '.join(sorted(held[0].metadata)) if held else 'none'}")
     if sample:
         held = random.Random(seed).sample(held, min(sample, len(held)))
     # Image vectors from the embedding cache; everything else goes through the real indexer.

@@ -71,9 +71,14 @@ def test_info_json(tiny_index, folder_catalog, capsys):
     (["search", "--index", "{index}"], "give a query photo, --text WORDS, or both"),
     (["search", "--text", "red", "--index", "{index}", "--mode", "bridge"], "no text-to-image bridge"),
     (["search", "--text", " ", "--index", "{index}"], "the text query is empty"),
+    (["search", "{tmp}/q.jpg", "--index", "{index}", "-k", "0"], "-k must be at least 1"),
+    (["evaluate", "{tmp}/cat", "--label", "category", "--text-queries", "nosuchfield", "--encoder", "tiny"],
+     "no held-out product has a value for nosuchfield"),
 ])
 def test_user_errors_are_one_line(argv, message, tiny_index, tmp_path, capsys):
     make_photo(tmp_path / "q.jpg", PALETTE["red"])
+    for i, name in enumerate(PALETTE):  # a small labelled catalog for evaluate
+        make_photo(tmp_path / "cat" / ("warm" if i % 2 else "cool") / f"{name}.jpg", PALETTE[name])
     (tmp_path / "notes.jpg").write_text("hello")
     code, out, err = run(capsys, *[a.format(tmp=tmp_path, index=tiny_index) for a in argv])
     assert code == 2 and message in err, err

@@ -13,8 +13,9 @@ SMALL = {"SHOPLENS_NB_SAMPLE": "120", "SHOPLENS_NB_ENCODERS": "efficientnet-lite
          "SHOPLENS_NB_ENCODER": "efficientnet-lite0"}
 
 
-def test_the_three_notebooks_exist():
-    assert [p.stem for p in NOTEBOOKS] == ["01_catalog_overview", "02_retrieval_quality", "03_embedding_map"]
+def test_the_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == ["01_catalog_overview", "02_retrieval_quality", "03_embedding_map",
+                                          "04_text_search"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -153,3 +153,56 @@ def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path):
         assert set(ids) == {p.id for p in read_catalog(catalog).products}
     finally:
         store.close()
+
+
+def _set_in_manifest(root: Path, pid: str, **values) -> None:
+    import csv
+
+    with open(root / "products.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["id"] == pid:
+            row.update(values)
+    with open(root / "products.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _payload(store, pid: str) -> dict:
+    return store.retrieve([point_id(pid)])[0].payload
+
+
+def test_colours_follow_the_label_and_the_flag(tmp_path, store):
+    from conftest import make_shop_catalog
+
+    root = make_shop_catalog(tmp_path / "shop")
+    tiny = create_encoder("tiny")
+    _sync(root, store, tiny)
+    assert _payload(store, "trm")["colours"] == ["red"]
+    # A new colour label on the same photo: its colours are read again (the label is blended in), no encoding.
+    _set_in_manifest(root, "trm", colour="Green")
+    summary = _sync(root, store, tiny)
+    assert (summary.updated, summary.encoded) == (1, 0)
+    assert _payload(store, "trm")["colours"] == ["green", "red"]
+    # --no-colours removes them and says so in the metadata; turning them back on restores them.
+    _sync(root, store, tiny, colours=False)
+    assert "colours" not in _payload(store, "tbm") and "colours" not in store.read_meta()
+    summary = _sync(root, store, tiny)
+    assert (summary.updated, summary.encoded) == (24, 0)
+    assert _payload(store, "tbm")["colours"] == ["blue"] and store.read_meta()["colours"]["version"]
+
+
+def test_an_index_with_text_keeps_it_in_step_without_being_asked(tmp_path):
+    from conftest import make_shop_catalog
+    from shoplens.search import Searcher
+    from shoplens.textindex import TextIndexer
+
+    root = make_shop_catalog(tmp_path / "shop")
+    tiny = create_encoder("tiny")
+    with EdgeStore(tmp_path / "idx") as store:
+        _sync(root, store, tiny, text=TextIndexer())
+        _set_in_manifest(root, "tbm", title="Zebra striped top")
+        _sync(root, store, tiny)  # text=None, as `--text off` or a catalog that lost its titles would ask
+        hits = Searcher(store, store.read_meta(), _encoder=tiny).search_text("zebra", k=1, mode="keyword").hits
+        assert [h.product_id for h in hits] == ["tbm"]

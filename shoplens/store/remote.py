@@ -87,7 +87,7 @@ class QdrantStore(Store):
         if meta is None:
             raise StoreError(f"collection {self.collection!r} at {self.location} was not made by shoplens "
                              "(no index metadata); use --collection to pick another")
-        return dict(meta)
+        return {key: value for key, value in meta.items() if value is not None}
 
     def create(self, meta: dict) -> None:
         m = _models()
@@ -103,7 +103,10 @@ class QdrantStore(Store):
             self.write_meta(meta)
 
     def write_meta(self, meta: dict) -> None:
-        self._call(self.client.update_collection, self.collection, metadata=meta)
+        # Qdrant merges collection metadata: a key left out would survive, so dropped keys are set to null.
+        old = self.read_meta() or {}
+        self._call(self.client.update_collection, self.collection,
+                   metadata={**{key: None for key in old if key not in meta}, **meta})
 
     def upsert(self, points: list[PointData]) -> None:
         if not points:

@@ -243,7 +243,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             if not clean_words(text):
                 return {status: prompt, gallery: [], hits_state: [], results_json: {"results": []}}
             try:
-                results = shop.search_text(text, k_value, filters_of(values))
+                results = shop.search_text(clean_words(text), k_value, filters_of(values))
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
                         details_box: gr.update(visible=False)}
