@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from shoplens.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -15,7 +18,7 @@ RENAMES = {"product_title": "title", "product_display_name": "title", "name": "t
 ID_COLUMNS = ("product_id", "id", "sku")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """A catalog that cannot be read; the message says what was expected."""
 
 
@@ -45,6 +48,7 @@ class Catalog:
     layout: str
     products: list[Product]
     missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # things the indexer should tell the user (id collisions)
 
     def __len__(self) -> int:
         return len(self.products)
@@ -123,14 +127,27 @@ def read_fashion_product_images(root: Path) -> Catalog:
 
 
 def read_folders(root: Path) -> Catalog:
-    """A folder per category: <root>/<category>/.../<photo>; photos in the root itself have no category."""
+    """A folder per category: <root>/<category>/.../<photo>; photos in the root itself have no category.
+
+    The product id is the file name without suffix, so a photo moved to another category folder stays
+    the same product. Photos that share that name (shirt.jpg in tops/ and in sale/, or shirt.jpg beside
+    shirt.png) cannot all have it: each of them is identified by its path (tops/shirt.jpg), which a move
+    changes, and the catalog notes it.
+    """
+    photos = sorted(p for p in root.rglob("*") if _is_image(p))
+    stems = Counter(p.stem for p in photos)
     products = []
-    for photo in sorted(p for p in root.rglob("*") if _is_image(p)):
+    for photo in photos:
         rel = _rel(photo, root)
         parts = Path(rel).parts
         meta = {"category": parts[0] if len(parts) > 1 else "", "title": photo.stem}
-        products.append(Product(product_id(meta, rel), photo, rel, meta))
-    return Catalog(root, "folders", products)
+        products.append(Product(photo.stem if stems[photo.stem] == 1 else rel, photo, rel, meta))
+    shared = sorted(stem for stem, n in stems.items() if n > 1)
+    notes = [f"{sum(stems[s] for s in shared)} photos share a file name with another ({', '.join(shared[:5])}"
+             f"{' ...' if len(shared) > 5 else ''}): their product ids are their paths, so moving one to another "
+             "folder makes it a new product (--prune removes the old one); rename them to keep ids across moves"
+             ] if shared else []
+    return Catalog(root, "folders", products, notes=notes)
 
 
 def read_manifest(csv_path: Path) -> Catalog:

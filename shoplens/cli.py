@@ -9,15 +9,17 @@ from pathlib import Path
 
 from shoplens.catalog import LAYOUTS, CatalogError, read_catalog
 from shoplens.download import DownloadError, download_fashion_images
+from shoplens.errors import UserError
 from shoplens.encoders import DEFAULT_ENCODER, EncoderError, UnknownEncoderError, create_encoder, list_encoders
 from shoplens.images import ImageError
 from shoplens.hybrid import MODES
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, LocaliserError
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
 
-# Errors a user can act on: one line, exit status 2, no traceback.
+# Errors a user can act on: one line, exit status 2, no traceback. Any other error (a ValueError from a bug
+# included) shows its traceback: a one-line message would hide where it came from.
 USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, UnknownEncoderError,
-               ValueError)
+               UserError)
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +36,7 @@ def parse_filters(pairs: list[str] | None) -> dict[str, list[str]]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--filter takes FIELD=VALUE, got {pair!r}")
+            raise UserError(f"--filter takes FIELD=VALUE, got {pair!r}")
         filters.setdefault(key.strip(), []).append(value.strip())
     return filters
 
@@ -97,7 +99,7 @@ def cmd_index(args) -> int:
     from shoplens.textindex import TextIndexer, catalog_has_text
 
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UserError("--batch-size must be at least 1")
     if args.download:
         download_fashion_images(args.catalog)
     catalog = read_catalog(args.catalog, args.layout)
@@ -124,14 +126,17 @@ def ignored_words(searcher, words: str) -> str:
     """The words a photo + words search cannot use on this index (all but colour words, without text vectors)."""
     from shoplens.colour import colour_words
 
-    rest = colour_words(words)[1]
+    rest = colour_words(words, searcher.colour_names)[1]
     return "" if searcher.text_side.embed_text is not None or not rest else rest
 
 
 def hit_row(hit, rank: int | None = None) -> dict:
-    """The fields a person or a script wants from a hit."""
-    row = {"score": round(hit.score, 4), "id": hit.product_id, "title": hit.payload.get("title", ""),
-           "category": hit.payload.get("category", ""), "image_path": hit.payload.get("image_path", "")}
+    """The fields a person or a script wants from a hit: `score` ranks the list (it decreases down it),
+    `similarity` is the image cosine to the query photo (None for words alone)."""
+    similarity = None if hit.similarity is None else round(hit.similarity, 4)
+    row = {"score": round(hit.score, 4), "similarity": similarity, "id": hit.product_id,
+           "title": hit.payload.get("title", ""), "category": hit.payload.get("category", ""),
+           "image_path": hit.payload.get("image_path", "")}
     if rank is not None:
         row = {"rank": rank, **row}
     return row
@@ -141,7 +146,7 @@ def cmd_search(args) -> int:
     from shoplens.search import Searcher
 
     if args.k < 1:
-        raise ValueError("-k must be at least 1")
+        raise UserError("-k must be at least 1")
     searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
     if args.image is not None and args.text and ignored_words(searcher, args.text):
         print(f"note: this index has no text vectors, so only colour words refine the photo (ignored: "
@@ -150,7 +155,7 @@ def cmd_search(args) -> int:
         filters = parse_filters(args.filter)
         if args.image is None:
             if not args.text:
-                raise ValueError("give a query photo, --text WORDS, or both")
+                raise UserError("give a query photo, --text WORDS, or both")
             items = [searcher.search_text(args.text, k=args.k, filters=filters, mode=args.mode)]
         elif args.crop == "all":
             items = searcher.search_items(args.image, k=args.k, filters=filters, words=args.text)

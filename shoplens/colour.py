@@ -19,10 +19,12 @@ image score + weight x `colour_similarity`. NumPy and PIL only; about 1 ms a pho
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 COLOUR_VERSION = "1"
 COLOURS_FIELD = "colours"  # the payload keys colour_profile writes
@@ -122,31 +124,16 @@ def soft_names(lab: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _spread_rows(allowed: np.ndarray, reached: np.ndarray) -> np.ndarray:
-    """Grow `reached` along each row through runs of `allowed` pixels that it touches."""
-    padded = np.zeros((allowed.shape[0], allowed.shape[1] + 1), bool)
-    padded[:, :-1] = allowed  # the extra False column keeps runs from wrapping onto the next row
-    starts = padded & ~np.roll(padded, 1, axis=1)
-    starts[:, 0] = padded[:, 0]
-    ids = (np.cumsum(starts.ravel()) * padded.ravel()).reshape(padded.shape)[:, :-1]  # run number, 0 = not allowed
-    hit = np.zeros(int(ids.max()) + 1, bool)
-    hit[ids[reached]] = True
-    hit[0] = False
-    return hit[ids]
+def _flood(allowed: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Pixels of `allowed` connected to `seeds` (4-connected), however winding the path.
+
+    scipy's binary propagation runs until nothing changes, so a backdrop that snakes between parts
+    of a product (straps, a spiral) is reached whole, not only as far as a fixed number of passes goes.
+    """
+    return ndimage.binary_propagation(seeds & allowed, structure=_FOUR, mask=allowed)
 
 
-def _flood(allowed: np.ndarray, seeds: np.ndarray, passes: int = 12) -> np.ndarray:
-    """Pixels of `allowed` connected to `seeds` (4-connected), by alternating row and column runs."""
-    reached = seeds & allowed
-    count = -1
-    for _ in range(passes):
-        reached = _spread_rows(allowed, reached)
-        reached = _spread_rows(allowed.T, reached.T).T
-        now = int(reached.sum())
-        if now == count:
-            break
-        count = now
-    return reached
+_FOUR = ndimage.generate_binary_structure(2, 1)  # 4-connected: a diagonal gap keeps two regions apart
 
 
 def small_pixels(img: Image.Image) -> np.ndarray:
@@ -227,20 +214,177 @@ def colour_profile(img: Image.Image, label: str | None = None) -> dict:
     return {"colours": names, "colour_vector": [round(float(s), 3) for s in shares]}
 
 
-def colour_words(text: str) -> tuple[list[str], str]:
+# Words that turn the colour after them into one the shopper does not want ("not red", "no red",
+# "without red or pink"); connectors carry the negation on to the next colour.
+NEGATIONS = {"not", "no", "without", "except", "excluding", "non", "nor", "never"}
+CONNECTORS = {"or", "and", "nor"}
+# A (colour word, next word) pair in a catalog describes a colour when the next word follows at least
+# this many different colours there ("red/blue/black tshirt"); "orange juice" and "red wine"/"white
+# wine" do not, so they are product names (benchmarks: grocery and fashion titles, tests/test_colour.py).
+DESCRIBED_BY = 3
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class ColourWords:
+    """What a query says about colour: `colours` wanted, `excluded` ("not red"), and the other words."""
+
+    colours: list[str]
+    excluded: list[str]
+    rest: str  # the query without its colour words, negated or not, nor their negations
+    searchable: str  # the query without its negated colours and their negations ("shoes not red" -> "shoes")
+
+
+def _tokens(text: str) -> list[re.Match]:
+    return list(_TOKEN.finditer(text.lower()))
+
+
+def _colour_spans(text: str, tokens: list[re.Match]) -> list[tuple[int, int, tuple[str, ...], re.Match]]:
+    """(first token, last token, PALETTE names, match) of each colour word or phrase in `text`."""
+    starts = {t.start(): i for i, t in enumerate(tokens)}
+    ends = {t.end(): i for i, t in enumerate(tokens)}
+    out = []
+    for match in _WORDS.finditer(text):
+        first, last = starts.get(match.start()), ends.get(match.end())
+        if first is None or last is None:
+            continue  # inside a longer word ("red" in "red2"): not a colour word
+        out.append((first, last, SYNONYMS[re.sub(r"[\s-]+", " ", match.group(1).lower())], match))
+    return out
+
+
+def read_colour_words(text: str, names: frozenset[str] | set[str] | tuple = ()) -> ColourWords:
+    """The colour words of a query, read with the catalog's product names in mind.
+
+    A colour word counts as a colour only when it describes something: not when it is part of one of
+    the catalog's product names (`names`, from `learn_colour_names`: "orange juice", "red wine", or
+    "orange" itself in a shop that sells oranges), which stay in `rest` for text search; and not when
+    it is negated ("not red", "no red", "without red or pink"), which goes to `excluded` and leaves
+    `rest` with neither the colour nor its negation. Everything else is as `colour_words`.
+    """
+    tokens = _tokens(text)
+    words = [t.group(0) for t in tokens]
+    named = set()  # token positions inside one of the catalog's product names
+    for phrase in names:
+        parts = tuple(phrase.split())
+        for i in range(len(words) - len(parts) + 1):
+            if tuple(words[i:i + len(parts)]) == parts:
+                named.update(range(i, i + len(parts)))
+    colours: list[str] = []
+    excluded: list[str] = []
+    drop: list[tuple[int, int]] = []  # character spans left out of `rest`
+    negation: list[tuple[int, int]] = []  # those of them that are negated colours, negations and connectors
+    negated_at = -2  # the token a negation (or a connector after a negated colour) was last seen at
+    spans = _colour_spans(text, tokens)
+    by_first = {first: (last, found, match) for first, last, found, match in spans}
+    i = 0
+    while i < len(words):
+        if i in by_first:
+            last, found, match = by_first[i]
+            if any(j in named for j in range(i, last + 1)):
+                negated_at = -2
+            elif negated_at == i - 1:
+                excluded += [n for n in found if n not in excluded]
+                drop.append((match.start(), match.end()))
+                negation.append(drop[-1])
+                negated_at = last  # a connector after it ("or") carries the negation on
+            else:
+                colours += [n for n in found if n not in colours]
+                drop.append((match.start(), match.end()))
+            i = last + 1
+            continue
+        if words[i] in NEGATIONS and i + 1 in by_first and not any(
+                j in named for j in range(i + 1, by_first[i + 1][0] + 1)):
+            drop.append((tokens[i].start(), tokens[i].end()))
+            negation.append(drop[-1])
+            negated_at = i
+        elif words[i] in CONNECTORS and negated_at == i - 1 and i + 1 in by_first:
+            drop.append((tokens[i].start(), tokens[i].end()))
+            negation.append(drop[-1])
+            negated_at = i
+        else:
+            negated_at = -2
+        i += 1
+    excluded = [n for n in excluded if n not in colours]
+    return ColourWords(colours, excluded, _without(text, drop), _without(text, negation))
+
+
+def _without(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with the character spans cut out, and separators left dangling by the cuts."""
+    out, end = "", 0
+    for a, b in sorted(spans):
+        out += text[end:a] + " "
+        end = b
+    out += text[end:]
+    return re.sub(r"\s+", " ", re.sub(r"(?<=\s)[/&,+]+(?=\s)|^[/&,+\s]+|[/&,+\s]+$", " ", out)).strip()
+
+
+def colour_words(text: str, names: frozenset[str] | set[str] | tuple = ()) -> tuple[list[str], str]:
     """Colour words of a query as PALETTE names (in order, no repeats), and the text without them.
 
     "navy blue polo" -> (["navy"], "polo"); "Grey/white sneakers" -> (["grey", "white"], "sneakers").
+    With the catalog's product `names` ("orange juice"), a colour word inside one is no colour; a
+    negated colour ("not red") is never a colour request (see `read_colour_words`).
     """
-    names: list[str] = []
-    for match in _WORDS.finditer(text):
-        key = re.sub(r"[\s-]+", " ", match.group(1).lower())
-        for name in SYNONYMS[key]:
-            if name not in names:
-                names.append(name)
-    rest = _WORDS.sub(" ", text)
-    rest = re.sub(r"\s+", " ", re.sub(r"(?<=\s)[/&,+]+(?=\s)|^[/&,+\s]+|[/&,+\s]+$", " ", rest)).strip()
-    return names, rest
+    read = read_colour_words(text, names)
+    return read.colours, read.rest
+
+
+# Words next to a colour that say nothing about whether it names one ("Blue 2011", "Black with ...", "Green Boys").
+_NO_EVIDENCE = {"with", "and", "or", "for", "of", "in", "on", "the", "a", "by", "to", "men", "women", "boys", "girls",
+                "kids", "unisex"}
+
+
+def _evidence(word: str) -> bool:
+    return word.isalpha() and len(word) > 1 and word not in _NO_EVIDENCE
+
+
+def learn_colour_names(products) -> list[str]:
+    """The catalog's product names that contain a colour word, from its own titles and attribute values.
+
+    `products`: (values, colour label) per product, the values being its title and short attribute
+    values (not its colour label, which names a colour by definition). A colour word followed by a
+    word is part of a name ("orange juice", "red grapefruit", "pink lady", "red tape") unless that next
+    word follows at least DESCRIBED_BY different colours in the catalog ("red/blue/black tshirt") or
+    the colour agrees with the product's own label in most of its uses ("Classic Red Sneaker", colour
+    Red). A colour word that is a whole value ("Orange", "Peach") or ends one ("Blood Orange") is
+    judged the same way. Returns sorted lowercase phrases, words separated by single spaces.
+    """
+    described: dict[str, set[str]] = {}  # the word a colour precedes (or follows) -> the colours seen with it
+    seen: dict[str, list[int]] = {}  # phrase -> [uses, uses agreeing with the product's label]
+    for values, label in products:
+        labelled = set(colour_words(label or "")[0])
+        for value in values:
+            value = str(value or "")
+            tokens = _tokens(value)
+            words = [t.group(0) for t in tokens]
+            spans = _colour_spans(value, tokens)
+            colour_at = {j for first, last, _f, _m in spans for j in range(first, last + 1)}
+            for first, last, found, _m in spans:
+                own = " ".join(words[first:last + 1])
+                if last + 1 < len(words) and last + 1 not in colour_at and _evidence(words[last + 1]):
+                    other, phrase = words[last + 1], f"{own} {words[last + 1]}"
+                elif last + 1 == len(words) and first > 0 and first - 1 not in colour_at and _evidence(words[first - 1]):
+                    other, phrase = words[first - 1], f"{words[first - 1]} {own}"
+                elif len(words) == last + 1 - first:
+                    other, phrase = "", own
+                else:
+                    continue  # between two colours ("orange red grapefruit"): no evidence either way
+                described.setdefault(other, set()).update(found)
+                counts = seen.setdefault(phrase, [0, 0])
+                counts[0] += 1
+                counts[1] += bool(labelled & set(found))
+    names = []
+    for phrase, (uses, agree) in seen.items():
+        first_colour = _colour_spans(phrase, _tokens(phrase))
+        other = phrase
+        if first_colour:
+            first, last = first_colour[0][0], first_colour[0][1]
+            words = phrase.split()
+            other = " ".join(words[:first] + words[last + 1:])
+        if len(described.get(other, ())) >= DESCRIBED_BY or 2 * agree > uses:
+            continue
+        names.append(phrase)
+    return sorted(names)
 
 
 def named_colour_vector(names: list[str] | tuple[str, ...]) -> np.ndarray:

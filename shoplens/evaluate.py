@@ -25,6 +25,7 @@ from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
+from shoplens.errors import UserError
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.store import check_encoder, open_store
 
@@ -36,12 +37,12 @@ CHUNK = 1024  # queries scored per matrix product; bounds memory at CHUNK x cata
 def parse_label(values: list[str] | str | None) -> list[str]:
     """['product_type', 'colour'] or 'product_type,colour' or 'product_type+colour' -> ['product_type', 'colour']."""
     if not values:
-        raise ValueError("--label is required: the metadata field(s) that say which results are relevant")
+        raise UserError("--label is required: the metadata field(s) that say which results are relevant")
     if isinstance(values, str):
         values = [values]
     fields = [f.strip() for v in values for f in v.replace("+", ",").split(",") if f.strip()]
     if not fields:
-        raise ValueError("--label names no field")
+        raise UserError("--label names no field")
     return fields
 
 
@@ -187,7 +188,7 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
     with open_store(index, qdrant_url, collection) as store:
         meta = store.read_meta()
         if meta is None:
-            raise ValueError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+            raise UserError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
         if encoder and encoder != meta.get("encoder"):
             enc = create_encoder(encoder)
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
@@ -229,7 +230,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     """
     fields = parse_label(label)
     if check_crop(crop) == "auto" and queries is None:
-        raise ValueError("--crop auto crops query photos: give them with --queries (leave-one-out has none)")
+        raise UserError("--crop auto crops query photos: give them with --queries (leave-one-out has none)")
     started = time.perf_counter()
     failed: list = []
     if index is not None or qdrant_url:
@@ -244,7 +245,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
                                    catalog_emb.vectors[rows])
     else:
         if catalog is None:
-            raise ValueError("give a catalog folder or an existing index (--index)")
+            raise UserError("give a catalog folder or an existing index (--index)")
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER,
                                                                           **(encoder_options or {}))
         cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog, layout)
@@ -310,15 +311,15 @@ def add_evaluate_args(p) -> None:
 def cmd_evaluate(args) -> int:
     """Body of `python -m shoplens evaluate`."""
     if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
+        raise UserError("--batch-size must be at least 1")
     if args.catalog is None and args.index is None and args.qdrant_url is None:
-        raise ValueError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
+        raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
     use_index = args.index is not None or args.qdrant_url is not None
     if args.text_queries:
         return _cmd_evaluate_text(args, use_index)
     options = {"fit": args.fit} if args.fit else {}
     if use_index and args.fit:
-        raise ValueError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
+        raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
     result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
                       queries_layout=args.queries_layout, encoder=args.encoder, encoder_options=options,
                       index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
@@ -337,7 +338,7 @@ def _cmd_evaluate_text(args, use_index: bool) -> int:
     from shoplens.textevaluate import evaluate_text, parse_query_kinds
 
     if use_index or args.queries is not None:
-        raise ValueError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
+        raise UserError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
                          "give the catalog, without --index or --queries")
     result = evaluate_text(args.catalog, args.label, parse_query_kinds(args.text_queries), layout=args.layout,
                            encoder=args.encoder, holdout=args.holdout, seed=args.seed, sample=args.sample,

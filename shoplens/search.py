@@ -95,7 +95,8 @@ class Searcher:
         """Nearest products to a vector; `exclude` leaves one point id out (the query product itself)."""
         started = time.perf_counter()
         extra = 1 if exclude else 0
-        hits = [h for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
+        hits = [Hit(h.id, h.score, h.payload, h.vector, h.text_vector, h.score)
+                for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
         return Results(hits, time.perf_counter() - started)
 
     def load(self, image: str | Path | bytes | Image.Image, crop: bool = True) -> Image.Image:
@@ -129,7 +130,7 @@ class Searcher:
         side = self.text_side if words and self.has_text else None
         colours = colour_profile(query)["colour_vector"] if self.has_colours else None
         hits = search_photo(self.store, self.encoder.embed(query), k, filters, query_colours=colours, words=words,
-                            side=side)
+                            side=side, colour_names=self.colour_names)
         return Results(hits, time.perf_counter() - started, box)
 
     def search_items(self, image: str | Path | bytes | Image.Image, k: int = 10,
@@ -166,20 +167,30 @@ class Searcher:
         return bool(text_dim(self.meta)) or self.encoder.supports_text
 
     @property
+    def colour_names(self) -> frozenset:
+        """The catalog's product names that contain colour words ("orange juice"), recorded at indexing."""
+        return frozenset((self.meta.get("text") or {}).get("colour_names") or ())
+
+    @property
     def text_side(self) -> TextSide:
-        """What text queries need (sentence model, bridge, a text tower), loaded on first use."""
+        """What text queries need (sentence model, a text tower), set up on first use.
+
+        The bridge is not loaded here: only a bridge search loads it (TextSide.get_bridge), outside this
+        lock, since a missing or stale file is re-fitted from every stored vector."""
         with self._lock:
             if self._text_side is None:
-                embed_text = bridge = None
+                embed_text = load = None
                 if text_dim(self.meta):
                     indexer = TextIndexer(MiniLM(threads=1))  # one query: a second thread costs more than it saves
                     check_text(self.meta, indexer, self.store.location)
-                    embed_text, bridge = indexer.embed_query, indexer.load_bridge(self.store, self.meta)
+                    embed_text = indexer.embed_query
+                    load = lambda: indexer.load_bridge(self.store, self.meta)  # noqa: E731
                 image_text = None
                 if self._encoder_supports_text():
                     image_text = lambda text: self.encoder.embed_text([text])[0]  # noqa: E731
                 names_colours = (self.meta.get("text") or {}).get("names_colours", True)
-                self._text_side = TextSide(self.store, embed_text, bridge, image_text, names_colours)
+                self._text_side = TextSide(self.store, embed_text, None, image_text, names_colours,
+                                           self.colour_names, load)
             return self._text_side
 
     def _encoder_supports_text(self) -> bool:

@@ -172,6 +172,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         check_text(meta, text, store.location)
     existing = store.states()
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
+    summary.notes.extend(catalog.notes)
 
     seen: set[str] = set()
     batch: list[Prepared] = []

@@ -23,6 +23,7 @@ from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
+from shoplens.errors import UserError
 from shoplens.evaluate import label_of, parse_label
 from shoplens.hybrid import MODES, search_text
 from shoplens.search import Searcher
@@ -37,7 +38,7 @@ def parse_query_kinds(values: list[str] | None) -> list[list[str]]:
     """['colour+article_type', 'title'] -> [['colour', 'article_type'], ['title']]."""
     kinds = [[f.strip() for f in v.replace(",", "+").split("+") if f.strip()] for v in values or []]
     if not kinds or any(not k for k in kinds):
-        raise ValueError("--text-queries needs field names, e.g. --text-queries colour+article_type --text-queries title")
+        raise UserError("--text-queries needs field names, e.g. --text-queries colour+article_type --text-queries title")
     return kinds
 
 
@@ -49,7 +50,7 @@ def query_text(product: Product, fields: list[str]) -> str:
 def hold_out(products: list[Product], share: float, seed: int) -> tuple[list[Product], list[Product]]:
     """(catalog, held out): a seeded random `share` of the products is held out."""
     if not 0 < share < 1:
-        raise ValueError(f"--holdout must be between 0 and 1, not {share}")
+        raise UserError(f"--holdout must be between 0 and 1, not {share}")
     chosen = set(random.Random(seed).sample(range(len(products)), max(1, round(len(products) * share))))
     return ([p for i, p in enumerate(products) if i not in chosen], [p for i, p in enumerate(products) if i in chosen])
 
@@ -90,7 +91,7 @@ def evaluate_text(catalog: str | Path | Catalog, label, query_kinds: list[list[s
     indexed, held = hold_out(products, holdout, seed)
     for kind in query_kinds:  # before minutes of indexing, not after
         if not any(query_text(p, kind) for p in held):
-            raise ValueError(f"no held-out product has a value for {' + '.join(kind)}; fields of this catalog: "
+            raise UserError(f"no held-out product has a value for {' + '.join(kind)}; fields of this catalog: "
                              f"{', '.join(sorted(held[0].metadata)) if held else 'none'}")
     if sample:
         held = random.Random(seed).sample(held, min(sample, len(held)))

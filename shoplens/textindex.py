@@ -2,20 +2,24 @@
 
 The bridge maps a sentence vector into the image encoder's space so a text query also searches the
 photos. It is fitted on the catalog's own (text, image) pairs after an indexing run and saved in the
-store's artifact folder; the index metadata records when, so a searcher can tell a stale file.
+store's artifact folder; the index metadata records a digest of the content it was fitted on
+(`content_version`), and so does the file, so a searcher tells a stale file by content, not by clock.
+The same pass records the catalog's product names that contain colour words ("orange juice"), so
+that a query's colour words are read as colours only where they describe something.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from typing import Sequence
 
 import numpy as np
 
-from shoplens.colour import colour_words
-from shoplens.store import IndexMismatchError, Sparse, Store, StoreError
+from shoplens.colour import colour_words, learn_colour_names
+from shoplens.store import IndexMismatchError, Sparse, Store
 from shoplens.text.bridge import Bridge, fit_bridge, load_bridge
-from shoplens.text.document import AVG_LEN, B, K1, bm25_document, product_text, semantic_text
+from shoplens.text.document import AVG_LEN, B, K1, bm25_document, describing_fields, product_text, semantic_text
 from shoplens.text.minilm import MiniLM
 
 BRIDGE_FILE = "text-bridge.npz"
@@ -27,6 +31,24 @@ NAMES_COLOURS_SHARE = 0.5  # a catalog "names colours" when at least this share 
 
 def image_encoder_key(meta: dict) -> str:
     return f"{meta.get('encoder')}@{meta.get('encoder_version')}"
+
+
+COLOUR_LABEL_FIELDS = {"colour"}  # a product's own colour label: it names a colour by definition
+NAME_VALUE_CHARS = 64  # longer values are free text (descriptions), not names or attributes
+
+
+def name_values(payload: dict) -> list[str]:
+    """A product's title and short attribute values, where its product names are (not its colour label)."""
+    return [str(payload[k]) for k in describing_fields(payload)
+            if k not in COLOUR_LABEL_FIELDS and k != "description" and len(str(payload[k] or "")) <= NAME_VALUE_CHARS]
+
+
+def content_version(entries) -> str:
+    """A digest of (point id, photo hash, text) entries in any order: equal exactly when the content is."""
+    digest = hashlib.sha256()
+    for entry in sorted(entries):
+        digest.update("\x1f".join(entry).encode("utf-8", "replace") + b"\x1e")
+    return digest.hexdigest()[:16]
 
 
 def catalog_has_text(payloads: Sequence[dict]) -> bool:
@@ -66,44 +88,57 @@ class TextIndexer:
     # bridge
 
     def has_bridge(self, store: Store, meta: dict) -> bool:
-        """Whether the saved bridge matches the index's last fit (or the catalog was too small to fit one)."""
-        fitted = (meta.get("text") or {}).get("bridge")
-        if not fitted:
+        """Whether the saved bridge matches the index's last fit (or the catalog was too small to fit one),
+        and the metadata has what this version records with it (content version, colour names)."""
+        text = meta.get("text") or {}
+        fitted = text.get("bridge")
+        if not fitted or "version" not in fitted or "colour_names" not in text:
             return False
         return fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS or store.artifact_path(BRIDGE_FILE).exists()
 
     def fit_bridge(self, store: Store, meta: dict) -> dict:
-        """Fit the bridge on every product with both vectors, save it, and return the new meta['text']."""
-        text_rows, image_rows, named, with_text = [], [], 0, 0
+        """Fit the bridge on every product with both vectors, save it, and return the new meta['text'].
+
+        The same pass learns the catalog's colour-word product names and whether its words name colours."""
+        text_rows, image_rows, entries, names, named, with_text = [], [], [], [], 0, 0
         for hit in store.iterate(with_vector=True):
             if hit.text_vector is not None:
                 with_text += 1
-                named += bool(colour_words(product_text(hit.payload))[0])
+                text = product_text(hit.payload)
+                named += bool(colour_words(text)[0])
+                names.append((name_values(hit.payload), hit.payload.get("colour")))
                 if hit.vector is not None:
                     text_rows.append(hit.text_vector)
                     image_rows.append(hit.vector)
-        info = {"pairs": len(text_rows), "fitted": _now()}
+                    entries.append((hit.id, str(hit.payload.get("content_hash", "")), text))
+        info = {"pairs": len(text_rows), "version": content_version(entries), "fitted": _now()}
         if len(text_rows) >= MIN_BRIDGE_PAIRS:
             bridge = fit_bridge(np.stack(text_rows), np.stack(image_rows), alpha=BRIDGE_ALPHA,
                                 neighbours=BRIDGE_NEIGHBOURS, text_model=self.key,
-                                image_encoder=image_encoder_key(meta))
+                                image_encoder=image_encoder_key(meta), version=info["version"])
             bridge.save(store.artifact_path(BRIDGE_FILE))
             info.update(alpha=BRIDGE_ALPHA, neighbours=BRIDGE_NEIGHBOURS)
         # Whether the catalog's own words name colours decides how much the photos' colours count for
         # colour words in a query (shoplens.hybrid.colour_word_weight).
         names_colours = named >= NAMES_COLOURS_SHARE * max(with_text, 1)
-        return {**(meta.get("text") or self.describe()), "bridge": info, "names_colours": names_colours}
+        return {**(meta.get("text") or self.describe()), "bridge": info, "names_colours": names_colours,
+                "colour_names": learn_colour_names(names)}
 
     def load_bridge(self, store: Store, meta: dict) -> Bridge | None:
         """The index's bridge: read from its file, re-fitted when missing or stale (e.g. on another machine
-        than the one that indexed a Qdrant server); None when the catalog is too small for one."""
+        than the one that indexed a Qdrant server); None when the catalog is too small for one.
+
+        Stale means fitted on other content: the file's content version differs from the metadata's
+        (an index from before versions: its pair count differs). File times are not compared: clocks
+        and copies lie. Re-fitting scrolls every vector, so callers load the bridge only for a search
+        that uses it, and never while holding a lock other requests wait on."""
         fitted = (meta.get("text") or {}).get("bridge") or {}
         if fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS:
             return None
         path = store.artifact_path(BRIDGE_FILE)
         try:
             bridge = load_bridge(path, self.key, image_encoder_key(meta))
-            if bridge.fitted_on == fitted["pairs"] and path.stat().st_mtime >= _timestamp(fitted["fitted"]) - 1:
+            if (bridge.version == fitted["version"]) if "version" in fitted else (bridge.fitted_on == fitted["pairs"]):
                 return bridge
         except (OSError, ValueError, KeyError):
             pass  # missing, unreadable or for other models: fit it again from the stored vectors
@@ -125,9 +160,3 @@ def check_text(meta: dict, text: TextIndexer, location: str = "") -> None:
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-
-def _timestamp(iso: str) -> float:
-    try:
-        return datetime.fromisoformat(iso).timestamp()
-    except ValueError as exc:
-        raise StoreError(f"bad bridge timestamp {iso!r} in the index metadata") from exc

@@ -21,9 +21,24 @@ def test_folder_per_category(folder_catalog):
     assert cat.layout == "folders"
     assert len(cat) == 8
     by_id = {p.id: p for p in cat.products}
-    assert by_id["reds/red"].category == "reds"
-    assert by_id["reds/red"].rel_path == "reds/red.jpg"
-    assert by_id["reds/red"].title == "red"
+    # The id is the file name without suffix: it does not change when the photo moves to another folder.
+    assert sorted(by_id) == ["blue", "dark-green", "dark-red", "green", "navy", "red", "white", "yellow"]
+    assert by_id["red"].category == "reds"
+    assert by_id["red"].rel_path == "reds/red.jpg"
+    assert by_id["red"].title == "red"
+    assert cat.notes == []
+
+
+def test_folder_ids_that_share_a_file_name_fall_back_to_paths(folder_catalog):
+    # Another "red" (in sale/) and a second suffix of "navy" beside it: those four photos cannot be "red" and
+    # "navy", so each is its path with suffix; every other product keeps its file name.
+    make_photo(folder_catalog / "sale" / "red.jpg", PALETTE["red"])
+    make_photo(folder_catalog / "blues" / "navy.png", PALETTE["navy"])
+    cat = read_catalog(folder_catalog)
+    ids = sorted(p.id for p in cat.products)
+    assert ids == ["blue", "blues/navy.jpg", "blues/navy.png", "dark-green", "dark-red", "green", "reds/red.jpg",
+                   "sale/red.jpg", "white", "yellow"]
+    assert len(cat.notes) == 1 and "4 photos share a file name" in cat.notes[0] and "navy, red" in cat.notes[0]
 
 
 def test_csv_manifest_relative_and_absolute_paths(tmp_path):

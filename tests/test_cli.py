@@ -43,7 +43,7 @@ def test_search_ranks_the_same_colour_first(tiny_index, tmp_path, capsys):
     assert code == 0
     results = json.loads(out)["results"]
     assert [r["rank"] for r in results] == [1, 2, 3]
-    assert results[0]["id"] == "greens/green" and results[0]["category"] == "greens"
+    assert results[0]["id"] == "green" and results[0]["category"] == "greens"
     assert results[0]["score"] > results[1]["score"]
     code, out, _ = run(capsys, "search", query, "--index", tiny_index, "--filter", "category=blues", "--json")
     assert {r["category"] for r in json.loads(out)["results"]} == {"blues"}

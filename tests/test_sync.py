@@ -46,8 +46,8 @@ def test_first_run_then_unchanged(folder_catalog, store, colour_encoder):
 
 def test_payload_holds_id_metadata_path_and_hash(folder_catalog, store, colour_encoder):
     _sync(folder_catalog, store, colour_encoder)
-    [hit] = store.retrieve([point_id("greens/green")])
-    assert hit.payload["product_id"] == "greens/green"
+    [hit] = store.retrieve([point_id("green")])
+    assert hit.payload["product_id"] == "green"
     assert hit.payload["category"] == "greens" and hit.payload["title"] == "green"
     assert hit.payload["image_path"] == "greens/green.jpg"
     assert re.fullmatch(r"[0-9a-f]{64}", hit.payload["content_hash"])
@@ -63,7 +63,7 @@ def test_changed_photo_is_reencoded_and_search_follows(folder_catalog, store, co
     assert (summary.added, summary.updated, summary.unchanged, summary.encoded) == (0, 1, 7, 1)
     query = colour_encoder.embed(Image.new("RGB", (8, 8), PALETTE["blue"]))
     top = [h.product_id for h in store.search(query, 2)]
-    assert set(top) == {"reds/red", "blues/blue"}
+    assert set(top) == {"red", "blue"}
 
 
 def test_new_metadata_same_photo_updates_without_encoding(tmp_path, store, colour_encoder):
@@ -84,7 +84,32 @@ def test_prune_removes_only_products_that_left(folder_catalog, store, colour_enc
     assert kept.removed == 0 and store.count() == 8
     pruned = _sync(folder_catalog, store, colour_encoder, prune=True)
     assert pruned.removed == 1 and store.count() == 7
-    assert store.retrieve([point_id("other/white")]) == []
+    assert store.retrieve([point_id("white")]) == [] and len(store.retrieve([point_id("yellow")])) == 1
+
+
+def test_a_photo_moved_to_another_category_stays_one_product(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    (folder_catalog / "sale").mkdir()
+    (folder_catalog / "reds" / "red.jpg").rename(folder_catalog / "sale" / "red.jpg")
+    moved = _sync(folder_catalog, store, colour_encoder)
+    # Same id ("red"), same photo: its category and path are updated in place, nothing is encoded or added.
+    assert (moved.added, moved.updated, moved.unchanged, moved.encoded, moved.removed) == (0, 1, 7, 0, 0)
+    assert store.count() == 8
+    [hit] = store.retrieve([point_id("red")])
+    assert (hit.payload["category"], hit.payload["image_path"]) == ("sale", "sale/red.jpg")
+    assert [h.product_id for h in store.iterate({"category": "reds"})] == ["dark-red"]
+
+
+def test_photos_sharing_a_name_get_path_ids_and_prune_drops_the_old_point(folder_catalog, store, colour_encoder):
+    _sync(folder_catalog, store, colour_encoder)
+    make_photo(folder_catalog / "sale" / "red.jpg", PALETTE["red"])  # a second "red": both are now known by path
+    kept = _sync(folder_catalog, store, colour_encoder)
+    assert (kept.added, kept.unchanged, kept.removed) == (2, 7, 0) and store.count() == 10  # "red" is stale
+    assert len(kept.notes) == 1 and "2 photos share a file name with another (red)" in kept.notes[0]
+    pruned = _sync(folder_catalog, store, colour_encoder, prune=True)
+    assert (pruned.added, pruned.unchanged, pruned.removed) == (0, 9, 1) and store.count() == 9
+    assert store.retrieve([point_id("red")]) == []
+    assert {h.product_id for h in store.iterate({"category": "sale"})} == {"sale/red.jpg"}
 
 
 def test_bad_photos_are_skipped_named_and_never_delete_data(folder_catalog, store, colour_encoder):

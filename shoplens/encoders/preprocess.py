@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from shoplens.errors import UserError
+
 FIT_MODES = ("crop", "pad", "trim")
 # How far (0-255, any channel) a pixel may stray from the backdrop colour and still count as margin:
 # JPEG noise on a white studio backdrop stays under 10; a pale product edge is well above 24.
@@ -16,7 +18,7 @@ def fit_square(img: Image.Image, size: int, fit: str = "crop", resample=Image.BI
     `pad` resizes the long side and pads with the border colour (keeps the whole product),
     `trim` cuts plain margins off first, then pads (the product fills the picture)."""
     if fit not in FIT_MODES:
-        raise ValueError(f"fit must be one of {FIT_MODES}, not {fit!r}")
+        raise UserError(f"fit must be one of {FIT_MODES}, not {fit!r}")
     if fit == "trim":
         img, fit = trim_margins(img), "pad"
     width, height = img.size

@@ -36,13 +36,18 @@ def point_id(product_id: str) -> str:
 
 @dataclass
 class Hit:
-    """A product returned by the store: its point id, score (cosine, or 0 for listings) and payload."""
+    """A product returned by the store: its point id, score (cosine, or 0 for listings) and payload.
+
+    `score` is what a list is ranked by, so it decreases down every list; re-ranking (shoplens.hybrid)
+    replaces it. `similarity` is the raw image cosine to the query photo where there is one.
+    """
 
     id: str
     score: float
     payload: dict
     vector: np.ndarray | None = None
     text_vector: np.ndarray | None = None
+    similarity: float | None = None
 
     @property
     def product_id(self) -> str:

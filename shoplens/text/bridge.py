@@ -35,6 +35,7 @@ class Bridge:
     fitted_on: int  # how many (text, image) pairs
     text_model: str  # e.g. "all-minilm-l6-v2@1"
     image_encoder: str  # e.g. "efficientnet-lite0@1-crop224"
+    version: str = ""  # digest of the index content it was fitted on (shoplens.textindex.content_version)
 
     def project(self, text_vectors: np.ndarray) -> np.ndarray:
         """(n, text_dim) text vectors -> (n, image_dim) unit vectors to search the image vectors with."""
@@ -54,7 +55,7 @@ class Bridge:
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, format=FORMAT, weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
                  alpha=self.alpha, neighbours=self.neighbours, fitted_on=self.fitted_on,
-                 text_model=self.text_model, image_encoder=self.image_encoder)
+                 text_model=self.text_model, image_encoder=self.image_encoder, version=self.version)
         os.replace(tmp, path)
         return path
 
@@ -66,7 +67,8 @@ def load_bridge(path: str | Path, text_model: str | None = None, image_encoder: 
             raise BridgeMismatchError(f"{path}: bridge format {int(data['format'])}, this version reads {FORMAT}")
         bridge = Bridge(weights=data["weights"], bias=data["bias"], alpha=float(data["alpha"]),
                         neighbours=int(data["neighbours"]), fitted_on=int(data["fitted_on"]),
-                        text_model=str(data["text_model"]), image_encoder=str(data["image_encoder"]))
+                        text_model=str(data["text_model"]), image_encoder=str(data["image_encoder"]),
+                        version=str(data["version"]) if "version" in data.files else "")
     if text_model is not None or image_encoder is not None:
         bridge.check(text_model or bridge.text_model, image_encoder or bridge.image_encoder)
     return bridge
@@ -89,7 +91,7 @@ def neighbour_means(image_vectors: np.ndarray, k: int) -> np.ndarray:
 
 
 def fit_bridge(text_vectors: np.ndarray, image_vectors: np.ndarray, *, alpha: float = 1.0, neighbours: int = 1,
-               text_model: str = "", image_encoder: str = "") -> Bridge:
+               text_model: str = "", image_encoder: str = "", version: str = "") -> Bridge:
     """Fit the ridge map from paired rows of `text_vectors` (n, d) and `image_vectors` (n, e).
 
     Both sides are centred, so the bias is not shrunk: weights = (Xc'Xc + alpha I)^-1 Xc'Yc and
@@ -105,4 +107,4 @@ def fit_bridge(text_vectors: np.ndarray, image_vectors: np.ndarray, *, alpha: fl
     weights = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ yc)
     bias = y_mean - x_mean @ weights
     return Bridge(weights.astype(np.float32), bias.astype(np.float32), float(alpha), int(neighbours), len(x),
-                  text_model, image_encoder)
+                  text_model, image_encoder, version)

@@ -19,6 +19,7 @@ from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
 from shoplens.store import StoreError
 from shoplens.web.shop import MAX_WORDS, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop
+from shoplens.errors import UserError
 from shoplens.web.views import details_html, facet_choices, label, result_row, status_line
 
 log = logging.getLogger("shoplens.web")
@@ -90,6 +91,8 @@ def friendly(exc: Exception) -> str:
         return f"That photo can't be used: {exc}. Try a JPEG, PNG or WebP photo of a product."
     if isinstance(exc, StoreError):
         return f"The product index can't be used right now: {exc}"
+    if isinstance(exc, UserError):
+        return f"{exc}"
     log.exception("unexpected error in a request")
     return "Something went wrong on our side; the details are in the server log. Please try again."
 
@@ -197,10 +200,10 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
 
         result_outputs = [gallery, status, hits_state, results_json, details_box]
 
-        def show_results(results, query: str, similarity: bool = True) -> dict:
-            # A text search's score is a fused rank score, not a similarity: no "% similar" then.
+        def show_results(results, query: str) -> dict:
+            # Every list shows its ranking score, which decreases down it; the image similarity is in the details.
             hits = results.hits
-            return {gallery: shop.gallery(hits, with_score=similarity), hits_state: [[h.product_id, h.score] for h in hits],
+            return {gallery: shop.gallery(hits), hits_state: [[h.product_id, h.score, h.similarity] for h in hits],
                     status: f"{status_line(len(hits), results.seconds)} · {query}",
                     results_json: {"seconds": round(results.seconds, 4),
                                    "results": [result_row(h, i) for i, h in enumerate(hits, 1)]},
@@ -247,7 +250,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
                         details_box: gr.update(visible=False)}
-            return show_results(results, f"matching “{html.escape(clean_words(text))}”", similarity=False)
+            return show_results(results, f"matching “{html.escape(clean_words(text))}”")
 
         filter_names = [f"filter_{f}" for f in fields]
         search_outputs = result_outputs + [items_state, picked_state]
@@ -317,14 +320,15 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
 
         def select_result(hits, evt: gr.SelectData):
             """Details of the clicked result."""
-            pid, score = hits[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(hits) else ("", 0.0)
+            pid, score, *similarity = (hits[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(hits)
+                                       else ("", 0.0))
             try:
                 hit = shop.product(pid)
             except Exception as exc:  # noqa: BLE001
                 return {detail_info: error_md(exc), details_box: gr.update(visible=True)}
             if hit is None:
                 return {details_box: gr.update(visible=False), selected: ""}
-            return {detail_photo: shop.photo(hit), detail_info: details_html(hit, score), selected: pid,
+            return {detail_photo: shop.photo(hit), detail_info: details_html(hit, score, (similarity or [None])[0]), selected: pid,
                     details_box: gr.update(visible=True)}
 
         gallery.select(select_result, inputs=[hits_state], outputs=[detail_photo, detail_info, selected, details_box],

@@ -42,31 +42,39 @@ def safe_image(root: Path | None, rel_path: str) -> Path | None:
 
 
 def caption(hit: Hit, with_score: bool = True) -> str:
-    """The title, then the category and (for searches) the similarity on a second line."""
+    """The title, then the category and (for searches) the ranking score on a second line.
+
+    The ranking score, not the image similarity: it is what the list is ordered by, so it decreases
+    down every list (after colour re-ranking and with words too); the similarity is in the details."""
     p = hit.payload
     title = str(p.get("title") or p.get("product_id") or "untitled")
     group = p.get("product_type") or p.get("article_type") or p.get("category")
     facts = [str(group)] if group else []
     if with_score:
-        facts.append(f"{hit.score:.0%} similar")
+        facts.append(f"score {hit.score:.3f}")
     return title[:80] + ("\n" + " · ".join(facts) if facts else "")
 
 
 def result_row(hit: Hit, rank: int) -> dict:
-    """One result for API callers: rank, id, score, title, category and every metadata field."""
+    """One result for API callers: rank, id, score (ranks the list), similarity (image cosine to the query
+    photo, None for words alone), title, category and every metadata field."""
     p = {k: v for k, v in hit.payload.items() if k not in HIDDEN_FIELDS}
-    return {"rank": rank, "id": hit.product_id, "score": round(hit.score, 4), "title": p.get("title", ""),
+    similarity = None if hit.similarity is None else round(hit.similarity, 4)
+    return {"rank": rank, "id": hit.product_id, "score": round(hit.score, 4), "similarity": similarity,
+            "title": p.get("title", ""),
             "category": p.get("category", ""), "metadata": p}
 
 
-def details_html(hit: Hit, score: float | None = None) -> str:
+def details_html(hit: Hit, score: float | None = None, similarity: float | None = None) -> str:
     """An escaped HTML table of everything the index knows about a product."""
     payload = {k: v for k, v in hit.payload.items() if k not in HIDDEN_FIELDS and v not in ("", None)}
     keys = [k for k in FIRST_FIELDS if k in payload] + sorted(k for k in payload if k not in FIRST_FIELDS)
     title = html.escape(str(payload.get("title") or hit.product_id))
     rows = "".join(f"<tr><th>{html.escape(label(k))}</th><td>{html.escape(str(payload[k]))}</td></tr>"
                    for k in keys if k != "title")
-    similar = f"<p class='sl-score'>{score:.0%} similar</p>" if score is not None else ""
+    facts = ([f"score {score:.3f}"] if score is not None else []) + (
+        [f"image {similarity:.0%} similar"] if similarity is not None else [])
+    similar = f"<p class='sl-score'>{' · '.join(facts)}</p>" if facts else ""
     return f"<div class='sl-details'><h3>{title}</h3>{similar}<table>{rows}</table></div>"
 
 
