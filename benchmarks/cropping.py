@@ -41,8 +41,8 @@ def grocery_rows(datasets: Path) -> list[list[str]]:
     for query_side, catalog_side, encoder, crop, localiser in configs:
         figures = [evaluate(catalog, label, queries=queries, encoder=encoder, crop=crop, localiser=localiser,
                             progress=True).summary for label in ("fine_id", "coarse_id")]
-        rows.append([query_side, catalog_side, f"{figures[0]['recall@1']:.3f}", f"{figures[0]['recall@5']:.3f}",
-                     f"{figures[1]['recall@1']:.3f}"])
+        rows.append([query_side, catalog_side, f"{figures[0]['hit@1']:.3f}", f"{figures[0]['hit@5']:.3f}",
+                     f"{figures[1]['hit@1']:.3f}"])
         print(rows[-1], flush=True)
     return rows
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         for pool, fn in POOLS.items():
             r = build_evaluation("queries", ["fine_id"], {"encoder": "probe"}, queries, l2_normalise(fn(q)),
                                  catalog, l2_normalise(fn(c)))
-            print(f"| {layer} | {pool} | {r.summary['recall@1']:.3f} | {r.summary['recall@5']:.3f} |", flush=True)
+            print(f"| {layer} | {pool} | {r.summary['hit@1']:.3f} | {r.summary['hit@5']:.3f} |", flush=True)
     return 0
 
 

@@ -121,8 +121,8 @@ def measure(config, datasets: Path, fi_sample: int | None, fs_sample: int | None
     grocery = datasets / "grocery-store"
     for label in ("fine_id", "coarse_id"):
         r = evaluate(grocery, label, queries=grocery / "val.txt", encoder=encoder, progress=True)
-        out[f"gr_r1_{label}"] = r.summary["recall@1"]
-        out[f"gr_r5_{label}"] = r.summary["recall@5"]
+        out[f"gr_r1_{label}"] = r.summary["hit@1"]
+        out[f"gr_r5_{label}"] = r.summary["hit@5"]
     out["ms_per_image"] = speed(enc_name, options, fi)
     out["measured"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return out

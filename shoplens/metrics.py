@@ -5,7 +5,11 @@ each rank is relevant (best first; a row may be shorter than k when the catalog 
 and `n_relevant`, how many relevant items each query has in the whole catalog. A single
 query can be given as a 1-D list and a scalar.
 
-Queries with no relevant item (n_relevant == 0) have no defined recall, AP or nDCG; every
+`hit@k` is the hit rate (1 when any of the top k is relevant), not recall: recall would divide the
+relevant results found by all there are. Older figures call it `recall@k`; evaluate's JSON keeps that
+name as an alias.
+
+Queries with no relevant item (n_relevant == 0) have no defined hit rate, AP or nDCG; every
 function returns NaN for them, and `summarise` leaves them out of the averages and counts
 them, so a catalog with unmatched queries neither flatters nor punishes an encoder.
 """
@@ -39,12 +43,15 @@ def precision_at_k(rel, n_relevant, k: int):
     return _squeeze(np.where(n > 0, out, np.nan), single)
 
 
-def recall_at_k(rel, n_relevant, k: int):
-    """Hit rate: 1 when at least one relevant result is in the top k, else 0."""
+def hit_rate_at_k(rel, n_relevant, k: int):
+    """Hit rate (hit@k): 1 when at least one relevant result is in the top k, else 0."""
     single = np.ndim(rel) == 1
     rel, n = _prepare(rel, n_relevant)
     out = rel[:, :k].any(axis=1).astype(float)
     return _squeeze(np.where(n > 0, out, np.nan), single)
+
+
+recall_at_k = hit_rate_at_k  # the name older code used; it is a hit rate, not recall
 
 
 def average_precision_at_k(rel, n_relevant, k: int = 10):
@@ -79,13 +86,13 @@ def ndcg_at_k(rel, n_relevant, k: int = 10):
 
 
 def per_query(rel, n_relevant, ks=KS) -> dict[str, np.ndarray]:
-    """Every metric for every query: {'precision@1': array, ..., 'recall@10': ..., 'map@10': ..., 'ndcg@10': ...}."""
+    """Every metric for every query: {'precision@1': array, ..., 'hit@10': ..., 'map@10': ..., 'ndcg@10': ...}."""
     rel, n = _prepare(rel, n_relevant)
     out = {}
     for k in ks:
         out[f"precision@{k}"] = precision_at_k(rel, n, k)
     for k in ks:
-        out[f"recall@{k}"] = recall_at_k(rel, n, k)
+        out[f"hit@{k}"] = hit_rate_at_k(rel, n, k)
     kmax = max(ks)
     out[f"map@{kmax}"] = average_precision_at_k(rel, n, kmax)
     out[f"ndcg@{kmax}"] = ndcg_at_k(rel, n, kmax)

@@ -38,13 +38,16 @@ class CountingEncoder(ColourEncoder):
 
 @pytest.fixture
 def manifest_catalog(tmp_path):
-    """Six photos: two reds, an exact copy of the first red, two blues, one green (labels: colour, shade)."""
+    """Six photos: two reds, an exact copy of the first red, two blues, one green (labels: colour, shade).
+
+    The second red and blue are other hues (cosine 0.93 to the first under ColourEncoder), not darker
+    shades of the same hue, which the colour encoder would see as near-duplicates (cosine > 0.99)."""
     root = tmp_path / "shop"
     make_photo(root / "r1.jpg", PALETTE["red"])
-    make_photo(root / "r2.jpg", PALETTE["dark-red"])
+    make_photo(root / "r2.jpg", (200, 90, 60))
     shutil.copy(root / "r1.jpg", root / "r1-copy.jpg")
     make_photo(root / "b1.jpg", PALETTE["blue"])
-    make_photo(root / "b2.jpg", PALETTE["navy"])
+    make_photo(root / "b2.jpg", (60, 90, 200))
     make_photo(root / "g1.jpg", PALETTE["green"])
     rows = ["path,id,colour,shade", "r1.jpg,r1,red,light", "r2.jpg,r2,red,dark", "r1-copy.jpg,r1c,red,light",
             "b1.jpg,b1,blue,light", "b2.jpg,b2,blue,dark", "g1.jpg,g1,green,light"]
@@ -74,6 +77,41 @@ def test_rank_excludes_same_group_from_results_and_relevant_count():
     assert not r.rel[r.top == -1].any()
 
 
+def test_rank_excludes_near_duplicates_by_hand():
+    # Row 1 is row 0 turned by a little (cosine 1/sqrt(1.01) = 0.995): another file of the same photo.
+    vectors = np.array([[1, 0, 0], [1, 0.1, 0], [0.8, 0.6, 0], [0, 1, 0]], np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    labels, groups = ["a", "a", "a", "b"], np.arange(4)
+    plain = rank(vectors, vectors, labels, labels, k=3, query_groups=groups, catalog_groups=groups)
+    assert plain.n_relevant.tolist() == [2, 2, 2, 0] and plain.top[0].tolist() == [1, 2, 3]
+    r = rank(vectors, vectors, labels, labels, k=3, query_groups=groups, catalog_groups=groups, near_duplicate=0.99)
+    # Queries 0 and 1 lose each other, from their rankings and from their relevant counts (3 a's - itself - the
+    # near-duplicate = 1); query 2 is at cosine 0.8 and 0.856 from them: nothing changes for it or for query 3.
+    assert r.n_relevant.tolist() == [1, 1, 2, 0]
+    assert r.near_duplicates.tolist() == [1, 1, 0, 0]
+    assert r.top.tolist() == [[2, 3, -1], [2, 3, -1], [1, 0, 3], [2, 1, 0]]
+    assert r.rel.tolist() == [[True, False, False], [True, False, False], [True, True, False],
+                              [False, False, False]]
+
+
+def test_leave_one_out_leaves_out_a_re_saved_photo(manifest_catalog):
+    # r1 saved again as PNG: other bytes (another content hash), the same picture (cosine > 0.99).
+    from PIL import Image
+
+    Image.open(manifest_catalog / "r1.jpg").save(manifest_catalog / "r1.png")
+    with open(manifest_catalog / "products.csv", "a") as fh:
+        fh.write("r1.png,r1p,red,light\n")
+    result = evaluate(manifest_catalog, "colour", encoder=ColourEncoder(), use_cache=False)
+    row = {p.id: i for i, p in enumerate(result.queries)}
+    # r1's near copies are r1c (same bytes) and r1p (same picture): r2 is the one red left for r1, r1c and r1p.
+    for pid in ("r1", "r1c", "r1p"):
+        assert [p.id for p in result.top_products(row[pid])][:1] == ["r2"], pid
+        assert result.ranking.n_relevant[row[pid]] == 1, pid
+    assert result.ranking.n_relevant[row["r2"]] == 3
+    assert result.info["near_duplicate_queries"] == 3 and result.info["near_duplicate_cosine"] == 0.99
+    assert "3 queries had near-duplicate photos" in result.table()
+
+
 def test_rank_with_an_empty_catalog_or_no_queries():
     r = rank(np.ones((2, 3), np.float32), np.zeros((0, 3), np.float32), ["a", "b"], [], k=3)
     assert (r.top == -1).all() and not r.rel.any() and r.n_relevant.tolist() == [0, 0]
@@ -91,7 +129,7 @@ def test_leave_one_out_by_hand(manifest_catalog):
     assert "r1" not in top_r1 and "r1c" not in top_r1 and top_r1[0] == "r2"
     assert result.ranking.n_relevant[row["r2"]] == 2
     assert s["precision@1"] == 1.0  # every colour's nearest other photo has the same colour
-    assert s["recall@5"] == 1.0
+    assert s["hit@5"] == 1.0 and "recall@5" not in s and result.as_dict()["recall@5"] == 1.0  # the JSON alias
     assert result.per_label["red"]["queries"] == 3 and result.per_label["green"]["queries"] == 0
     assert result.per_label["green"]["precision@10"] is None
 
@@ -112,7 +150,7 @@ def test_queries_against_a_catalog(tmp_path, folder_catalog):
     result = evaluate(folder_catalog, "category", queries=shots, encoder=ColourEncoder())
     assert result.protocol == "queries"
     assert result.summary["queries"] == 2 and result.summary["no_relevant"] == 1
-    assert result.summary["recall@1"] == 1.0
+    assert result.summary["hit@1"] == 1.0
 
 
 def test_second_run_reads_the_cache(manifest_catalog):
@@ -139,7 +177,7 @@ def test_cli_evaluate_writes_json_with_plain_keys(manifest_catalog, tmp_path, ca
                      "--json", str(out), "--quiet"])
     assert code == 0
     data = json.loads(out.read_text())
-    for key in ("precision@1", "precision@5", "precision@10", "recall@1", "recall@5", "recall@10", "map@10",
+    for key in ("precision@1", "precision@5", "precision@10", "hit@1", "hit@5", "hit@10", "recall@1", "recall@10", "map@10",
                 "ndcg@10", "queries", "no_relevant"):
         assert key in data
     assert data["label"] == "colour" and data["encoder"] == "tiny" and data["protocol"] == "leave-one-out"
@@ -188,9 +226,9 @@ def test_grocery_through_evaluate(datasets_dir):
     grocery = datasets_dir / "grocery-store"
     result = evaluate(grocery, "fine_id", queries=grocery / "val.txt", encoder="efficientnet-lite0", sample=40)
     assert result.summary["queries"] == 40 and result.info["catalog_size"] == 81
-    assert result.summary["recall@5"] > 0.3  # 0.68 on all 296 photos; chance is 5/81
+    assert result.summary["hit@5"] > 0.3  # 0.68 on all 296 photos; chance is 5/81
     coarse = evaluate(grocery, "coarse_id", queries=grocery / "val.txt", encoder="efficientnet-lite0", sample=40)
-    assert coarse.summary["recall@1"] >= result.summary["recall@1"]
+    assert coarse.summary["hit@1"] >= result.summary["hit@1"]
 
 
 def test_dinov2_encoder_options_and_vectors():

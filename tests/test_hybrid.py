@@ -370,7 +370,7 @@ def test_bridge_written_and_searchable(bridge_shop, text_indexer):
     assert fitted["pairs"] == 54 and fitted["alpha"] > 0
     path = store.artifact_path(BRIDGE_FILE)
     assert path.is_file()
-    assert bridge_shop.text_side.bridge is not None
+    assert bridge_shop.text_side.get_bridge() is not None
     # The bridge list, by hand: the query's sentence vector through the saved map, against the photos.
     bridge = load_bridge(path, text_indexer.key, f"{meta['encoder']}@{meta['encoder_version']}")
     assert bridge.fitted_on == 54
@@ -402,7 +402,7 @@ def test_small_catalog_has_no_bridge(shop):
     assert len(SHOP) < MIN_BRIDGE_PAIRS
     assert shop.meta["text"]["bridge"]["pairs"] == len(SHOP)
     assert not shop.store.artifact_path(BRIDGE_FILE).exists()
-    assert shop.text_side.bridge is None
+    assert shop.text_side.get_bridge() is None
     with pytest.raises(StoreError):
         shop.search_text("sneakers", mode="bridge")
 
@@ -476,13 +476,14 @@ def test_photo_colours_break_close_image_ties(shop, photos):
         got = shop.search_image(photo, k=16).hits
         same = [p for p in SQUARES if COLOUR[p] == colour]
         assert set(ids(got[:len(same)])) == set(same), colour
-        # By hand: image score + PHOTO_COLOUR_WEIGHT x colour similarity; the scores shown stay the image's.
-        query = colour_profile(Image.open(photo))["colour_vector"]
-        combined = {ids([h])[0]: h.score + hybrid.PHOTO_COLOUR_WEIGHT
-                    * float(colour_similarity(query, h.payload["colour_vector"])[0]) for h in got}
-        assert all(combined[a] >= combined[b] - 1e-6 for a, b in zip(ids(got), ids(got)[1:]))
+        # The score is image cosine + PHOTO_COLOUR_WEIGHT x colour similarity, so it decreases down the list;
+        # the similarity is the store's own cosine. Each square photo is one colour of the palette, so the
+        # colour similarity is 1 for a product of the photo's colour and 0 for another: score = cosine + 0.2.
         by_id = {ids([h])[0]: h.score for h in shop.store.search(shop.embed(photo), 16)}
-        assert [h.score for h in got] == pytest.approx([by_id[p] for p in ids(got)], abs=1e-6)
+        assert [h.similarity for h in got] == pytest.approx([by_id[p] for p in ids(got)], abs=1e-6)
+        assert [h.score for h in got] == pytest.approx(
+            [by_id[p] + (0.2 if COLOUR[p] == colour else 0.0) for p in ids(got)], abs=0.02)
+        assert all(a.score >= b.score for a, b in zip(got, got[1:]))
 
 
 def test_photo_colour_rerank_by_hand():
@@ -492,13 +493,15 @@ def test_photo_colour_rerank_by_hand():
     blue[PALETTE.index("blue")] = 1.0
     query = colour_profile(Image.new("RGB", (32, 32), RGB["Green"]))["colour_vector"]
     close = [Hit("b", 0.95, {"colour_vector": blue}), Hit("g", 0.93, {"colour_vector": green})]
-    # 0.93 + 0.2 x 1 beats 0.95 + 0.2 x 0; scores stay the photo similarity.
+    # 0.93 + 0.2 x 1 beats 0.95 + 0.2 x 0: the score is that sum, the similarity stays the photo's cosine.
     assert [h.id for h in photo_colour_rerank(close, query)] == ["g", "b"]
-    assert [h.score for h in photo_colour_rerank(close, query)] == [0.93, 0.95]
+    assert [h.score for h in photo_colour_rerank(close, query)] == pytest.approx([1.13, 0.95], abs=1e-3)
+    assert [h.similarity for h in photo_colour_rerank(close, query)] == [0.93, 0.95]
     far = [Hit("b", 0.95, {"colour_vector": blue}), Hit("g", 0.5, {"colour_vector": green})]
     assert [h.id for h in photo_colour_rerank(far, query)] == ["b", "g"]  # colour never beats a clear image gap
     # No query colours, or a product without a colour vector: the image order stands (or it sinks).
-    assert photo_colour_rerank(close, None) == close
+    assert [(h.id, h.score, h.similarity) for h in photo_colour_rerank(close, None)] == [("b", 0.95, 0.95),
+                                                                                         ("g", 0.93, 0.93)]
     bare = [Hit("x", 0.95, {}), Hit("g", 0.93, {"colour_vector": green})]
     assert [h.id for h in photo_colour_rerank(bare, query)] == ["g", "x"]
 

@@ -193,6 +193,6 @@ def test_evaluate_crops_only_queries(tmp_path, saliency):
     auto = evaluate(catalog, "category", queries=queries, encoder="tiny", use_cache=False, crop="auto",
                     localiser=saliency)
     assert auto.info["crop"] == "auto" and auto.encoder["encoder_options"]["crop"] == "auto"
-    assert auto.summary["recall@1"] == 1.0 > off.summary["recall@1"]
+    assert auto.summary["hit@1"] == 1.0 > off.summary["hit@1"]
     with pytest.raises(ValueError, match="--queries"):
         evaluate(catalog, "category", encoder="tiny", crop="auto")

@@ -57,13 +57,13 @@ def test_no_relevant_item_is_nan_and_left_out_of_the_averages():
     summary = metrics.summarise(scores)
     assert summary["queries"] == 2 and summary["no_relevant"] == 1
     assert summary["precision@1"] == 0.5  # (1 + 0) / 2, the unmatched query is not a zero
-    assert summary["recall@2"] == 1.0
+    assert summary["hit@2"] == 1.0
     assert summary["map@2"] == pytest.approx((1 + 0.5) / 2)
 
 
 def test_summary_when_no_query_has_a_relevant_item():
     summary = metrics.summarise(metrics.per_query(np.zeros((2, 3), bool), [0, 0], ks=(1,)))
-    assert summary == {"queries": 0, "no_relevant": 2, "precision@1": None, "recall@1": None, "map@1": None,
+    assert summary == {"queries": 0, "no_relevant": 2, "precision@1": None, "hit@1": None, "map@1": None,
                        "ndcg@1": None}
 
 
