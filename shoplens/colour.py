@@ -351,6 +351,7 @@ def learn_colour_names(products) -> list[str]:
     """
     described: dict[str, set[str]] = {}  # the word a colour precedes (or follows) -> the colours seen with it
     seen: dict[str, list[int]] = {}  # phrase -> [uses, uses agreeing with the product's label]
+    others: dict[str, str] = {}  # phrase -> the word in it beside the colour word ("" for a colour word alone)
     for values, label in products:
         labelled = set(colour_words(label or "")[0])
         for value in values:
@@ -358,32 +359,26 @@ def learn_colour_names(products) -> list[str]:
             tokens = _tokens(value)
             words = [t.group(0) for t in tokens]
             spans = _colour_spans(value, tokens)
-            colour_at = {j for first, last, _f, _m in spans for j in range(first, last + 1)}
             for first, last, found, _m in spans:
                 own = " ".join(words[first:last + 1])
-                if last + 1 < len(words) and last + 1 not in colour_at and _evidence(words[last + 1]):
+                # The next word may be a colour word too: "red wine" is a name, "black white" two colours.
+                if last + 1 < len(words) and _evidence(words[last + 1]):
                     other, phrase = words[last + 1], f"{own} {words[last + 1]}"
-                elif last + 1 == len(words) and first > 0 and first - 1 not in colour_at and _evidence(words[first - 1]):
+                elif last + 1 == len(words) and first > 0 and _evidence(words[first - 1]):
                     other, phrase = words[first - 1], f"{words[first - 1]} {own}"
                 elif len(words) == last + 1 - first:
                     other, phrase = "", own
                 else:
-                    continue  # between two colours ("orange red grapefruit"): no evidence either way
+                    continue  # next to a number or a function word ("Blue 2011", "Black with"): no evidence
                 described.setdefault(other, set()).update(found)
+                others[phrase] = other
                 counts = seen.setdefault(phrase, [0, 0])
                 counts[0] += 1
                 counts[1] += bool(labelled & set(found))
     names = []
     for phrase, (uses, agree) in seen.items():
-        first_colour = _colour_spans(phrase, _tokens(phrase))
-        other = phrase
-        if first_colour:
-            first, last = first_colour[0][0], first_colour[0][1]
-            words = phrase.split()
-            other = " ".join(words[:first] + words[last + 1:])
-        if len(described.get(other, ())) >= DESCRIBED_BY or 2 * agree > uses:
-            continue
-        names.append(phrase)
+        if len(described.get(others[phrase], ())) < DESCRIBED_BY and 2 * agree <= uses:
+            names.append(phrase)
     return sorted(names)
 
 

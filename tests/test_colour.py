@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw
 
 from shoplens import colour
 from shoplens.catalog import read_catalog
-from shoplens.colour import (PALETTE, colour_profile, colour_similarity, colour_words, named_colour_vector,
-                             names_from_shares, rerank)
+from shoplens.colour import (PALETTE, ColourWords, colour_profile, colour_similarity, colour_words,
+                             named_colour_vector, names_from_shares, read_colour_words, rerank)
 
 
 def photo(backdrop=(255, 255, 255), size=(224, 300)) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -190,3 +190,136 @@ def test_fashion_images_products(datasets_dir):
 # Clear-cut photos whose label is plainly right (labels are noisy: a peach top looks pink).
 EXPECTED_FASHION = {"34184": "yellow", "2707": "pink", "45330": "red", "43368": "blue", "10293": "brown",
                     "50783": "black"}
+
+
+# --- colour words read with the catalog's own product names ---
+
+GROCERY_NAMES = frozenset(["brown cap", "golden delicious", "golden grapefruit", "orange", "orange juice", "orange red",
+                           "peach", "pink lady", "red beet", "red delicious", "red grapefruit", "sour cream",
+                           "yellow onion"])
+
+
+def test_learn_colour_names_from_the_grocery_titles(datasets_dir):
+    from shoplens.textindex import name_values
+
+    catalog = read_catalog(datasets_dir / "grocery-store")
+    names = colour.learn_colour_names((name_values(p.metadata), p.metadata.get("colour")) for p in catalog.products)
+    # Worked from classes.csv (titles such as Golden-Delicious, Bravo-Orange-Juice, God-Morgon-Orange-Red-Grapefruit-
+    # Juice, Brown-Cap-Mushroom; coarse classes such as Orange, Peach, Sour-Cream): every colour word there is part
+    # of a name. "delicious" follows only golden and red, "grapefruit" only red and golden, "juice", "cap", "lady",
+    # "beet", "onion" one colour each, "red" follows only "orange"; "orange" and "peach" are whole titles. The
+    # peppers are the exception: "bell" follows green, orange, red and yellow (4 >= DESCRIBED_BY), so "red bell"
+    # describes a colour. The long descriptions ("a green apple with white, firm pulp") are not names.
+    assert names == sorted(GROCERY_NAMES)
+
+
+def test_learn_colour_names_from_the_fashion_titles(datasets_dir):
+    from shoplens.textindex import name_values
+
+    catalog = read_catalog(datasets_dir / "fashion-images")
+    names = set(colour.learn_colour_names((name_values(p.metadata), p.metadata.get("colour"))
+                                          for p in catalog.products))
+    # Brands: "Red Tape" (32 products, labelled Black 18, Brown 11, Grey 2, Navy Blue 1: never red) and "Red Chief"
+    # (11, Black, Brown, Khaki, Mushroom Brown); "tape" and "chief" follow no other colour.
+    assert {"red tape", "red chief"} <= names
+    # Colours that describe: "shoes" follows black, brown, white, blue, grey, red, pink...; "tshirt" follows black,
+    # grey, white, yellow, blue, red. None of these pairs is a name.
+    assert not names & {"red shoes", "black shoes", "white shoes", "red tshirt", "black tshirt", "navy blue tshirt",
+                        "red", "black", "white"}
+    assert read_colour_words("red tape shoes", names) == ColourWords([], [], "red tape shoes", "red tape shoes")
+    assert read_colour_words("red shoes", names) == ColourWords(["red"], [], "shoes", "red shoes")
+    assert read_colour_words("Navy Blue Tshirt", names) == ColourWords(["navy"], [], "Tshirt", "Navy Blue Tshirt")
+
+
+def test_learn_colour_names_worked_by_hand():
+    products = [(["Olive Oil"], None), (["Chocolate Milk"], None), (["Red Wine"], None), (["White Wine"], None),
+                (["Orange Juice"], None), (["Red Bell Pepper"], None), (["Green Bell Pepper"], None),
+                (["Yellow Bell Pepper"], None),
+                # Two colours only before "sneaker", but the product's own label agrees: the colour describes.
+                (["Classic Red Sneaker"], "Red"), (["Classic Blue Sneaker"], "Blue")]
+    # "wine" (itself a colour word) follows red and white: 2 < 3 colours, so both are names.
+    assert colour.learn_colour_names(products) == ["chocolate milk", "olive oil", "orange juice", "red wine",
+                                                   "white wine"]
+
+
+@pytest.mark.parametrize("text, colours, excluded, rest", [
+    ("orange juice", [], [], "orange juice"),  # a product name: no colour, the noun stays for text search
+    ("Orange", [], [], "Orange"),  # the fruit: a whole title of this catalog
+    ("red grapefruit juice", [], [], "red grapefruit juice"),
+    ("sour cream", [], [], "sour cream"),  # "cream" is a colour word (beige) elsewhere
+    ("peach", [], [], "peach"),
+    ("red bell pepper", ["red"], [], "bell pepper"),  # peppers come in four colours: red describes
+    ("yellow onion not red", [], ["red"], "yellow onion"),
+    ("not red", [], ["red"], ""),
+    ("no red", [], ["red"], ""),
+    ("apples without red or green", [], ["red", "green"], "apples"),
+    ("red pepper, not yellow", ["red"], ["yellow"], "pepper"),
+    ("not orange juice", [], [], "not orange juice"),  # a name after "not" is text, not an excluded colour
+    ("nothing red", ["red"], [], "nothing"),  # whole words only
+])
+def test_grocery_colour_words_by_hand(text, colours, excluded, rest):
+    read = read_colour_words(text, GROCERY_NAMES)
+    assert (read.colours, read.excluded, read.rest) == (colours, excluded, rest)
+
+
+def test_negation_without_catalog_names():
+    assert colour_words("not red") == ([], "")
+    assert read_colour_words("shoes not red") == ColourWords([], ["red"], "shoes", "shoes")
+    assert read_colour_words("navy polo without white or grey") == ColourWords(["navy"], ["white", "grey"], "polo",
+                                                                               "navy polo")
+    # A colour both asked for and refused is asked for.
+    assert read_colour_words("red not red").colours == ["red"]
+
+
+# --- the backdrop flood fill ---
+
+SPIRAL = """
+#.#########
+#.........#
+#########.#
+#.......#.#
+#.#####.#.#
+#.#...#.#.#
+#.#.###.#.#
+#.#.....#.#
+#.#######.#
+#.........#
+###########
+"""
+
+
+def test_flood_fills_a_winding_backdrop_whole():
+    # Drawn by hand: '.' is backdrop-coloured, '#' is product. The backdrop enters at the top (row 0, column 1) and
+    # winds inward: right along row 1, down column 9, left along row 9, up column 1, right along row 3, down
+    # column 7, left along row 7, up column 3 and right along row 5 to its end at column 5. Every '.' is on that
+    # one path, so every '.' is reached from the border, and nothing else.
+    grid = np.array([list(row) for row in SPIRAL.split()])
+    allowed = grid == "."
+    border = np.zeros_like(allowed)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    assert allowed.sum() == 1 + 9 + 1 + 8 + 3 + 6 + 4 + 7 + 2 + 9  # rows 0 to 9, counted on the drawing
+    np.testing.assert_array_equal(colour._flood(allowed, border), allowed)
+    # Walled off at its mouth, none of it is reached.
+    closed = allowed.copy()
+    closed[0, 1] = False
+    assert not colour._flood(closed, border).any()
+
+
+def test_flood_follows_a_long_serpentine_and_not_diagonals():
+    # 20 corridors of 10 pixels (rows 1, 3, ..., 39, columns 1-10) joined end to end, alternately at the right
+    # (column 10) and the left (column 1), entered from the border at (0, 1): 1 + 200 + 19 = 220 pixels on a path
+    # with 39 turns. A pocket (column 12, rows 1-39, and (4, 11)) touches the path only diagonally, at (3, 10)
+    # and (5, 10) from (4, 11): 4-connected, it stays out.
+    allowed = np.zeros((41, 14), bool)
+    allowed[0, 1] = True
+    for i in range(20):
+        allowed[2 * i + 1, 1:11] = True
+        if i < 19:
+            allowed[2 * i + 2, 10 if i % 2 == 0 else 1] = True
+    path = allowed.copy()
+    allowed[1:40, 12] = True
+    allowed[4, 11] = True
+    border = np.zeros_like(allowed)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    assert path.sum() == 220 and not path[4, 10]
+    np.testing.assert_array_equal(colour._flood(allowed, border), path)
