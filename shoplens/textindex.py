@@ -100,12 +100,11 @@ class TextIndexer:
         """Fit the bridge on every product with both vectors, save it, and return the new meta['text'].
 
         The same pass learns the catalog's colour-word product names and whether its words name colours."""
-        text_rows, image_rows, entries, names, named, with_text = [], [], [], [], 0, 0
+        text_rows, image_rows, entries, names, texts = [], [], [], [], []
         for hit in store.iterate(with_vector=True):
             if hit.text_vector is not None:
-                with_text += 1
                 text = product_text(hit.payload)
-                named += bool(colour_words(text)[0])
+                texts.append(text)
                 names.append((name_values(hit.payload), hit.payload.get("colour")))
                 if hit.vector is not None:
                     text_rows.append(hit.text_vector)
@@ -119,10 +118,12 @@ class TextIndexer:
             bridge.save(store.artifact_path(BRIDGE_FILE))
             info.update(alpha=BRIDGE_ALPHA, neighbours=BRIDGE_NEIGHBOURS)
         # Whether the catalog's own words name colours decides how much the photos' colours count for
-        # colour words in a query (shoplens.hybrid.colour_word_weight).
-        names_colours = named >= NAMES_COLOURS_SHARE * max(with_text, 1)
+        # colour words in a query (shoplens.hybrid.colour_word_weight); "Orange Juice" names none.
+        colour_names = learn_colour_names(names)
+        named = sum(bool(colour_words(text, colour_names)[0]) for text in texts)
+        names_colours = named >= NAMES_COLOURS_SHARE * max(len(texts), 1)
         return {**(meta.get("text") or self.describe()), "bridge": info, "names_colours": names_colours,
-                "colour_names": learn_colour_names(names)}
+                "colour_names": colour_names}
 
     def load_bridge(self, store: Store, meta: dict) -> Bridge | None:
         """The index's bridge: read from its file, re-fitted when missing or stale (e.g. on another machine

@@ -4,7 +4,8 @@ A hand-made shop of 16 products (CSV manifest with titles, article types and col
 coloured shape on white, so the colour extraction names it exactly) is indexed once per store through
 `sync_catalog` with the real TextIndexer (MiniLM). The image encoder is a colour-blind shape mask, like
 ImageNet features that barely see colour: photo search finds the shape, colours come from the payload.
-Expected rankings are worked out by hand, or from the store's own lists fused with `rrf`.
+Expected rankings are worked out by hand, or from the store's own lists fused by `fused_by_hand` (weighted
+RRF written out again here, not shoplens.text.fusion.rrf, the code under test).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
 from shoplens.sync import sync_catalog
 from shoplens.text.document import bm25_query
-from shoplens.text.fusion import rrf
 from shoplens.textevaluate import evaluate_text
 from shoplens.textindex import BRIDGE_FILE, MIN_BRIDGE_PAIRS, TextIndexer, load_bridge
 
@@ -124,6 +124,17 @@ def build(kind: str, catalog_root: Path, index_path: Path, text: TextIndexer | N
     encoder = encoder or ShapeEncoder()
     summary = sync_catalog(read_catalog(catalog_root), store, encoder, text=text, colours=colours, progress=False)
     return Searcher(store, store.read_meta(), _encoder=encoder), summary
+
+
+def fused_by_hand(lists, weights, k: int = RRF_K):
+    """Weighted reciprocal rank fusion written out for the tests: Qdrant's 1 / (rank / weight + k - 1) per list,
+    summed; equal sums keep the order in which ids were first seen."""
+    scores: dict = {}
+    for ranking, weight in zip(lists, weights):
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + (1 / (rank / weight + k - 1) if weight > 0 else 0.0)
+    order = sorted(scores, key=lambda item: -scores[item])
+    return order, [scores[item] for item in order]
 
 
 def ids(hits) -> list[str]:
@@ -272,7 +283,7 @@ def test_fused_is_weighted_rrf_of_keyword_and_semantic(shop, text_indexer, query
     keyword = ids(by_score(store.search_keywords(bm25_query(query), CANDIDATES)))
     semantic = ids(by_score(store.search(text_indexer.embed_query(query), CANDIDATES, using=TEXT_VECTOR)))
     assert len(semantic) == len(SHOP)
-    expected, scores = rrf([keyword, semantic], RRF_K, [TEXT_WEIGHTS["keyword"], TEXT_WEIGHTS["semantic"]])
+    expected, scores = fused_by_hand([keyword, semantic], [TEXT_WEIGHTS["keyword"], TEXT_WEIGHTS["semantic"]])
     got = shop.search_text(query, k=8).hits
     assert ids(got) == expected[:8]
     assert [h.score for h in got] == pytest.approx(scores[:8], rel=1e-6)
@@ -388,7 +399,7 @@ def test_fused_leaves_the_bridge_out(bridge_shop, text_indexer):
     # Ties are ranked by point id, whatever order the store lists them in.
     keyword = ids(by_score(store.search_keywords(bm25_query(query), CANDIDATES)))
     semantic = ids(by_score(store.search(text_indexer.embed_query(query), CANDIDATES, using=TEXT_VECTOR)))
-    expected, _ = rrf([keyword, semantic], RRF_K, [TEXT_WEIGHTS["keyword"], TEXT_WEIGHTS["semantic"]])
+    expected, _ = fused_by_hand([keyword, semantic], [TEXT_WEIGHTS["keyword"], TEXT_WEIGHTS["semantic"]])
     assert ids(bridge_shop.search_text(query, k=10)) == expected[:10]
 
 
@@ -445,6 +456,14 @@ def test_words_colour_filters_photo_results(shop, photos):
     assert set(ids(hits[:3])) == {"p01", "p08", "p16"}
     assert all("red" not in h.payload["colours"] for h in hits[3:])  # topped up with the others
     assert len(hits) == 6
+    # A product showing the colour asked for scores COLOUR_MATCH (2) more than its cosine: the list's scores
+    # decrease although the red ones (round and wide) are less like the square photo than the squares after them.
+    cosine = {ids([h])[0]: h.score for h in shop.store.search(shop.embed(photos("Blue", "square")), 16)}
+    assert [h.similarity for h in hits] == pytest.approx([cosine[p] for p in ids(hits)], abs=1e-6)
+    assert [h.score for h in hits] == pytest.approx([cosine[p] + (2.0 if p in {"p01", "p08", "p16"} else 0.0)
+                                                     for p in ids(hits)], abs=1e-6)
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert max(cosine[p] for p in ids(hits[:3])) < min(cosine[p] for p in ids(hits[3:]))
     assert set(ids(shop.search_image(photos("Blue", "square"), k=2, words="red"))) < {"p01", "p08", "p16"}
     # Two colours: products with either.
     both = ids(shop.search_image(photos("Blue", "square"), k=5, words="red/green"))
@@ -458,10 +477,14 @@ def test_words_rerank_within_the_photos_candidates(shop, photos, text_indexer):
     keyword = ids(shop.store.search_keywords(bm25_query("backpack"), len(candidates), ids=candidates))
     semantic = ids(shop.store.search(text_indexer.embed_query("backpack"), len(candidates), using=TEXT_VECTOR,
                                      ids=candidates))
-    expected, _ = rrf([image, keyword, semantic], RRF_K,
-                      [1.0, WORDS_WEIGHT * TEXT_WEIGHTS["keyword"], WORDS_WEIGHT * TEXT_WEIGHTS["semantic"]])
-    got = ids(shop.search_image(photo, k=8, words="backpack"))
-    assert got == expected[:8] and got[0] == "p15"
+    expected, scores = fused_by_hand([image, keyword, semantic],
+                                     [1.0, WORDS_WEIGHT * TEXT_WEIGHTS["keyword"], WORDS_WEIGHT * TEXT_WEIGHTS["semantic"]])
+    hits = shop.search_image(photo, k=8, words="backpack").hits
+    assert ids(hits) == expected[:8] and ids(hits)[0] == "p15"
+    # The score is the fused one (so it decreases down the list); the similarity stays the photo's cosine.
+    assert [h.score for h in hits] == pytest.approx(scores[:8], rel=1e-6)
+    cosine = {ids([h])[0]: h.score for h in shop.store.search(shop.embed(photo), 16)}
+    assert [h.similarity for h in hits] == pytest.approx([cosine[p] for p in ids(hits)], abs=1e-6)
     # The words never bring in a product outside the photo's candidates: here the filter's.
     hits = shop.search_image(photo, k=5, filters={"colour": "Blue"}, words="bag").hits
     assert ids(hits) == ["p04", "p06"]
@@ -627,3 +650,191 @@ def test_evaluate_text_on_a_tiny_catalog(tmp_path):
         for label in result.labels:
             kinds = [result.figures[kind][mode][label] for kind in ("colour+article_type", "title")]
             assert by_label[label] == pytest.approx(sum(kinds) / 2), (mode, label)
+
+
+# --- 10. the bridge loads only for a search that uses it ---
+
+def test_default_words_query_does_not_load_the_bridge(bridge_shops, monkeypatch):
+    import threading
+
+    indexed = bridge_shops["edge"]
+    calls: list[int] = []
+    release = threading.Event()
+    original = TextIndexer.load_bridge
+
+    def slow_load(self, store, meta):
+        calls.append(1)
+        assert release.wait(20), "the bridge load was never released"
+        return original(self, store, meta)
+
+    monkeypatch.setattr(TextIndexer, "load_bridge", slow_load)
+    searcher = Searcher(indexed.store, indexed.meta, _encoder=indexed.encoder)
+    assert TEXT_WEIGHTS["bridge"] == 0
+    words = searcher.search_text("red shoes", k=5).hits  # fused, the default: keyword + semantic only
+    assert len(words) == 5 and calls == []
+    searcher.search_text("red shoes", k=5, mode="keyword")
+    searcher.search_image(Path(searcher.catalog_root) / "photos/b00.jpg", k=3, words="shoes")
+    assert calls == []
+    # A bridge search loads it, on its own lock: while that load is stuck, other searches go on.
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(hits=searcher.search_text("red shoes", mode="bridge")))
+    worker.start()
+    for _ in range(200):
+        if calls:
+            break
+        threading.Event().wait(0.05)
+    assert calls == [1]
+    assert ids(searcher.search_text("yellow bag", k=3)) and ids(searcher.search_image(
+        Path(searcher.catalog_root) / "photos/b00.jpg", k=3))
+    release.set()
+    worker.join(20)
+    assert not worker.is_alive() and result["hits"].hits
+    searcher.search_text("red shoes", mode="bridge")
+    assert calls == [1]  # loaded once
+
+
+def test_bridge_staleness_is_judged_by_content_not_file_times(bridge_shop, text_indexer):
+    import os
+
+    store, meta = bridge_shop.store, bridge_shop.meta
+    path = store.artifact_path(BRIDGE_FILE)
+    version = meta["text"]["bridge"]["version"]
+    assert len(version) == 16 and load_bridge(path).version == version
+    # An old file time says nothing: the file is current, so it is read, not fitted again.
+    os.utime(path, (1_000_000, 1_000_000))
+    text_indexer.load_bridge(store, meta)
+    assert path.stat().st_mtime == 1_000_000
+    # A file fitted on other content (another version) is fitted again, and gets the index's version back.
+    stale = load_bridge(path)
+    stale.version = "0123456789abcdef"
+    stale.save(path)
+    os.utime(path, None)  # newer than the index's fit: still stale
+    again = text_indexer.load_bridge(store, meta)
+    assert again.version == version and load_bridge(path).version == version
+
+
+# --- 11. colour words in a catalog whose words do not name colours ---
+
+@pytest.mark.parametrize("kind", STORES)
+def test_colour_words_count_the_photos_colours_when_the_text_names_none(kind, tmp_path, text_indexer):
+    # Three bags alike in words ("Leather Bag", type Bags) in red, blue and green, a red scarf and a brown boot; no
+    # colour column and no colour word in any title, so the index records names_colours false (boost 1.0).
+    rows = [("v1", "Leather Bag", "Bags", "Red", "round"), ("v2", "Leather Bag", "Bags", "Blue", "round"),
+            ("v3", "Leather Bag", "Bags", "Green", "round"), ("v4", "Wool Scarf", "Scarves", "Red", "wide"),
+            ("v5", "Hiking Boot", "Footwear", "Brown", "wide")]
+    root = tmp_path / "catalog"
+    for pid, _title, _type, colour, shape in rows:
+        make_product_photo(root / f"photos/{pid}.jpg", RGB[colour], shape)
+    with open(root / "products.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "path", "title", "article_type"])
+        writer.writerows([pid, f"photos/{pid}.jpg", title, kind_] for pid, title, kind_, _c, _s in rows)
+    searcher, _ = build(kind, root, tmp_path / "idx", text_indexer)
+    try:
+        assert searcher.meta["text"]["names_colours"] is False and searcher.meta["text"]["colour_names"] == []
+        assert hybrid.colour_word_weight(searcher.text_side) == 1.0
+        # By hand: the three bags tie in both lists (same words), so they take fused ranks 1-3 in point-id order:
+        # between 1/(1+59) + 1/(1/2+59) = 0.03347 (first) and 1/(3+59) + 1/(3/2+59) = 0.03266 (third). "red" is in
+        # no product's words; the boost adds 0.03347 x colour similarity (about 1 for a red photo, 0 otherwise).
+        # The red bag: at least 0.03266 + 0.0335 = 0.066; the red scarf, not a keyword match, at most
+        # 1/(1/2+59) + 0.0335 = 0.0503 and at least 1/(5/2+59) + 0.0318 = 0.048; any other bag at most 0.0335.
+        hits = searcher.search_text("red bag", k=5).hits
+        assert ids(hits)[:2] == ["v1", "v4"]
+        assert set(ids(hits)[2:4]) == {"v2", "v3"}
+        assert all(a.score >= b.score for a, b in zip(hits, hits[1:])) and hits[0].similarity is None
+        # The same query without the photos' colours (a catalog whose words name colours): the bags first, in id
+        # order, the red scarf after them.
+        plain = search_text(searcher.text_side, "red bag", k=4, colour_weight=0.0)
+        assert set(ids(plain)[:3]) == {"v1", "v2", "v3"}
+    finally:
+        searcher.close()
+
+
+# --- 12. words that are both a colour and a product ---
+
+GROCER = [("g1", "Orange Juice", "Juice", "Blue", "square"), ("g2", "Apple Juice", "Juice", "Green", "square"),
+          ("g3", "Orange", "Fruit", "Orange", "round"), ("g4", "Apple", "Fruit", "Red", "round"),
+          ("g5", "Carrot", "Vegetables", "Orange", "wide")]
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_product_name_with_a_colour_word_is_not_a_colour(kind, tmp_path, text_indexer, photos):
+    # A grocer's titles: "orange" is a fruit and part of "Orange Juice" (a blue carton here), never a colour asked for.
+    root = tmp_path / "catalog"
+    for pid, _title, _type, colour, shape in GROCER:
+        make_product_photo(root / f"photos/{pid}.jpg", RGB[colour], shape)
+    with open(root / "products.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "path", "title", "article_type"])
+        writer.writerows([pid, f"photos/{pid}.jpg", title, type_] for pid, title, type_, _c, _s in GROCER)
+    searcher, _ = build(kind, root, tmp_path / "idx", text_indexer)
+    try:
+        # "juice" follows one colour word only (orange), and "Orange" is a whole title.
+        assert searcher.meta["text"]["colour_names"] == ["orange", "orange juice"]
+        assert searcher.meta["text"]["names_colours"] is False  # no title names a colour, read this way
+        # Words alone: no orange boost (it would lift the orange fruit and the carrot over the juice). The juice
+        # is the one product with both words (BM25) and the closest sentence: first.
+        assert ids(searcher.search_text("orange juice", k=3))[0] == "g1"
+        # A blue carton's photo refined by "orange juice": not filtered to orange products; the words re-rank the
+        # photo's candidates (the squares: both juices), and the orange juice leads.
+        refined = searcher.search_image(photos("Blue", "square"), k=3, words="orange juice").hits
+        assert ids(refined)[0] == "g1" and all(h.score < 2 for h in refined)
+        # "red" is still a colour here: the red apple first, by COLOUR_MATCH.
+        red = searcher.search_image(photos("Blue", "square"), k=3, words="red").hits
+        assert ids(red)[0] == "g4" and red[0].score == pytest.approx(red[0].similarity + 2.0)
+        # "not red": the red apple is left out of the photo's results. ("not orange" would be words about the
+        # fruit here, not a colour: "orange" is one of this catalog's product names.)
+        assert set(ids(searcher.search_image(photos("Blue", "square"), k=5, words="not red"))) == \
+            {"g1", "g2", "g3", "g5"}
+    finally:
+        searcher.close()
+
+
+# --- 13. fusion with an image encoder's text tower (ImageBind's list) ---
+
+class ShapeTextEncoder(ShapeEncoder):
+    """ShapeEncoder with a text tower: a text naming a shape embeds like a photo of that shape."""
+
+    name = "fake-shape-text"
+
+    @property
+    def supports_text(self) -> bool:
+        return True
+
+    def embed_text(self, texts):
+        rows = []
+        for text in texts:
+            shape = next((s for s in ("round", "wide", "square") if s in text), "square")
+            rows.append(self.embed(Image.open(make_product_photo(SHAPE_DIR / f"{shape}.jpg", (90, 90, 90), shape))))
+        return np.stack(rows)
+
+
+SHAPE_DIR = Path(__file__).parent / ".shape-text"
+
+
+def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_indexer, monkeypatch):
+    global SHAPE_DIR
+    monkeypatch.setattr(__import__(__name__), "SHAPE_DIR", tmp_path / "shapes", raising=False)
+    SHAPE_DIR = tmp_path / "shapes"
+    encoder = ShapeTextEncoder()
+    searcher, _ = build("edge", shop_dir, tmp_path / "idx", text_indexer, encoder)
+    try:
+        side = searcher.text_side
+        assert side.image_text is not None and TEXT_WEIGHTS["imagebind"] == 2.0
+        query = "something round"
+        lists = hybrid.ranked_lists(side, query, CANDIDATES)
+        assert set(lists) == {"keyword", "semantic", "imagebind"}
+        store = searcher.store
+        keyword = ids(by_score(store.search_keywords(bm25_query(query), CANDIDATES)))
+        semantic = ids(by_score(store.search(text_indexer.embed_query(query), CANDIDATES, using=TEXT_VECTOR)))
+        image = ids(by_score(store.search(encoder.embed_text([query])[0], CANDIDATES)))
+        # The text tower ranks the round products (p03, p04, p08, p13, p15, p16) first.
+        assert set(image[:6]) == {p for p, shape in SHAPE.items() if shape == "round"}
+        expected, scores = fused_by_hand([keyword, semantic, image], [1.0, 2.0, 2.0])
+        without, _ = fused_by_hand([keyword, semantic], [1.0, 2.0])
+        assert expected[:8] != without[:8]  # so the list is seen to count
+        got = searcher.search_text(query, k=8).hits
+        assert ids(got) == expected[:8]
+        assert [h.score for h in got] == pytest.approx(scores[:8], rel=1e-6)
+    finally:
+        searcher.close()
