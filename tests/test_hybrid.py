@@ -793,9 +793,12 @@ def test_a_product_name_with_a_colour_word_is_not_a_colour(kind, tmp_path, text_
 # --- 13. fusion with an image encoder's text tower (ImageBind's list) ---
 
 class ShapeTextEncoder(ShapeEncoder):
-    """ShapeEncoder with a text tower: a text naming a shape embeds like a photo of that shape."""
+    """ShapeEncoder with a text tower, like ImageBind's: a text naming a shape embeds like a photo of that shape."""
 
     name = "fake-shape-text"
+
+    def __init__(self, folder: Path):
+        self.folder = folder  # where the reference photos of each shape are drawn
 
     @property
     def supports_text(self) -> bool:
@@ -805,18 +808,13 @@ class ShapeTextEncoder(ShapeEncoder):
         rows = []
         for text in texts:
             shape = next((s for s in ("round", "wide", "square") if s in text), "square")
-            rows.append(self.embed(Image.open(make_product_photo(SHAPE_DIR / f"{shape}.jpg", (90, 90, 90), shape))))
+            path = self.folder / f"{shape}.jpg"
+            rows.append(self.embed(Image.open(path if path.exists() else make_product_photo(path, (90, 90, 90), shape))))
         return np.stack(rows)
 
 
-SHAPE_DIR = Path(__file__).parent / ".shape-text"
-
-
-def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_indexer, monkeypatch):
-    global SHAPE_DIR
-    monkeypatch.setattr(__import__(__name__), "SHAPE_DIR", tmp_path / "shapes", raising=False)
-    SHAPE_DIR = tmp_path / "shapes"
-    encoder = ShapeTextEncoder()
+def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_indexer):
+    encoder = ShapeTextEncoder(tmp_path / "shapes")
     searcher, _ = build("edge", shop_dir, tmp_path / "idx", text_indexer, encoder)
     try:
         side = searcher.text_side
