@@ -75,12 +75,15 @@ def test_search_by_photo_finds_the_product_first(running, client):
     gallery, status, results = search(client, photo(running, "trm"))
     rows = results["results"]
     assert len(rows) == 12 and len(gallery) == 12
-    assert rows[0]["id"] == "trm" and rows[0]["score"] > 0.99
+    assert rows[0]["id"] == "trm" and rows[0]["similarity"] > 0.99
     assert rows[0]["metadata"]["category"] == "Tops" and "content_hash" not in rows[0]["metadata"]
-    # Scores are the photo's similarity; the photo's colours may re-order near ones, never above the exact match.
-    assert all(r["score"] <= rows[0]["score"] for r in rows)
-    assert gallery[0]["caption"].startswith("Red top for men\nTops") and "100% similar" in gallery[0]["caption"]
-    assert " ms**" in status and results["seconds"] >= 0
+    # The score ranks the list (image similarity + the photo's colours), so it decreases down it; the exact
+    # match, same picture and same colours, scores its similarity plus the full colour weight.
+    assert all(a["score"] >= b["score"] for a, b in zip(rows, rows[1:]))
+    assert rows[0]["score"] == pytest.approx(rows[0]["similarity"] + 0.2, abs=0.01)
+    caption = gallery[0]["caption"]
+    assert caption.startswith("Red top for men\nTops") and f"score {rows[0]['score']:.3f}" in caption
+    assert " ms**" in status and results["seconds"] > 0
 
 
 def test_search_k_and_filters(running, client):
@@ -242,8 +245,9 @@ def test_safe_image_keeps_paths_inside_the_root(tmp_path):
 
 def test_details_are_escaped():
     hit = Hit("1", 0.5, {"title": "<script>alert(1)</script>", "colour": "Red & <b>", "content_hash": "abc"})
-    text = details_html(hit, 0.5)
-    assert "<script>" not in text and "&lt;script&gt;" in text and "abc" not in text and "50% similar" in text
+    text = details_html(hit, 0.5, 0.25)
+    assert "<script>" not in text and "&lt;script&gt;" in text and "abc" not in text
+    assert "score 0.500 · image 25% similar" in text
 
 
 def test_clamp_numbers_from_the_page():
@@ -384,4 +388,4 @@ def test_search_falls_back_to_the_whole_photo_without_a_localiser(handmade_app):
         items = Shop(searcher).search_items(str(searcher.catalog_root / "box" / "blue-box.jpg"), 5, {})
     finally:
         searcher._localiser = working
-    assert len(items) == 1 and items[0].box is None and items[0].hits[0].product_id == "box/blue-box"
+    assert len(items) == 1 and items[0].box is None and items[0].hits[0].product_id == "blue-box"

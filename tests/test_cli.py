@@ -72,6 +72,8 @@ def test_info_json(tiny_index, folder_catalog, capsys):
     (["search", "--text", "red", "--index", "{index}", "--mode", "bridge"], "no text-to-image bridge"),
     (["search", "--text", " ", "--index", "{index}"], "the text query is empty"),
     (["search", "{tmp}/q.jpg", "--index", "{index}", "-k", "0"], "-k must be at least 1"),
+    (["search", "--text", "not red", "--index", "{index}"], "only says what to leave out"),
+    (["evaluate", "{tmp}/cat", "--label", ",", "--encoder", "tiny"], "--label names no field"),
     (["evaluate", "{tmp}/cat", "--label", "category", "--text-queries", "nosuchfield", "--encoder", "tiny"],
      "no held-out product has a value for nosuchfield"),
 ])
@@ -83,6 +85,20 @@ def test_user_errors_are_one_line(argv, message, tiny_index, tmp_path, capsys):
     code, out, err = run(capsys, *[a.format(tmp=tmp_path, index=tiny_index) for a in argv])
     assert code == 2 and message in err, err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_internal_errors_show_their_traceback(tmp_path):
+    # A ValueError that no one raised for the user is a bug: it must not pass for a user error (one line, exit 2).
+    code = ("import sys\nfrom shoplens import cli\n"
+            "def broken():\n    raise ValueError('an internal bug')\n"
+            "cli.list_encoders = broken\nsys.exit(cli.main(['encoders']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1 and "Traceback" in done.stderr and "ValueError: an internal bug" in done.stderr
+    # The same mistake raised on purpose for the user is one line and exit 2.
+    code = code.replace("raise ValueError('an internal bug')",
+                        "from shoplens.errors import UserError\n    raise UserError('a user mistake')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2 and done.stderr == "error: a user mistake\n"
 
 
 def test_parse_filters():
@@ -118,7 +134,8 @@ def test_default_encoder_end_to_end_on_real_photos(datasets_dir, tmp_path, capsy
     photo = data / f"{target['Category']}_{target['Gender']}" / "Images" / "images_with_product_ids" / target["Image"]
     code, out, _ = run(capsys, "search", photo, "--index", index, "-k", "3", "--json")
     top = json.loads(out)["results"][0]
-    assert top["id"] == target["ProductId"] and top["score"] == pytest.approx(1.0, abs=1e-3)
+    assert top["id"] == target["ProductId"] and top["similarity"] == pytest.approx(1.0, abs=1e-3)
+    assert top["score"] >= top["similarity"]  # + 0.2 x the colour similarity of the photo to itself
 
 
 # --- --crop: search with the product found in the photo ---
@@ -142,14 +159,14 @@ def test_search_crop_auto_off_and_all(handmade, capsys):
     index, base, truth = handmade
     code, out, _ = run(capsys, "search", base / "one.jpg", "--index", index, "-k", "3", "--crop", "auto", "--json")
     found = json.loads(out)
-    assert code == 0 and found["crop"] == "auto" and found["results"][0]["id"] == "box/purple-box"
+    assert code == 0 and found["crop"] == "auto" and found["results"][0]["id"] == "purple-box"
     assert Box(**found["box"]).iou(truth) >= 0.5
     code, out, _ = run(capsys, "search", base / "one.jpg", "--index", index, "-k", "3", "--crop", "off", "--json")
     assert json.loads(out)["box"] is None
     code, out, _ = run(capsys, "search", base / "shelf.jpg", "--index", index, "-k", "2", "--crop", "all", "--json")
     items = json.loads(out)["items"]
     assert items[0]["box"] is None and len(items) >= 4  # the whole photo, then each product found
-    assert {"red-bag", "blue-box", "green-shoe"} <= {i["results"][0]["id"].split("/")[1] for i in items[1:]}
+    assert {"red-bag", "blue-box", "green-shoe"} <= {i["results"][0]["id"] for i in items[1:]}
     code, out, _ = run(capsys, "search", base / "shelf.jpg", "--index", index, "-k", "1", "--crop", "all")
     assert out.startswith("searched: whole photo\n") and "item 1: box " in out and "item 3: box " in out
 
@@ -193,6 +210,9 @@ def test_search_by_words_and_photo_plus_words(tmp_path, capsys):
     body = json.loads(out)
     assert code == 0 and body["query_text"] == "yellow bag" and body["mode"] == "fused"
     assert [r["category"] for r in body["results"]] == ["Bags", "Bags"]
+    # Words alone: a fused rank score, and no image similarity.
+    assert [r["similarity"] for r in body["results"]] == [None, None]
+    assert body["results"][0]["score"] >= body["results"][1]["score"] > 0
     assert {r["title"] for r in body["results"]} == {"Yellow bag for men", "Yellow bag for women"}
     code, out, _ = run(capsys, "search", "--text", "shoe", "--mode", "keyword", "--index", index, "-k", "3", "--json")
     assert code == 0 and {r["category"] for r in json.loads(out)["results"]} == {"Shoes"}
@@ -200,3 +220,5 @@ def test_search_by_words_and_photo_plus_words(tmp_path, capsys):
     code, out, _ = run(capsys, "search", photo, "--text", "green", "--index", index, "-k", "2", "--json")
     body = json.loads(out)
     assert code == 0 and body["words"] == "green" and all(r["title"].startswith("Green") for r in body["results"])
+    # A photo refined by a colour: matches score their image similarity + 2 (COLOUR_MATCH), which is also given.
+    assert all(r["score"] == pytest.approx(r["similarity"] + 2.0, abs=1e-3) for r in body["results"])
