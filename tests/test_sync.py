@@ -112,6 +112,24 @@ def test_photos_sharing_a_name_get_path_ids_and_prune_drops_the_old_point(folder
     assert {h.product_id for h in store.iterate({"category": "sale"})} == {"sale/red.jpg"}
 
 
+def test_duplicate_product_ids_keep_the_first_and_name_the_others(tmp_path, store, colour_encoder):
+    # Rows 2 and 3 of the manifest repeat id "A1" (another photo, another title): the first row is the product.
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    make_photo(tmp_path / "b.jpg", PALETTE["blue"])
+    make_photo(tmp_path / "c.jpg", PALETTE["green"])
+    make_photo(tmp_path / "d.jpg", PALETTE["yellow"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,sku,title\na.jpg,A1,First\nb.jpg,A1,Second\nc.jpg,A1,Third\nd.jpg,B2,Other\n")
+    summary = _sync(manifest, store, colour_encoder)
+    assert (summary.added, summary.encoded, store.count()) == (2, 2, 2)
+    assert summary.failed == [("b.jpg", "duplicate product id 'A1'"), ("c.jpg", "duplicate product id 'A1'")]
+    [hit] = store.retrieve([point_id("A1")])
+    assert (hit.payload["title"], hit.payload["image_path"]) == ("First", "a.jpg")
+    # Running again changes nothing and says the same.
+    again = _sync(manifest, store, colour_encoder)
+    assert (again.added, again.updated, again.unchanged, len(again.failed)) == (0, 0, 2, 2)
+
+
 def test_bad_photos_are_skipped_named_and_never_delete_data(folder_catalog, store, colour_encoder):
     _sync(folder_catalog, store, colour_encoder)
     (folder_catalog / "reds" / "red.jpg").write_bytes(b"now corrupt")
