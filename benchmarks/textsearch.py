@@ -159,7 +159,7 @@ def breakdown_variants(searcher, filters) -> dict:
         "keyword store search (`bm25_query` + BM25, 100 hits)": lambda q: store.search_keywords(bm25_query(q), n,
                                                                                                  filters),
         "semantic store search ('text', 100 hits)": lambda q: store.search(sentence(q), n, filters, using=TEXT_VECTOR),
-        BRIDGE_STEP: lambda q: store.search(side.bridge.project(sentence(q))[0], n, filters),
+        BRIDGE_STEP: lambda q: store.search(side.get_bridge().project(sentence(q))[0], n, filters),
         "`ranked_lists` as fused mode calls it (encode + its searches)": lambda q: hybrid.ranked_lists(side, q, n,
                                                                                                      filters),
         "_fusion": fusion,

@@ -114,7 +114,7 @@ def evaluate_text(catalog: str | Path | Catalog, label, query_kinds: list[list[s
             result.queries[name] = len(queries)
             result.figures[name] = {}
             for mode in modes:
-                if mode == "bridge" and side.bridge is None:
+                if mode == "bridge" and side.get_bridge() is None:
                     continue
                 hits = [search_text(side, q, k, mode=mode) for _p, q in queries]
                 result.figures[name][mode] = {
