@@ -38,7 +38,8 @@ def parse_query_kinds(values: list[str] | None) -> list[list[str]]:
     """['colour+article_type', 'title'] -> [['colour', 'article_type'], ['title']]."""
     kinds = [[f.strip() for f in v.replace(",", "+").split("+") if f.strip()] for v in values or []]
     if not kinds or any(not k for k in kinds):
-        raise UserError("--text-queries needs field names, e.g. --text-queries colour+article_type --text-queries title")
+        raise UserError("--text-queries needs field names, e.g. --text-queries colour+article_type "
+                        "--text-queries title")
     return kinds
 
 

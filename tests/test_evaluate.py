@@ -177,8 +177,8 @@ def test_cli_evaluate_writes_json_with_plain_keys(manifest_catalog, tmp_path, ca
                      "--json", str(out), "--quiet"])
     assert code == 0
     data = json.loads(out.read_text())
-    for key in ("precision@1", "precision@5", "precision@10", "hit@1", "hit@5", "hit@10", "recall@1", "recall@10", "map@10",
-                "ndcg@10", "queries", "no_relevant"):
+    for key in ("precision@1", "precision@5", "precision@10", "hit@1", "hit@5", "hit@10", "recall@1", "recall@10",
+                "map@10", "ndcg@10", "queries", "no_relevant"):
         assert key in data
     assert data["label"] == "colour" and data["encoder"] == "tiny" and data["protocol"] == "leave-one-out"
     assert set(data["per_label"]) == {"red", "blue", "green"}

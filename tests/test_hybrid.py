@@ -475,8 +475,8 @@ def test_words_rerank_within_the_photos_candidates(shop, photos, text_indexer):
     keyword = ids(shop.store.search_keywords(bm25_query("backpack"), len(candidates), ids=candidates))
     semantic = ids(shop.store.search(text_indexer.embed_query("backpack"), len(candidates), using=TEXT_VECTOR,
                                      ids=candidates))
-    expected, scores = fused_by_hand([image, keyword, semantic],
-                                     [1.0, WORDS_WEIGHT * TEXT_WEIGHTS["keyword"], WORDS_WEIGHT * TEXT_WEIGHTS["semantic"]])
+    weights = [1.0, WORDS_WEIGHT * TEXT_WEIGHTS["keyword"], WORDS_WEIGHT * TEXT_WEIGHTS["semantic"]]
+    expected, scores = fused_by_hand([image, keyword, semantic], weights)
     hits = shop.search_image(photo, k=8, words="backpack").hits
     assert ids(hits) == expected[:8] and ids(hits)[0] == "p15"
     # The score is the fused one (so it decreases down the list); the similarity stays the photo's cosine.
@@ -818,7 +818,9 @@ class ShapeTextEncoder(ShapeEncoder):
         for text in texts:
             shape = next((s for s in ("round", "wide", "square") if s in text), "square")
             path = self.folder / f"{shape}.jpg"
-            rows.append(self.embed(Image.open(path if path.exists() else make_product_photo(path, (90, 90, 90), shape))))
+            if not path.exists():
+                make_product_photo(path, (90, 90, 90), shape)
+            rows.append(self.embed(Image.open(path)))
         return np.stack(rows)
 
 

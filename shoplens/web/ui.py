@@ -328,7 +328,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                 return {detail_info: error_md(exc), details_box: gr.update(visible=True)}
             if hit is None:
                 return {details_box: gr.update(visible=False), selected: ""}
-            return {detail_photo: shop.photo(hit), detail_info: details_html(hit, score, (similarity or [None])[0]), selected: pid,
+            info = details_html(hit, score, (similarity or [None])[0])
+            return {detail_photo: shop.photo(hit), detail_info: info, selected: pid,
                     details_box: gr.update(visible=True)}
 
         gallery.select(select_result, inputs=[hits_state], outputs=[detail_photo, detail_info, selected, details_box],
