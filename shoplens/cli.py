@@ -9,8 +9,8 @@ from pathlib import Path
 
 from shoplens.catalog import LAYOUTS, CatalogError, read_catalog
 from shoplens.download import DownloadError, download_fashion_images
-from shoplens.errors import UserError
 from shoplens.encoders import DEFAULT_ENCODER, EncoderError, UnknownEncoderError, create_encoder, list_encoders
+from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.hybrid import MODES
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, LocaliserError

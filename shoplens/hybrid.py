@@ -25,8 +25,8 @@ import numpy as np
 
 from shoplens.colour import (COLOURS_FIELD, RERANK_TOP, RERANK_WEIGHT, ColourWords, named_colour_vector,
                              read_colour_words, rerank)
-from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.errors import UserError
+from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.text.document import bm25_query
 from shoplens.text.fusion import rrf
 from shoplens.textindex import MIN_BRIDGE_PAIRS

@@ -15,11 +15,11 @@ import random
 
 import gradio as gr
 
+from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
 from shoplens.store import StoreError
 from shoplens.web.shop import MAX_WORDS, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop
-from shoplens.errors import UserError
 from shoplens.web.views import details_html, facet_choices, label, result_row, status_line
 
 log = logging.getLogger("shoplens.web")
