@@ -11,9 +11,11 @@ colours and builds `colour_vector`, a soft histogram over PALETTE; both go into 
 - `colour_vector`: len(PALETTE) shares in PALETTE order, summing to 1, rounded to 3 decimals.
   The layout is fixed by COLOUR_VERSION: compare vectors only from the same version.
 
-At query time `colour_words` pulls colour words out of a text query, `named_colour_vector` turns
-them into a descriptor, and `rerank` re-orders image-search candidates by
-image score + weight x `colour_similarity`. NumPy and PIL only; about 1 ms a photo.
+At query time `colour_words` / `read_colour_words` pull colour words out of a text query (not those
+inside the catalog's own product names, which `learn_colour_names` finds at index time: "orange
+juice"; negated ones, "not red", are colours to leave out), `named_colour_vector` turns them into a
+descriptor, and `rerank` re-orders image-search candidates by image score + weight x
+`colour_similarity`. NumPy, SciPy (the backdrop's flood fill) and PIL; about 1 ms a photo.
 """
 
 from __future__ import annotations
@@ -124,6 +126,9 @@ def soft_names(lab: np.ndarray) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
+_FOUR = ndimage.generate_binary_structure(2, 1)  # 4-connected: a diagonal gap keeps two regions apart
+
+
 def _flood(allowed: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """Pixels of `allowed` connected to `seeds` (4-connected), however winding the path.
 
@@ -131,9 +136,6 @@ def _flood(allowed: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     of a product (straps, a spiral) is reached whole, not only as far as a fixed number of passes goes.
     """
     return ndimage.binary_propagation(seeds & allowed, structure=_FOUR, mask=allowed)
-
-
-_FOUR = ndimage.generate_binary_structure(2, 1)  # 4-connected: a diagonal gap keeps two regions apart
 
 
 def small_pixels(img: Image.Image) -> np.ndarray:
