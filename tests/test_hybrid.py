@@ -359,7 +359,7 @@ BRIDGE_NAMES = {pid: title for pid, title, *_rest in BRIDGE_SHOP}
 
 @pytest.fixture(scope="module")
 def bridge_shops(text_indexer, tmp_path_factory):
-    assert len(BRIDGE_SHOP) == 54 >= MIN_BRIDGE_PAIRS
+    assert len(BRIDGE_SHOP) >= MIN_BRIDGE_PAIRS, "the bridge tests need a catalog big enough to fit one"
     root = write_catalog(tmp_path_factory.mktemp("bridge") / "catalog", BRIDGE_SHOP)
     built = {kind: build(kind, root, tmp_path_factory.mktemp("bridge-index") / "idx", text_indexer,
                          create_encoder("tiny"))[0] for kind in STORES}
