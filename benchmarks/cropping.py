@@ -2,8 +2,8 @@
 
 Query side: shoppers' phone photos (grocery) searched whole, or cut to the best saliency box first
 (`--crop auto`), at three thresholds. Catalog side: product shots with plain margins trimmed
-(`--fit trim`), or cut to their main object by the same localiser. Figures: grocery recall@1/@5 by
-product and recall@1 by coarse class; fashion-images leave-one-out precision@10 by product type and
+(`--fit trim`), or cut to their main object by the same localiser. Figures: grocery hit@1/@5 by
+product and hit@1 by coarse class; fashion-images leave-one-out precision@10 by product type and
 by type + colour. Encoder efficientnet-lite0 throughout; embeddings are cached, so a rerun is quick.
 """
 
@@ -25,7 +25,7 @@ THRESHOLDS = (0.3, 0.5, 0.8)
 
 
 def grocery_rows(datasets: Path) -> list[list[str]]:
-    """One row per configuration: what is cropped, and recall@1/@5 (product) and recall@1 (coarse class)."""
+    """One row per configuration: what is cropped, and hit@1/@5 (product) and hit@1 (coarse class)."""
     root = datasets / "grocery-store"
     catalog, queries = read_catalog(root), read_catalog(root / "val.txt")
     default = create_localiser("saliency")
@@ -69,8 +69,8 @@ def markdown(grocery: list[list[str]], fashion: list[list[str]]) -> str:
                          + ["| " + " | ".join(r) + " |" for r in rows])
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (table(["shopper's photo", "catalog photo", "grocery R@1 (product)", "grocery R@5 (product)",
-                   "grocery R@1 (coarse)"], grocery)
+    return (table(["shopper's photo", "catalog photo", "grocery hit@1 (product)", "grocery hit@5 (product)",
+                   "grocery hit@1 (coarse)"], grocery)
             + "\n\n" + table(["catalog photo", "fashion-images P@10 product type", "fashion-images P@10 type+colour"],
                              fashion)
             + f"\n\n_{ENCODER}; boxes from the saliency localiser with a 10 % context margin. Measured {stamp} on "

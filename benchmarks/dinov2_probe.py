@@ -2,7 +2,7 @@
 
 Grocery shoppers' photos against the 81 web-shop images (relevant = same product), with
 features taken from several depths of the backbone and pooled three ways. Prints a markdown
-table (recall@1 / recall@5). It answers whether a better layer or pooling than the final
+table (hit@1 / hit@5). It answers whether a better layer or pooling than the final
 CLS token (what the dinov2-s encoder uses) would rescue it.
 """
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     catalog = read_catalog(grocery, "grocery-iconic").products
     queries = read_catalog(grocery / "val.txt").products
     cat_tokens, query_tokens = tokens(session, catalog, args.fit), tokens(session, queries, args.fit)
-    print(f"| layer | pooling | grocery R@1 | grocery R@5 |\n|---|---|---|---|")
+    print(f"| layer | pooling | grocery hit@1 | grocery hit@5 |\n|---|---|---|---|")
     for layer, c, q in zip(LAYERS, cat_tokens, query_tokens):
         for pool, fn in POOLS.items():
             r = build_evaluation("queries", ["fine_id"], {"encoder": "probe"}, queries, l2_normalise(fn(q)),

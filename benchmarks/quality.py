@@ -3,7 +3,7 @@
 Runs `shoplens.evaluate.evaluate` for every encoder configuration on the shared datasets:
 - fashion-images, leave-one-out, precision@10 by product_type and by product_type+colour;
 - fashion-product-images-small, leave-one-out, precision@10 by article_type;
-- grocery-store, shoppers' phone photos against the 81 web-shop images, recall@1/@5 by fine id;
+- grocery-store, shoppers' phone photos against the 81 web-shop images, hit@1/@5 by fine id;
 plus ms per image (preprocess + inference, 32 already-decoded photos, after a warm-up).
 Embeddings are cached, so a rerun only encodes what is new. Results accumulate in
 cache_dir("quality")/results.json and the table between the markers in docs/quality.md is rewritten.
@@ -155,7 +155,7 @@ def fmt(value, digits=3) -> str:
 def table(results: dict) -> str:
     """The markdown table of every measured configuration, in CONFIGS order."""
     head = ("| encoder | preprocessing | fashion-images P@10 product type | fashion-images P@10 type+colour "
-            "| 9.6k P@10 article type | grocery R@1 (product) | grocery R@5 (product) | grocery R@1 (coarse) "
+            "| 9.6k P@10 article type | grocery hit@1 (product) | grocery hit@5 (product) | grocery hit@1 (coarse) "
             "| ms/image |\n|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for name, enc, options in CONFIGS:
