@@ -665,6 +665,7 @@ def test_evaluate_text_on_a_tiny_catalog(tmp_path):
 
 def test_default_words_query_does_not_load_the_bridge(bridge_shops, monkeypatch):
     import threading
+    import time
 
     indexed = bridge_shops["edge"]
     calls: list[int] = []
@@ -688,10 +689,10 @@ def test_default_words_query_does_not_load_the_bridge(bridge_shops, monkeypatch)
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(hits=searcher.search_text("red shoes", mode="bridge")))
     worker.start()
-    for _ in range(200):
+    for _ in range(400):  # until the worker is inside the load
         if calls:
             break
-        threading.Event().wait(0.05)
+        time.sleep(0.05)
     assert calls == [1]
     assert ids(searcher.search_text("yellow bag", k=3)) and ids(searcher.search_image(
         Path(searcher.catalog_root) / "photos/b00.jpg", k=3))
