@@ -14,10 +14,12 @@ from shoplens.images import ImageError
 from shoplens.hybrid import MODES
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, LocaliserError
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
+from shoplens.tune import TuningError
+from shoplens.tuneindex import PENDING_KEY
 
 # Errors a user can act on: one line, exit status 2, no traceback.
-USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, UnknownEncoderError,
-               ValueError)
+USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, TuningError,
+               UnknownEncoderError, ValueError)
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -87,37 +89,88 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
                    help="keyword and sentence vectors of titles and attributes, for text search (default: auto, "
                         "when the catalog has text)")
     p.add_argument("--no-colours", action="store_true", help="do not store each product's dominant colours")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--tuning", type=Path, default=None, metavar="FILE",
+                        help="tune the index's vectors with this tuning (from python -m shoplens tune); stored vectors "
+                             "are re-projected without encoding photos again")
+    tuning.add_argument("--tune-label", default=None, metavar="FIELD[,FIELD]",
+                        help="fit a tuning on the catalog's FIELD labels (plus --photos) and apply it, in one run")
+    tuning.add_argument("--no-tuning", action="store_true", help="remove the index's tuning (back to untuned vectors)")
+    p.add_argument("--photos", type=Path, action="append", default=[], metavar="LABELLED_PHOTOS",
+                   help="with --tune-label: extra labelled photos of the catalog's products (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="with --tune-label: apply the tuning even when it does not beat untuned search held-out")
     p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_index(args) -> int:
-    from shoplens.sync import sync_catalog
+    from shoplens.sync import KEEP, sync_catalog
     from shoplens.textindex import TextIndexer, catalog_has_text
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    if args.photos and not args.tune_label:
+        raise ValueError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
+    if args.force and not args.tune_label:
+        raise ValueError("--force applies a tuning fitted by --tune-label: give --tune-label FIELD too")
+    tuning = KEEP
+    if args.tuning is not None:
+        from shoplens.tune import load_tuning
+
+        tuning = load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+    elif args.no_tuning:
+        tuning = None
     if args.download:
         download_fashion_images(args.catalog)
     catalog = read_catalog(args.catalog, args.layout)
     with open_store(args.index, args.qdrant_url, args.collection) as store:
         meta = store.read_meta() or {}
-        name = args.encoder or meta.get("encoder") or DEFAULT_ENCODER
+        # A new index follows a given tuning's encoder (it only fits that one).
+        fitted = tuning.encoder if tuning not in (KEEP, None) and not meta else {}
+        name = args.encoder or meta.get("encoder") or fitted.get("encoder") or DEFAULT_ENCODER
         options = dict(meta.get("encoder_options", {})) if name == meta.get("encoder") else {}
+        if fitted and name == fitted.get("encoder"):
+            options = dict(fitted.get("encoder_options") or {})
         if args.fit:
             options["fit"] = args.fit
         encoder = create_encoder(name, **options)
         text = None
         if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
             text = TextIndexer()
+        known = None
+        if args.tune_label:
+            tuning, known = tune_for_index(catalog, args, encoder)
         summary = sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
-                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet)
+                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet,
+                               tuning=tuning, known_vectors=known)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
         print(summary.line())
     return 0
+
+
+def tune_for_index(catalog, args, encoder):
+    """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
+    did held-out; (the tuning to apply, or KEEP when it did not beat untuned search; the cached vectors)."""
+    from shoplens.embedcache import cache_file, load_cache
+    from shoplens.sync import KEEP
+    from shoplens.tune import tune_catalog
+    from shoplens.tuneindex import tuning_line
+
+    result = tune_catalog(catalog, args.tune_label, photos=args.photos, encoder=encoder, progress=not args.quiet,
+                          batch_size=args.batch_size)
+    line = tuning_line(result.tuning.describe()) or f"Tuned to {args.tune_label}"
+    print(f"{line} ({result.seconds:.1f} s)", file=sys.stderr)
+    tuning = result.tuning
+    if not result.improved and not args.force:
+        print("note: the tuning does not beat untuned search on held-out products, so it is not applied "
+              "(--force applies it anyway)", file=sys.stderr)
+        tuning = KEEP
+    # Every catalog photo was just encoded into the cache: indexing reuses those vectors instead of encoding again.
+    return tuning, load_cache(cache_file(encoder))
 
 
 def ignored_words(searcher, words: str) -> str:
@@ -193,8 +246,8 @@ def index_info(store) -> dict:
             "dim": meta.get("dim"), "filter_fields": fields,
             "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
-            "text": meta.get("text"), "colours": meta.get("colours"),
-            "created": meta.get("created"), "updated": meta.get("updated")}
+            "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
+            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated")}
 
 
 def cmd_info(args) -> int:
@@ -214,12 +267,27 @@ def cmd_info(args) -> int:
     else:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
+    print(f"tuning:   {tuning_summary(info)}")
     print("filters:")
     for name, values in info["filter_values"].items():
         shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])
         more = " ..." if len(values) > 8 else ""
         print(f"  {name}: {shown}{more}")
     return 0
+
+
+def tuning_summary(info: dict) -> str:
+    """info's one tuning line: 'lda on product_type (hash 1a2b3c4d); held-out P@10 0.69 → 0.81', or 'none'."""
+    from shoplens.tuneindex import describe_tuning, tuning_line
+
+    record, pending = info.get("tuning"), info.get("tuning_pending")
+    if pending is not None:
+        return (f"half-way through re-projecting to {describe_tuning(pending.get('to'))}; run the indexer on the "
+                "catalog again to finish")
+    if not record:
+        return "none (untuned backbone vectors)"
+    figures = tuning_line(record).partition(": ")[2]
+    return describe_tuning(record) + (f"; {figures}" if figures else "")
 
 
 def cmd_encoders(_args) -> int:
