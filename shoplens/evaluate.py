@@ -29,7 +29,7 @@ from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropE
 from shoplens.store import check_encoder, open_store
 
 # Index bookkeeping, not catalog metadata.
-PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector"}
+PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector", "tuning_hash"}
 CHUNK = 1024  # queries scored per matrix product; bounds memory at CHUNK x catalog floats
 
 
@@ -181,9 +181,24 @@ def build_evaluation(protocol: str, fields: list[str], encoder_info: dict, queri
                       qlabels, ranking, scores, info)
 
 
-def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
-                       encoder: str | None = None) -> tuple[Embedded, dict]:
-    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
+@dataclass
+class IndexVectors:
+    """What evaluating an existing index reads from it: its products and stored vectors, metadata and tuning."""
+
+    embedded: Embedded
+    meta: dict
+    tuning: object = None  # the shoplens.tune.Tuning its vectors carry; query photos must go through it too
+
+
+def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "products",
+                  encoder: str | None = None, tuning=None) -> IndexVectors:
+    """Catalog products, content hashes and vectors scrolled from an existing index, its metadata and tuning.
+
+    `tuning` (optional) must be the index's own: another one is refused with the command that fixes it.
+    An index half-way through a change of tuning is refused with the command that finishes it.
+    """
+    from shoplens.tuneindex import check_query_tuning, index_tuning
+
     with open_store(index, qdrant_url, collection) as store:
         meta = store.read_meta()
         if meta is None:
@@ -191,6 +206,8 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
         if encoder and encoder != meta.get("encoder"):
             enc = create_encoder(encoder)
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
+        own = index_tuning(store, meta)
+        check_query_tuning(meta, tuning, store.location, store.cli_args())
         root = Path(meta.get("catalog_root") or ".")
         products, hashes, rows = [], [], []
         for hit in store.iterate(with_vector=True):
@@ -202,7 +219,14 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
             rows.append(np.asarray(hit.vector, np.float32))
     vectors = np.stack(rows) if rows else np.zeros((0, int(meta.get("dim", 0))), np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta
+    return IndexVectors(Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta, own)
+
+
+def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
+                       encoder: str | None = None) -> tuple[Embedded, dict]:
+    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
+    found = index_vectors(index, qdrant_url, collection, encoder)
+    return found.embedded, found.meta
 
 
 def sample_products(products: list[Product], n: int | None, seed: int = 0) -> list[Product]:
@@ -218,7 +242,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
              encoder_options: dict | None = None, index=None, qdrant_url: str | None = None,
              collection: str = "products", sample: int | None = None, seed: int = 0, k: int = 10,
              batch_size: int = 32, progress: bool = False, use_cache: bool = True, crop: str = "off",
-             localiser: str | Localiser = DEFAULT_LOCALISER) -> Evaluation:
+             localiser: str | Localiser = DEFAULT_LOCALISER, tuning=None) -> Evaluation:
     """Run one evaluation (the Python API behind `python -m shoplens evaluate`).
 
     Leave-one-out when `queries` is None, else `queries` against the catalog. The catalog's
@@ -226,6 +250,8 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     from the embedding cache, encoding only photos it has not seen. `sample` draws that many
     queries (leave-one-out: that many catalog products, which then form the whole catalog).
     `crop="auto"` cuts each query photo to the best box of `localiser` before encoding.
+    An index's vectors carry its tuning, and its query photos are tuned the same way without being asked;
+    `tuning` (a shoplens.tune.Tuning) must then be the index's own, else it tunes both sides of a catalog.
     """
     fields = parse_label(label)
     if check_crop(crop) == "auto" and queries is None:
@@ -233,8 +259,9 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     started = time.perf_counter()
     failed: list = []
     if index is not None or qdrant_url:
-        catalog_emb, meta = vectors_from_index(index, qdrant_url, collection,
-                                               encoder if isinstance(encoder, str) else None)
+        found = index_vectors(index, qdrant_url, collection, encoder if isinstance(encoder, str) else None, tuning)
+        catalog_emb, meta, tuning = found.embedded, found.meta, found.tuning
+        query_tuning = tuning  # the stored vectors are tuned already; only the queries need it
         enc = create_encoder(meta["encoder"], **meta.get("encoder_options", {}))
         source = meta.get("catalog_root", "")
         if sample and queries is None:
@@ -247,16 +274,26 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
             raise ValueError("give a catalog folder or an existing index (--index)")
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER,
                                                                           **(encoder_options or {}))
+        if tuning is not None:
+            from shoplens.tune import check_tuning
+
+            check_tuning(tuning, enc.describe())
         cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog, layout)
         source = str(cat.root)
         products = sample_products(cat.products, sample, seed) if queries is None else cat.products
         catalog_emb = embed_products(products, enc, batch_size, progress, use_cache)
         failed += catalog_emb.failed
+        if tuning is not None:
+            catalog_emb = Embedded(catalog_emb.products, catalog_emb.hashes, tuning.apply(catalog_emb.vectors),
+                                   catalog_emb.failed)
+        query_tuning = tuning
     query_enc = enc
     if crop == "auto":  # only the queries: the catalog's vectors stay the index's own
         query_enc = CropEncoder(enc, localiser if isinstance(localiser, Localiser) else create_localiser(localiser))
     embedded_at = time.perf_counter()
     info = {"catalog": source, "crop": crop}
+    if tuning is not None:
+        info["tuning"] = tuning.describe()
     if queries is None:
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes)
@@ -265,6 +302,8 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         query_emb = embed_products(sample_products(qcat.products, sample, seed), query_enc, batch_size, progress,
                                    use_cache)
         failed += query_emb.failed
+        if query_tuning is not None:  # the cache keeps raw vectors; the tuning is applied on the way out
+            query_emb.vectors = query_tuning.apply(query_emb.vectors)
         info["queries_source"] = str(qcat.root)
         result = build_evaluation("queries", fields, query_enc.describe(), query_emb.products, query_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k)
@@ -294,6 +333,8 @@ def add_evaluate_args(p) -> None:
     p.add_argument("--crop", choices=CROP_MODES, default=None,
                    help=f"cut each --queries photo to its best product box first (auto) or not (off); "
                         f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
+    p.add_argument("--tuning", type=Path, default=None, metavar="FILE",
+                   help="search through this tuning (python -m shoplens tune); an index uses its own without it")
     p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
                    help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
                         "colour+article_type or title (repeatable); precision per search and label prefix")
@@ -324,13 +365,22 @@ def cmd_evaluate(args) -> int:
                       index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
                       seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
                       use_cache=not args.no_cache,
-                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"))
+                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"),
+                      tuning=_load_tuning(args.tuning))
     print(result.table(args.rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
+
+
+def _load_tuning(path):
+    if path is None:
+        return None
+    from shoplens.tune import load_tuning
+
+    return load_tuning(path)
 
 
 def _cmd_evaluate_text(args, use_index: bool) -> int:
