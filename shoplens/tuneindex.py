@@ -201,7 +201,7 @@ class TunedEncoder(Encoder):
 
 
 def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progress: bool = False,
-                  batch: int = BATCH, states: dict[str, dict] | None = None) -> int:
+                  batch: int | None = None, states: dict[str, dict] | None = None) -> int:
     """Bring every stored image vector to `target` (a Tuning, or None for raw vectors); how many were re-projected.
 
     Ids and payloads stay as they are, but for TUNING_FIELD. Finishes a pending change too. `meta` is updated
@@ -212,7 +212,12 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     pending = meta.get(PENDING_KEY)
     current = (meta.get("tuning") or {}).get("hash")
     states = store.states() if states is None else states
-    todo = sorted(pid for pid, payload in states.items() if payload.get(TUNING_FIELD) != target_hash)
+    if pending is not None and target is None:
+        # A point killed between its new vector and its mark still reads "raw" (no mark): when going back to
+        # raw vectors after an interrupted change, no point's mark can be trusted, so every one is redone.
+        todo = sorted(states)
+    else:  # a mark equal to a tuning is only ever written after the vector: those points are done
+        todo = sorted(pid for pid, payload in states.items() if payload.get(TUNING_FIELD) != target_hash)
     if not todo and pending is None and current == target_hash:
         return 0
     # Stored vectors are raw only in an index that has never been tuned (and is not half-way through a change).
@@ -226,6 +231,7 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     store.write_meta(meta)
 
     bar = _progress(len(todo), progress)
+    batch = batch or BATCH  # read at run time, so a test can make batches small
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         vectors = l2_normalise(np.stack([raw[pid] for pid in chunk]))
