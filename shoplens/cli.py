@@ -111,6 +111,11 @@ def cmd_index(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
+    # Callers that build their own Namespace (app.py --catalog) may leave the tuning options out: keep the tuning.
+    for name, default in (("tuning", None), ("tune_label", None), ("no_tuning", False), ("photos", []),
+                          ("force", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
     if args.photos and not args.tune_label:
         raise ValueError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
     if args.force and not args.tune_label:
