@@ -334,6 +334,18 @@ def test_tune_label_fits_and_applies_in_one_run(catalog, tmp_path, capsys):
     code, _, err = run(capsys, "index", catalog, "--index", index, "--photos", catalog, "--quiet")
     assert code == 2 and "--tune-label" in err
 
+    # Shoppers' photos of the same products (their labels match the catalog's) join the fit; the index follows.
+    shots = tmp_path / "shots"
+    make_photo(shots / "a.jpg", PALETTE["red"], size=(50, 50))
+    make_photo(shots / "b.jpg", PALETTE["blue"], size=(50, 50))
+    (shots / "products.csv").write_text("id,path,kind\ns1,a.jpg,warm\ns2,b.jpg,cool\n")
+    code, out, err = run(capsys, "index", catalog, "--index", index, "--tune-label", "kind", "--photos", shots,
+                         "--force", "--json", "--quiet")
+    assert code == 0, err
+    with EdgeStore(index) as store:
+        record = store.read_meta()["tuning"]
+    assert record["hash"] != meta["tuning"]["hash"] and json.loads(out)["reprojected"] == 8
+
 
 # --- killed midway ---
 
@@ -493,3 +505,34 @@ def test_the_app_says_which_tuning_is_in_use(catalog, tmp_path, capsys):
         assert results["results"][0]["id"] == "b2" and TUNING_FIELD not in results["results"][0]["metadata"]
     finally:
         app.close()
+
+
+# --- the text bridge follows the image vectors ---
+
+
+def test_the_text_bridge_is_fitted_again_on_the_reprojected_vectors(tmp_path):
+    from shoplens.text.bridge import fit_bridge, load_bridge
+    from shoplens.textindex import BRIDGE_ALPHA, BRIDGE_FILE, TextIndexer
+
+    root = tmp_path / "catalog"
+    colours = list(PALETTE.items())
+    rows = []
+    for i in range(60):  # above MIN_BRIDGE_PAIRS, so a bridge is fitted
+        name, rgb = colours[i % len(colours)]
+        make_photo(root / f"photos/p{i}.jpg", tuple(min(255, c + i) for c in rgb))
+        rows.append(f"p{i},photos/p{i}.jpg,{name} item number {i},kind{i % 3}")
+    (root / "products.csv").write_text("id,path,title,kind\n" + "\n".join(rows) + "\n")
+    tiny = create_encoder("tiny")
+    with EdgeStore(tmp_path / "idx") as store:
+        sync(root, store, tiny, text=TextIndexer())
+        first = load_bridge(store.artifact_path(BRIDGE_FILE))
+        tuning = hand_tuning(np.random.default_rng(4).normal(size=(48, 6)).astype(np.float32), encoder=tiny)
+        sync(root, store, tiny, tuning=tuning)
+        hits = list(store.iterate(with_vector=True))
+        bridge = load_bridge(store.artifact_path(BRIDGE_FILE))
+        meta = store.read_meta()
+    expected = fit_bridge(np.stack([h.text_vector for h in hits]), np.stack([h.vector for h in hits]),
+                          alpha=BRIDGE_ALPHA)
+    assert meta["text"]["bridge"]["pairs"] == 60 and bridge.fitted_on == 60
+    np.testing.assert_allclose(bridge.weights, expected.weights, atol=1e-4)
+    assert not np.allclose(bridge.weights, first.weights, atol=1e-3)  # the old one mapped into the raw space
