@@ -12,9 +12,7 @@ faster than an ANN index and free of its recall loss.
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
+from shoplens.localise import DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.store import check_encoder, open_store
 
 # Index bookkeeping, not catalog metadata.
@@ -250,8 +248,9 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     from the embedding cache, encoding only photos it has not seen. `sample` draws that many
     queries (leave-one-out: that many catalog products, which then form the whole catalog).
     `crop="auto"` cuts each query photo to the best box of `localiser` before encoding.
-    An index's vectors carry its tuning, and its query photos are tuned the same way without being asked;
-    `tuning` (a shoplens.tune.Tuning) must then be the index's own, else it tunes both sides of a catalog.
+    `tuning` (a shoplens.tune.Tuning) is applied to the catalog's and the queries' vectors before ranking.
+    An index's vectors carry its own tuning, and its query photos are tuned the same way without being
+    asked; `tuning` must then be that one (another is refused with the command that fixes it).
     """
     fields = parse_label(label)
     if check_crop(crop) == "auto" and queries is None:
@@ -293,7 +292,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     embedded_at = time.perf_counter()
     info = {"catalog": source, "crop": crop}
     if tuning is not None:
-        info["tuning"] = tuning.describe()
+        info["tuning"] = {k: v for k, v in tuning.describe().items() if k != "encoder"}
     if queries is None:
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes)
@@ -311,90 +310,3 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
                        seconds_embedding=round(embedded_at - started, 2),
                        seconds_ranking=round(time.perf_counter() - embedded_at, 2))
     return result
-
-
-def add_evaluate_args(p) -> None:
-    """The `evaluate` subcommand's options (the parser itself lives in cli.build_parser)."""
-    from shoplens.catalog import LAYOUTS
-    from shoplens.cli import add_store_args
-
-    p.add_argument("catalog", type=Path, nargs="?", help="labelled catalog (optional with --index)")
-    p.add_argument("--label", action="append", required=True, metavar="FIELD",
-                   help="metadata field that defines relevance; repeat it or join with ',' for several "
-                        "(product_type,colour)")
-    p.add_argument("--queries", type=Path, default=None,
-                   help="a second catalog whose photos query CATALOG (e.g. shoppers' photos); default: leave-one-out")
-    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
-    p.add_argument("--queries-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --queries")
-    add_store_args(p)
-    p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
-    p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
-                   help="square the photo by centre crop, padding, or trimming plain margins then padding")
-    p.add_argument("--crop", choices=CROP_MODES, default=None,
-                   help=f"cut each --queries photo to its best product box first (auto) or not (off); "
-                        f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
-    p.add_argument("--tuning", type=Path, default=None, metavar="FILE",
-                   help="search through this tuning (python -m shoplens tune); an index uses its own without it")
-    p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
-                   help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
-                        "colour+article_type or title (repeatable); precision per search and label prefix")
-    p.add_argument("--holdout", type=float, default=0.1, help="share of products held out with --text-queries")
-    p.add_argument("--sample", type=int, default=None, help="evaluate a random sample of N queries (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the figures as JSON to FILE")
-    p.add_argument("--rows", type=int, default=30, help="label values shown in the table (default 30)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def cmd_evaluate(args) -> int:
-    """Body of `python -m shoplens evaluate`."""
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
-    if args.catalog is None and args.index is None and args.qdrant_url is None:
-        raise ValueError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
-    use_index = args.index is not None or args.qdrant_url is not None
-    if args.text_queries:
-        return _cmd_evaluate_text(args, use_index)
-    options = {"fit": args.fit} if args.fit else {}
-    if use_index and args.fit:
-        raise ValueError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
-    result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
-                      queries_layout=args.queries_layout, encoder=args.encoder, encoder_options=options,
-                      index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
-                      seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
-                      use_cache=not args.no_cache,
-                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"),
-                      tuning=_load_tuning(args.tuning))
-    print(result.table(args.rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
-
-
-def _load_tuning(path):
-    if path is None:
-        return None
-    from shoplens.tune import load_tuning
-
-    return load_tuning(path)
-
-
-def _cmd_evaluate_text(args, use_index: bool) -> int:
-    from shoplens.textevaluate import evaluate_text, parse_query_kinds
-
-    if use_index or args.queries is not None:
-        raise ValueError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
-                         "give the catalog, without --index or --queries")
-    result = evaluate_text(args.catalog, args.label, parse_query_kinds(args.text_queries), layout=args.layout,
-                           encoder=args.encoder, holdout=args.holdout, seed=args.seed, sample=args.sample,
-                           progress=not args.quiet, use_cache=not args.no_cache)
-    print(result.table())
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0

@@ -1,7 +1,7 @@
 """A tuning: a small learned projection of backbone vectors, saved as one numpy file.
 
 A tuning is a list of branches, each a short pipeline of numpy operations on the backbone
-vector (affine, relu, scale, l2); the branches' outputs are concatenated, L2-normalised and
+vector (affine, relu, scale, l2, softmax); the branches' outputs are concatenated, L2-normalised and
 zero-padded to the backbone's size, so an index's vector layout never changes and a tuning
 can be applied to stored vectors (or removed) in place. Whatever method fitted it, applying
 a tuning needs numpy only: no torch, no scikit-learn at query time.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "shoplens-tuning/1"
-OPS = {"affine", "relu", "scale", "l2"}
+OPS = {"affine", "relu", "scale", "l2", "softmax"}
 # Header keys that describe the run rather than the transform: left out of the hash so that
 # the same parameters always hash the same.
 NOT_HASHED = {"figures", "created", "hash", "info"}
@@ -105,6 +105,10 @@ class Tuning:
                 x = np.maximum(x, 0)
             elif kind == "scale":
                 x = x * np.float32(op["value"])
+            elif kind == "softmax":  # class posteriors as a vector: same predicted class -> high cosine
+                x = x - x.max(axis=1, keepdims=True)
+                x = np.exp(x)
+                x = x / x.sum(axis=1, keepdims=True)
             elif kind == "l2":
                 x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         return x.astype(np.float32, copy=False)

@@ -142,7 +142,7 @@ def gather(catalog, fields: list[str], photos=(), encoder: Encoder | None = None
             raise TuningError(f"no photo in {pcat.root} has a {name} value the catalog has "
                               f"(photos: {', '.join(map(repr, sample)) or 'no labels'}; catalog: "
                               f"{', '.join(map(repr, sorted(values)[:3]))}, ...)")
-        info["photos"].append({"source": str(pcat.root), "photos": len(pemb.products), "matched": len(matched),
+        info["photos"].append({"source": str(source) if not isinstance(source, Catalog) else str(pcat.root), "photos": len(pemb.products), "matched": len(matched),
                                "unmatched": len(pemb.products) - len(matched)})
         products += [pemb.products[i] for i in matched]
         hashes += [pemb.hashes[i] for i in matched]
@@ -190,9 +190,25 @@ def score(data: LabelledSet, query_rows, eval_fields: list[str], encoder_meta: d
                             data.hashes[:data.n_catalog])
 
 
+def holdout_groups(data: LabelledSet) -> np.ndarray:
+    """The groups held out together; -1 marks rows that are always fitted on.
+
+    Usually the near-duplicate groups. But when each label value names one catalog product (the
+    label is the product's identity, as fine_id in the grocery set) and extra photos are given,
+    holding a product out would hide its label from the fit entirely; what a shop wants to know
+    there is how well new photos of KNOWN products find them. So the catalog is always fitted
+    on and the extra photos are held out, grouped by photo content hash.
+    """
+    n_extra = len(data.products) - data.n_catalog
+    if n_extra and choose_metric(data) == "recall@1":
+        ids = {h: k for k, h in enumerate(dict.fromkeys(data.hashes[data.n_catalog:]))}
+        return np.array([-1] * data.n_catalog + [ids[h] for h in data.hashes[data.n_catalog:]], dtype=np.int64)
+    return data.groups
+
+
 def split_groups(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """Boolean mask of rows whose group is held out (about `share` of the groups, seeded)."""
-    unique = np.unique(groups)
+    """Boolean mask of rows whose group is held out (about `share` of the groups >= 0, seeded)."""
+    unique = np.unique(groups[groups >= 0])
     rng = np.random.default_rng(seed)
     n_out = max(1, int(round(share * len(unique))))
     out = set(rng.permutation(unique)[:n_out].tolist())
@@ -220,7 +236,8 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
     labelled = data.labelled
     figures: dict = {}
     if measure:
-        held = split_groups(data.groups, holdout, seed)
+        groups = holdout_groups(data)
+        held = split_groups(groups, holdout, seed)
         fit_rows = labelled & ~held
         query_rows = np.flatnonzero(labelled & held)
         tuning = fit_tuning(data.vectors[fit_rows], [data.labels[i] for i in np.flatnonzero(fit_rows)], fields,
@@ -229,8 +246,10 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
         after = score(data, query_rows, fields, meta, tuning)
         metric = choose_metric(data)
         figures = {"metric": metric, "before": _keep(before.summary), "after": _keep(after.summary),
-                   "protocol": f"held-out: {holdout:.0%} of near-duplicate groups (title or photo hash), seed {seed}; "
-                               f"{len(query_rows)} held-out labelled photos query the whole catalog",
+                   "protocol": (f"held-out: {holdout:.0%} of the extra photos (by photo hash), seed {seed}; every "
+                                "catalog product fitted on" if (groups < 0).any() else
+                                f"held-out: {holdout:.0%} of near-duplicate groups (title or photo hash), seed {seed}")
+                               + f"; {len(query_rows)} held-out labelled photos query the whole catalog",
                    "queries": int(len(query_rows))}
     measured = time.perf_counter()
     if progress:
