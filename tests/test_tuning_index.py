@@ -423,6 +423,14 @@ def test_killed_midway_search_refuses_then_the_next_run_completes(tmp_path, caps
     assert "tuning:   half-way through re-projecting" in out
     with pytest.raises(StoreError, match="half-way"):
         evaluate(None, "kind", index=index)
+    from shoplens.web.serve import create
+
+    page = create(index)  # the app serves a page that says what to run, and searches nothing
+    try:
+        assert page.searcher is None
+        assert any(fix in str(c.get("props", {}).get("value", "")) for c in page.demo.config["components"])
+    finally:
+        page.close()
 
     code, out, err = run(capsys, "index", catalog, "--index", index, "--quiet")  # no flag: finishes the change
     assert code == 0, err
