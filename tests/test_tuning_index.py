@@ -544,3 +544,16 @@ def test_the_text_bridge_is_fitted_again_on_the_reprojected_vectors(tmp_path):
     assert meta["text"]["bridge"]["pairs"] == 60 and bridge.fitted_on == 60
     np.testing.assert_allclose(bridge.weights, expected.weights, atol=1e-4)
     assert not np.allclose(bridge.weights, first.weights, atol=1e-3)  # the old one mapped into the raw space
+
+
+def test_the_page_names_the_tuning_on_either_store(catalog, store):
+    from shoplens.web.shop import Shop
+    from shoplens.web.ui import build
+
+    sync(catalog, store, ColourEncoder())
+    untuned = build(Shop(Searcher(store, store.read_meta(), _encoder=ColourEncoder())))
+    assert not [c for c in untuned.config["components"] if c.get("props", {}).get("elem_id") == "tuning"]
+    sync(catalog, store, ColourEncoder(), tuning=hand_tuning())
+    page = build(Shop(Searcher(store, store.read_meta(), _encoder=ColourEncoder())))
+    assert [c["props"]["value"] for c in page.config["components"] if c.get("props", {}).get("elem_id") == "tuning"] \
+        == ["Tuned to kind: held-out P@10 0.50 → 0.75"]
