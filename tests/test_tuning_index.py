@@ -31,7 +31,7 @@ from shoplens.store import StoreError, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
 from shoplens.sync import sync_catalog
-from shoplens.tune import Tuning, TuningError
+from shoplens.tune import Tuning
 from shoplens.tuneindex import TUNING_FIELD, TuningIndexError
 
 # product id -> (colour, kind); 'kind' is the label a tuning is "fitted" on.
