@@ -557,3 +557,14 @@ def test_the_page_names_the_tuning_on_either_store(catalog, store):
     page = build(Shop(Searcher(store, store.read_meta(), _encoder=ColourEncoder())))
     assert [c["props"]["value"] for c in page.config["components"] if c.get("props", {}).get("elem_id") == "tuning"] \
         == ["Tuned to kind: held-out P@10 0.50 → 0.75"]
+
+
+def test_the_indexer_leaves_every_backbone_vector_in_the_cache_for_tune(catalog, tmp_path):
+    from shoplens.tune import tune_catalog
+
+    enc = CountingColour()
+    with EdgeStore(tmp_path / "idx") as store:
+        sync(catalog, store, enc, tuning=hand_tuning())  # stored vectors are tuned; the cache keeps the raw ones
+    assert enc.encoded == 8
+    tune_catalog(read_catalog(catalog), "kind", encoder=enc)
+    assert enc.encoded == 8, "tune encoded photos the indexer had already encoded"
