@@ -212,11 +212,19 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     pending = meta.get(PENDING_KEY)
     current = (meta.get("tuning") or {}).get("hash")
     states = store.states() if states is None else states
-    if pending is not None and target is None:
-        # A point killed between its new vector and its mark still reads "raw" (no mark): when going back to
-        # raw vectors after an interrupted change, no point's mark can be trusted, so every one is redone.
+    heading = ((pending or {}).get("to") or {}).get("hash")
+    # A mark is written after its vector, so a mark equal to the target of the change under way means "done".
+    # Any other mark may be stale once a change was interrupted: a point killed between its new vector and its
+    # mark keeps its old mark (none, for raw). So a run that does not simply resume the change under way trusts
+    # no mark: it clears them (while the interrupted change's record still guards the index) and redoes all.
+    restart = pending is not None and (target is None or target_hash != heading)
+    if restart:
+        if target is not None:
+            marked = sorted(pid for pid, payload in states.items() if TUNING_FIELD in payload)
+            for start in range(0, len(marked), 1000):
+                store.set_field(marked[start:start + 1000], TUNING_FIELD, None)
         todo = sorted(states)
-    else:  # a mark equal to a tuning is only ever written after the vector: those points are done
+    else:
         todo = sorted(pid for pid, payload in states.items() if payload.get(TUNING_FIELD) != target_hash)
     if not todo and pending is None and current == target_hash:
         return 0

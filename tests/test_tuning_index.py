@@ -457,23 +457,7 @@ def test_killed_midway_then_rolled_back(tmp_path, capsys):
         before = snapshot(store)
         tuning = hand_tuning(np.random.default_rng(2).normal(size=(48, 6)).astype(np.float32),
                              encoder=create_encoder("tiny"))
-        meta = store.read_meta()
-        from shoplens.tuneindex import change_tuning
-
-        # Half a change, as a kill leaves it: the pending record and the first 12 points re-projected.
-        calls = {"n": 0}
-        real = store.set_field
-
-        def stop_after_three(ids, key, value):
-            calls["n"] += 1
-            if calls["n"] > 3:
-                raise KeyboardInterrupt
-            real(ids, key, value)
-
-        store.set_field = stop_after_three
-        with pytest.raises(KeyboardInterrupt):
-            change_tuning(store, meta, create_encoder("tiny"), tuning, batch=4)
-        del store.set_field
+        interrupted_change(store, tuning, 3)  # half a change, as a kill leaves it
         assert store.read_meta()["tuning_pending"]["to"]["hash"] == tuning.hash
     code, out, err = run(capsys, "index", catalog, "--index", index, "--no-tuning", "--quiet")
     assert code == 0, err
@@ -568,3 +552,49 @@ def test_the_indexer_leaves_every_backbone_vector_in_the_cache_for_tune(catalog,
     assert enc.encoded == 8
     tune_catalog(read_catalog(catalog), "kind", encoder=enc)
     assert enc.encoded == 8, "tune encoded photos the indexer had already encoded"
+
+
+def interrupted_change(store, tuning, after_batches: int) -> None:
+    """A change of tuning stopped as a kill would stop it: after some batches, between a batch's vectors and
+    its marks."""
+    from shoplens.tuneindex import change_tuning
+
+    calls = {"n": 0}
+    real = store.set_field
+
+    def stop(ids, key, value):
+        if len(ids) == 4:  # a batch's marks (clearing marks goes in bigger steps)
+            calls["n"] += 1
+            if calls["n"] > after_batches:
+                raise KeyboardInterrupt
+        real(ids, key, value)
+
+    store.set_field = stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            change_tuning(store, store.read_meta(), create_encoder("tiny"), tuning, batch=4)
+    finally:
+        del store.set_field
+
+
+def test_two_interrupted_changes_then_a_resume_leave_no_stale_vector(tmp_path, capsys):
+    catalog = many_products(tmp_path / "catalog", 40)
+    index = tmp_path / "idx"
+    assert run(capsys, "index", catalog, "--index", index, "--encoder", "tiny", "--quiet")[0] == 0
+    rng = np.random.default_rng(5)
+    tiny = create_encoder("tiny")
+    t1, t2 = (hand_tuning(rng.normal(size=(48, 6)).astype(np.float32), encoder=tiny, kind=k) for k in ("one", "two"))
+    with EdgeStore(index) as store:
+        raw = {h.id: h.vector.astype(np.float64) for h in store.iterate(with_vector=True)}
+        sync(catalog, store, tiny, tuning=t1)  # complete
+        interrupted_change(store, t2, 3)  # towards t2: 12 points done, 4 with t2 vectors but t1 marks
+        interrupted_change(store, t1, 2)  # back towards t1, interrupted too
+        assert store.read_meta()["tuning_pending"]["to"]["hash"] == t1.hash
+        sync(catalog, store, tiny)  # resumes the change under way (to t1)
+        meta = store.read_meta()
+        after = {h.id: (h.payload, h.vector) for h in store.iterate(with_vector=True)}
+    assert "tuning_pending" not in meta and meta["tuning"]["hash"] == t1.hash
+    w = t1.arrays["w"].astype(np.float64)
+    for pid, (payload, vector) in after.items():
+        assert payload[TUNING_FIELD] == t1.hash
+        np.testing.assert_allclose(vector, tuned_by_hand(raw[pid], w, 48), atol=1e-5)
