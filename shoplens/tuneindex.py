@@ -219,10 +219,6 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     # no mark: it clears them (while the interrupted change's record still guards the index) and redoes all.
     restart = pending is not None and (target is None or target_hash != heading)
     if restart:
-        if target is not None:
-            marked = sorted(pid for pid, payload in states.items() if TUNING_FIELD in payload)
-            for start in range(0, len(marked), 1000):
-                store.set_field(marked[start:start + 1000], TUNING_FIELD, None)
         todo = sorted(states)
     else:
         todo = sorted(pid for pid, payload in states.items() if payload.get(TUNING_FIELD) != target_hash)
@@ -231,6 +227,10 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     # Stored vectors are raw only in an index that has never been tuned (and is not half-way through a change).
     raw = raw_vectors(store, meta, encoder, {pid: states[pid] for pid in todo},
                       stored_are_raw=pending is None and current is None, progress=progress)
+    if restart and target is not None:
+        marked = sorted(pid for pid, payload in states.items() if TUNING_FIELD in payload)
+        for start in range(0, len(marked), 1000):
+            store.set_field(marked[start:start + 1000], TUNING_FIELD, None)
     record = None
     if target is not None:
         keep_tuning(store, target)
