@@ -216,3 +216,108 @@ def test_tune_catalog_rejects_bad_labels_and_photos(tmp_path):
     (other / "photos.csv").write_text("path,patch\nx.png,blue\n")
     with pytest.raises(TuningError, match="no photo in .* has a patch value the catalog has"):
         tune_catalog(manifest, "patch", photos=[other / "photos.csv"], encoder="tiny", use_cache=False)
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+def run_cli(argv, capsys):
+    from shoplens.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tune_command_writes_a_tuning_that_evaluate_applies(tmp_path, capsys):
+    manifest = make_toy_catalog(tmp_path / "shop")
+    out = tmp_path / "t" / "shop.npz"
+    code, stdout, err = run_cli(["tune", manifest, "--label", "patch", "--encoder", "tiny", "--out", out,
+                                 "--json", tmp_path / "t.json", "--no-cache", "--quiet", "--holdout", "0.5"], capsys)
+    assert code == 0, err
+    assert "tuning lda on patch: 24 catalog products, 24 labelled, 2 values" in stdout
+    assert "held-out (" in stdout and f"wrote {out}" in stdout
+    tuning = load_tuning(out)
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert report["written"] is True and report["hash"] == tuning.hash and report["kind"] == "lda"
+    assert report["figures"]["after"]["precision@1"] == 1.0
+
+    code, stdout, err = run_cli(["evaluate", manifest, "--label", "patch", "--encoder", "tiny", "--tuning", out,
+                                 "--no-cache", "--quiet", "--json", tmp_path / "e.json"], capsys)
+    assert code == 0, err
+    figures = json.loads((tmp_path / "e.json").read_text())
+    # Fitted on these very products, so every one finds its own kind first (a plumbing check, not a figure).
+    assert figures["precision@1"] == 1.0 and figures["tuning"]["hash"] == tuning.hash
+
+    code, _out, err = run_cli(["evaluate", manifest, "--label", "patch", "--encoder", "efficientnet-lite0",
+                               "--tuning", out, "--quiet"], capsys)
+    assert code == 2 and err.startswith("error: this tuning was fitted on encoder tiny") and err.count("\n") == 1
+
+
+def test_tune_guard_writes_nothing_when_untuned_is_as_good(tmp_path, capsys):
+    # Every photo of a class is the same flat colour: untuned precision@10 is already 1.0, a tuning cannot beat it.
+    root = tmp_path / "flat"
+    root.mkdir()
+    lines = ["path,kind"]
+    for i in range(24):
+        colour = (200, 20 + i, 20) if i < 12 else (20, 20 + i, 200)
+        Image.new("RGB", (16, 16), colour).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{'red' if i < 12 else 'blue'}")
+    (root / "c.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "t.npz"
+    code, stdout, err = run_cli(["tune", root / "c.csv", "--label", "kind", "--encoder", "tiny", "--out", out,
+                                 "--no-cache", "--quiet", "--holdout", "0.5"], capsys)
+    assert code == 1 and not out.exists()
+    assert "not written: the tuned held-out precision@10 (1.000) is not better than the untuned (1.000)" in err
+    code, stdout, err = run_cli(["tune", root / "c.csv", "--label", "kind", "--encoder", "tiny", "--out", out,
+                                 "--no-cache", "--quiet", "--holdout", "0.5", "--force"], capsys)
+    assert code == 0 and out.exists() and "written because of --force" in err
+
+
+def test_tune_command_bad_input_is_one_line(tmp_path, capsys):
+    manifest = make_toy_catalog(tmp_path / "shop")
+    out = tmp_path / "t.npz"
+    for extra, message in [(["--label", "nope"], "error: no product in"),
+                           (["--label", "patch", "--method", "magic"], "error: unknown tuning method 'magic'; known:")]:
+        code, _out, err = run_cli(["tune", manifest, *extra, "--encoder", "tiny", "--out", out, "--no-cache",
+                                   "--quiet"], capsys)
+        assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+        assert not out.exists()
+    code, _out, err = run_cli(["evaluate", manifest, "--label", "patch", "--tuning", tmp_path / "missing.npz",
+                               "--encoder", "tiny", "--quiet"], capsys)
+    assert code == 2 and err.startswith("error: no tuning file at")
+
+
+def test_evaluate_tune_folds_keeps_plain_keys_and_never_queries_a_fitted_photo(tmp_path, capsys):
+    manifest = make_toy_catalog(tmp_path / "shop", n_per_class=15)
+    code, stdout, err = run_cli(["evaluate", manifest, "--label", "patch", "--encoder", "tiny", "--tune-folds", "3",
+                                 "--no-cache", "--quiet", "--json", tmp_path / "cv.json"], capsys)
+    assert code == 0, err
+    figures = json.loads((tmp_path / "cv.json").read_text())
+    for key in ("precision@1", "precision@5", "precision@10", "recall@1", "recall@5", "recall@10"):
+        assert isinstance(figures[key], float)
+    assert figures["queries"] == 30  # every product scored exactly once, by a tuning fitted without it
+    assert figures["tuning"]["folds"] == 3 and figures["untuned"]["queries"] == 30
+    assert figures["precision@1"] == 1.0 and figures["untuned"]["precision@1"] < 1.0
+    assert "untuned precision@10" in stdout
+
+
+def test_folds_keep_groups_together_and_identity_labels_hold_out_photos_only():
+    from shoplens.tune.crossval import assign_folds
+    from shoplens.tune.fit import LabelledSet, holdout_groups
+
+    groups = np.array([0, 0, 1, 2, 2, 2, 3, 4, 5, 5])
+    folds = assign_folds(groups, 3, seed=4)
+    for g in np.unique(groups):
+        assert len(set(folds[groups == g])) == 1
+    assert set(folds.tolist()) == {0, 1, 2}
+    with pytest.raises(TuningError, match="cannot make 7 folds"):
+        assign_folds(groups, 7)
+    # One catalog product per label (a product id), plus photos of them: products always fitted (-1),
+    # photos held out by their own hash, duplicates together.
+    prods = [Product(str(i), None, "", {"title": f"p{i}"}) for i in range(5)]
+    data = LabelledSet(prods, ["a", "b", "x", "y", "x"], np.zeros((5, 4), np.float32), ["A", "B", "A", "B", "A"],
+                       2, np.zeros(5, np.int64))
+    held = holdout_groups(data)
+    assert held[0] == held[1] == -1
+    assert held[2] == held[4] != held[3] and held[2] >= 0
