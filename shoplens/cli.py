@@ -1,4 +1,4 @@
-"""Command line: python -m shoplens {index,search,info} ..."""
+"""Command line: python -m shoplens {index,search,info,encoders,evaluate,tune} ..."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from shoplens.images import ImageError
 from shoplens.hybrid import MODES
 from shoplens.localise import CROP_MODES, DEFAULT_CROP, LocaliserError
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
+from shoplens.tune.base import TuningError
+from shoplens.tuneindex import PENDING_KEY
 
 # Errors a user can act on: one line, exit status 2, no traceback. Any other error (a ValueError from a bug
 # included) shows its traceback: a one-line message would hide where it came from.
-USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, UnknownEncoderError,
-               UserError)
+USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserError, StoreError, TuningError,
+               UnknownEncoderError, UserError)
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -69,10 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("encoders", help="list the encoders")
 
-    from shoplens.evaluate import add_evaluate_args
-
     p = sub.add_parser("evaluate", help="measure result quality on a labelled catalog (precision@k, mAP, nDCG)")
     add_evaluate_args(p)
+
+    p = sub.add_parser("tune", help="fit a tuning of the search to the catalog's labels (and labelled photos)")
+    add_tune_args(p)
     return parser
 
 
@@ -89,37 +92,93 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
                    help="keyword and sentence vectors of titles and attributes, for text search (default: auto, "
                         "when the catalog has text)")
     p.add_argument("--no-colours", action="store_true", help="do not store each product's dominant colours")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--tuning", type=Path, default=None, metavar="FILE",
+                        help="tune the index's vectors with this tuning (from python -m shoplens tune); stored vectors "
+                             "are re-projected without encoding photos again")
+    tuning.add_argument("--tune-label", default=None, metavar="FIELD[,FIELD]",
+                        help="fit a tuning on the catalog's FIELD labels (plus --photos) and apply it, in one run")
+    tuning.add_argument("--no-tuning", action="store_true", help="remove the index's tuning (back to untuned vectors)")
+    p.add_argument("--photos", type=Path, action="append", default=[], metavar="LABELLED_PHOTOS",
+                   help="with --tune-label: extra labelled photos of the catalog's products (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="with --tune-label: apply the tuning even when it does not beat untuned search held-out")
     p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_index(args) -> int:
-    from shoplens.sync import sync_catalog
+    from shoplens.sync import KEEP, sync_catalog
     from shoplens.textindex import TextIndexer, catalog_has_text
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    # Callers that build their own Namespace (app.py --catalog) may leave the tuning options out: keep the tuning.
+    for name, default in (("tuning", None), ("tune_label", None), ("no_tuning", False), ("photos", []),
+                          ("force", False)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.photos and not args.tune_label:
+        raise UserError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
+    if args.force and not args.tune_label:
+        raise UserError("--force applies a tuning fitted by --tune-label: give --tune-label FIELD too")
+    tuning = KEEP
+    if args.tuning is not None:
+        from shoplens.tune import load_tuning
+
+        tuning = load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+    elif args.no_tuning:
+        tuning = None
     if args.download:
         download_fashion_images(args.catalog)
     catalog = read_catalog(args.catalog, args.layout)
     with open_store(args.index, args.qdrant_url, args.collection) as store:
         meta = store.read_meta() or {}
-        name = args.encoder or meta.get("encoder") or DEFAULT_ENCODER
+        # A new index follows a given tuning's encoder (it only fits that one).
+        fitted = tuning.encoder if tuning not in (KEEP, None) and not meta else {}
+        name = args.encoder or meta.get("encoder") or fitted.get("encoder") or DEFAULT_ENCODER
         options = dict(meta.get("encoder_options", {})) if name == meta.get("encoder") else {}
+        if fitted and name == fitted.get("encoder"):
+            options = dict(fitted.get("encoder_options") or {})
         if args.fit:
             options["fit"] = args.fit
         encoder = create_encoder(name, **options)
         text = None
         if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
             text = TextIndexer()
+        known = None
+        if args.tune_label:
+            tuning, known = tune_for_index(catalog, args, encoder)
         summary = sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
-                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet)
+                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet,
+                               tuning=tuning, known_vectors=known)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
         print(summary.line())
     return 0
+
+
+def tune_for_index(catalog, args, encoder):
+    """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
+    did held-out; (the tuning to apply, or KEEP when it did not beat untuned search; the cached vectors)."""
+    from shoplens.embedcache import cache_file, load_cache
+    from shoplens.sync import KEEP
+    from shoplens.tune import tune_catalog
+    from shoplens.tuneindex import tuning_line
+
+    result = tune_catalog(catalog, args.tune_label, photos=args.photos, encoder=encoder, progress=not args.quiet,
+                          batch_size=args.batch_size)
+    line = tuning_line(result.tuning.describe()) or f"Tuned to {args.tune_label}"
+    print(f"{line} ({result.seconds:.1f} s)", file=sys.stderr)
+    tuning = result.tuning
+    if not result.improved and not args.force:
+        print("note: the tuning does not beat untuned search on held-out products, so it is not applied "
+              "(--force applies it anyway)", file=sys.stderr)
+        tuning = KEEP
+    # Every catalog photo was just encoded into the cache: indexing reuses those vectors instead of encoding again.
+    return tuning, load_cache(cache_file(encoder))
 
 
 def ignored_words(searcher, words: str) -> str:
@@ -198,8 +257,8 @@ def index_info(store) -> dict:
             "dim": meta.get("dim"), "filter_fields": fields,
             "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
-            "text": meta.get("text"), "colours": meta.get("colours"),
-            "created": meta.get("created"), "updated": meta.get("updated")}
+            "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
+            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated")}
 
 
 def cmd_info(args) -> int:
@@ -219,12 +278,27 @@ def cmd_info(args) -> int:
     else:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
+    print(f"tuning:   {tuning_summary(info)}")
     print("filters:")
     for name, values in info["filter_values"].items():
         shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])
         more = " ..." if len(values) > 8 else ""
         print(f"  {name}: {shown}{more}")
     return 0
+
+
+def tuning_summary(info: dict) -> str:
+    """info's one tuning line: 'lda on product_type (hash 1a2b3c4d); held-out P@10 0.69 → 0.81', or 'none'."""
+    from shoplens.tuneindex import describe_tuning, tuning_line
+
+    record, pending = info.get("tuning"), info.get("tuning_pending")
+    if pending is not None:
+        return (f"half-way through re-projecting to {describe_tuning(pending.get('to'))}; run the indexer on the "
+                "catalog again to finish")
+    if not record:
+        return "none (untuned backbone vectors)"
+    figures = tuning_line(record).partition(": ")[2]
+    return describe_tuning(record) + (f"; {figures}" if figures else "")
 
 
 def cmd_encoders(_args) -> int:
@@ -234,14 +308,226 @@ def cmd_encoders(_args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from shoplens.evaluate import cmd_evaluate as body
+def add_evaluate_args(p) -> None:
+    """The `evaluate` subcommand's options (the parser itself lives in cli.build_parser)."""
+    p.add_argument("catalog", type=Path, nargs="?", help="labelled catalog (optional with --index)")
+    p.add_argument("--label", action="append", required=True, metavar="FIELD",
+                   help="metadata field that defines relevance; repeat it or join with ',' for several "
+                        "(product_type,colour)")
+    p.add_argument("--queries", type=Path, default=None,
+                   help="a second catalog whose photos query CATALOG (e.g. shoppers' photos); default: leave-one-out")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
+    p.add_argument("--queries-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --queries")
+    add_store_args(p)
+    p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
+    p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
+                   help="square the photo by centre crop, padding, or trimming plain margins then padding")
+    p.add_argument("--crop", choices=CROP_MODES, default=None,
+                   help=f"cut each --queries photo to its best product box first (auto) or not (off); "
+                        f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
+    p.add_argument("--tuning", type=Path, default=None, metavar="FILE",
+                   help="apply this tuning (from `tune`) to the catalog's and the queries' vectors")
+    p.add_argument("--tune-folds", type=int, default=None, metavar="K",
+                   help="cross-validate a tuning: fit it on K-1 folds of near-duplicate groups, query the whole "
+                        "catalog with the held-out fold's photos (with --queries: fit on everything, query with them)")
+    p.add_argument("--tune-label", action="append", default=None, metavar="FIELD",
+                   help="label field(s) the tuning is fitted on (default: --label)")
+    p.add_argument("--photos", action="append", type=Path, default=[], metavar="LABELLED_PHOTOS",
+                   help="extra labelled photos to fit the tuning on (a catalog of any layout; repeatable)")
+    p.add_argument("--photos-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --photos")
+    p.add_argument("--method", default=None, help="tuning method (default lda-family default; see `tune --help`)")
+    p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
+                   help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
+                        "colour+article_type or title (repeatable); precision per search and label prefix")
+    p.add_argument("--holdout", type=float, default=0.1, help="share of products held out with --text-queries")
+    p.add_argument("--sample", type=int, default=None, help="evaluate a random sample of N queries (seeded)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample and of --tune-folds (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the figures as JSON to FILE")
+    p.add_argument("--rows", type=int, default=30, help="label values shown in the table (default 30)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
-    return body(args)
+
+def cmd_evaluate(args) -> int:
+    """Body of `python -m shoplens evaluate`."""
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.catalog is None and args.index is None and args.qdrant_url is None:
+        raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
+    use_index = args.index is not None or args.qdrant_url is not None
+    if args.text_queries:
+        return _cmd_evaluate_text(args, use_index)
+    if args.tune_folds is not None or args.tune_label or args.photos or args.method:
+        return _cmd_evaluate_tuned(args, use_index)
+    from shoplens.evaluate import evaluate
+
+    options = {"fit": args.fit} if args.fit else {}
+    if use_index and args.fit:
+        raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
+    encoder, tuning = args.encoder, None
+    if args.tuning is not None:
+        from shoplens.tune import check_tuning, load_tuning
+
+        tuning = load_tuning(args.tuning)
+        if not use_index:  # an index checks it itself: only its own tuning may query it
+            encoder = create_encoder(args.encoder or tuning.encoder["encoder"], **options)
+            check_tuning(tuning, encoder.describe())
+    result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
+                      queries_layout=args.queries_layout, encoder=encoder, encoder_options=options,
+                      index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
+                      seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
+                      use_cache=not args.no_cache,
+                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"), tuning=tuning)
+    print(result.table(args.rows))
+    _write_json(args.json, result.as_dict())
+    return 0
+
+
+def _write_json(path: Path | None, data: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+
+
+def _cmd_evaluate_tuned(args, use_index: bool) -> int:
+    """evaluate --tune-folds K / --photos / --tune-label: figures of a tuning fitted here, never on its queries."""
+    from shoplens.catalog import read_catalog as read
+    from shoplens.embedcache import embed_products
+    from shoplens.evaluate import parse_label
+    from shoplens.tune import DEFAULT_METHOD
+    from shoplens.tune.crossval import cross_validate, query_evaluation
+    from shoplens.tune.fit import gather
+
+    if use_index or args.catalog is None:
+        raise UserError("a cross-validated tuning is fitted from a CATALOG's cached vectors: give the catalog, "
+                         "not --index")
+    if args.tuning is not None:
+        raise UserError("--tuning applies a finished tuning; --tune-folds/--photos/--tune-label fit one: use one or "
+                         "the other")
+    if args.fit or args.sample or (args.crop or "off") != "off":
+        raise UserError("--fit, --sample and --crop auto do not apply to a tuned evaluation (it uses the "
+                         "catalog's cached whole-photo vectors)")
+    eval_fields = parse_label(args.label)
+    fit_fields = parse_label(args.tune_label) if args.tune_label else eval_fields
+    method = args.method or DEFAULT_METHOD
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER)
+    meta = encoder.describe()
+    data = gather(args.catalog, fit_fields, args.photos, encoder, args.layout, args.photos_layout,
+                  not args.quiet, not args.no_cache, args.batch_size)
+    for extra in data.info["photos"]:
+        print(f"photos {extra['source']}: {extra['matched']} of {extra['photos']} match a catalog "
+              f"{'+'.join(fit_fields)} value", file=sys.stderr)
+    extra_info = {"tuning": {"method": method, "label": fit_fields, "photos": data.info["photos"]}}
+    if args.queries is not None:
+        qcat = read(args.queries, args.queries_layout)
+        qemb = embed_products(qcat.products, encoder, args.batch_size, not args.quiet, not args.no_cache)
+        before, after, _tuning, left_out = query_evaluation(data, qemb.products, qemb.hashes, qemb.vectors,
+                                                            fit_fields, eval_fields, meta, method, args.seed)
+        extra_info["tuning"]["protocol"] = ("fitted on the catalog's labelled products and --photos; --queries "
+                                            "photos query the tuned catalog")
+        extra_info["tuning"]["queries_left_out_as_fitted"] = left_out
+        extra_info["queries_source"] = str(qcat.root)
+        if left_out:
+            print(f"{left_out} query photos were also fitted on (same photo) and are left out", file=sys.stderr)
+    else:
+        folds = args.tune_folds or 5
+        before, after = cross_validate(data, fit_fields, eval_fields, meta, method, folds, args.seed)
+        extra_info["tuning"]["folds"] = folds
+        extra_info["tuning"]["protocol"] = after.protocol
+    after.info.update(extra_info)
+    print(after.table(args.rows))
+    metric = "recall@1" if args.queries is not None else "precision@10"
+    print(f"untuned {metric} {before.summary[metric]:.3f} -> tuned ({method} on {'+'.join(fit_fields)}) "
+          f"{after.summary[metric]:.3f}")
+    _write_json(args.json, {**after.as_dict(), "untuned": before.summary,
+                            "untuned_per_label": before.per_label})
+    return 0
+
+
+def _cmd_evaluate_text(args, use_index: bool) -> int:
+    from shoplens.textevaluate import evaluate_text, parse_query_kinds
+
+    if use_index or args.queries is not None:
+        raise UserError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
+                         "give the catalog, without --index or --queries")
+    result = evaluate_text(args.catalog, args.label, parse_query_kinds(args.text_queries), layout=args.layout,
+                           encoder=args.encoder, holdout=args.holdout, seed=args.seed, sample=args.sample,
+                           progress=not args.quiet, use_cache=not args.no_cache)
+    print(result.table())
+    _write_json(args.json, result.as_dict())
+    return 0
+
+
+def add_tune_args(p) -> None:
+    """The `tune` subcommand's options."""
+    from shoplens.tune import DEFAULT_METHOD, list_methods
+
+    p.add_argument("catalog", type=Path, help="labelled catalog (folder or CSV manifest)")
+    p.add_argument("--label", action="append", required=True, metavar="FIELD",
+                   help="label field(s) to learn, e.g. product_type or product_type,colour")
+    p.add_argument("--photos", action="append", type=Path, default=[], metavar="LABELLED_PHOTOS",
+                   help="extra labelled photos of the catalog's products (a catalog of any layout, e.g. "
+                        "grocery-store/train.txt); their label values must match the catalog's; repeatable")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="where to write the tuning (.npz)")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the figures as JSON to FILE")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
+    p.add_argument("--photos-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --photos")
+    p.add_argument("--encoder", default=None, help=f"backbone encoder (default {DEFAULT_ENCODER})")
+    methods = "; ".join(f"{k}: {v}" for k, v in list_methods().items())
+    p.add_argument("--method", default=DEFAULT_METHOD, help=f"tuning method (default {DEFAULT_METHOD}). {methods}")
+    p.add_argument("--force", action="store_true",
+                   help="write the tuning even when it does not beat the untuned vectors on held-out products")
+    p.add_argument("--holdout", type=float, default=0.2,
+                   help="share of near-duplicate groups held out for the before/after figures (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split and of training (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def cmd_tune(args) -> int:
+    """Body of `python -m shoplens tune`: fit, show held-out figures before/after, write FILE unless it loses."""
+    from shoplens.tune import tune_catalog
+
+    if not 0 < args.holdout < 1:
+        raise UserError("--holdout must be between 0 and 1")
+    if args.out.exists() and args.out.is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file name such as {args.out / 'tuning.npz'}")
+    result = tune_catalog(args.catalog, args.label, args.photos, args.encoder, args.method, not args.quiet,
+                          layout=args.layout, photos_layout=args.photos_layout, holdout=args.holdout,
+                          seed=args.seed, use_cache=not args.no_cache, batch_size=args.batch_size)
+    tuning, info, figures = result.tuning, result.info, result.figures
+    label = "+".join(tuning.label)
+    print(f"tuning {tuning.kind} on {label}: {info['catalog_products']} catalog products, {info['labelled']} "
+          f"labelled, {info['label_values']} values, {info['groups']} near-duplicate groups")
+    for extra in info["photos"]:
+        print(f"photos {extra['source']}: {extra['matched']} of {extra['photos']} match a catalog {label} value")
+    metric = figures["metric"]
+    before, after = figures["before"], figures["after"]
+    cells = ", ".join(f"{m} {before[m]:.3f} -> {after[m]:.3f}" for m in ("precision@1", "precision@10", "recall@1",
+                                                                          "recall@5", "map@10"))
+    print(f"held-out ({figures['queries']} photos of {args.holdout:.0%} of the groups): {cells}")
+    written = result.improved or args.force
+    if written:
+        tuning.save(args.out)
+        print(f"wrote {args.out}: {tuning.kind}, {tuning.out_dim}-d in {tuning.dim}, hash {tuning.hash[:12]}, "
+              f"{result.seconds:.1f} s (vectors {info['seconds_vectors']} s, held-out fit {info['seconds_measure']} s, "
+              f"fit {info['seconds_fit']} s)")
+        if not result.improved:
+            print(f"warning: held-out {metric} did not improve ({before[metric]:.3f} -> {after[metric]:.3f}); "
+                  "written because of --force", file=sys.stderr)
+    else:
+        print(f"not written: the tuned held-out {metric} ({after[metric]:.3f}) is not better than the untuned "
+              f"({before[metric]:.3f}); --force writes it anyway", file=sys.stderr)
+    _write_json(args.json, {"written": bool(written), "out": str(args.out), **tuning.describe(),
+                            "out_dim": tuning.out_dim, "seconds": result.seconds, "info": info})
+    return 0 if written else 1
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders,
-            "evaluate": cmd_evaluate}
+            "evaluate": cmd_evaluate, "tune": cmd_tune}
 
 
 def run(command, args) -> int:

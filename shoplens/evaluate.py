@@ -14,9 +14,7 @@ faster than an ANN index and free of its recall loss.
 
 from __future__ import annotations
 
-import json
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +26,11 @@ from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
-from shoplens.localise import CROP_MODES, DEFAULT_CROP, DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
+from shoplens.localise import DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.store import check_encoder, open_store
 
 # Index bookkeeping, not catalog metadata.
-PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector"}
+PAYLOAD_ONLY = {"product_id", "image_path", "content_hash", "colours", "colour_vector", "tuning_hash"}
 CHUNK = 1024  # queries scored per matrix product; bounds memory at CHUNK x catalog floats
 # Leave-one-out: another catalog photo this close to the query is a copy of it (re-encoded, resized or
 # re-listed under another id), not a similar product. 399 of fashion-images' 2,906 queries have one.
@@ -218,9 +216,24 @@ def with_recall_alias(figures: dict) -> dict:
     return out
 
 
-def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
-                       encoder: str | None = None) -> tuple[Embedded, dict]:
-    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
+@dataclass
+class IndexVectors:
+    """What evaluating an existing index reads from it: its products and stored vectors, metadata and tuning."""
+
+    embedded: Embedded
+    meta: dict
+    tuning: object = None  # the shoplens.tune.Tuning its vectors carry; query photos must go through it too
+
+
+def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "products",
+                  encoder: str | None = None, tuning=None) -> IndexVectors:
+    """Catalog products, content hashes and vectors scrolled from an existing index, its metadata and tuning.
+
+    `tuning` (optional) must be the index's own: another one is refused with the command that fixes it.
+    An index half-way through a change of tuning is refused with the command that finishes it.
+    """
+    from shoplens.tuneindex import check_query_tuning, index_tuning
+
     with open_store(index, qdrant_url, collection) as store:
         meta = store.read_meta()
         if meta is None:
@@ -228,6 +241,8 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
         if encoder and encoder != meta.get("encoder"):
             enc = create_encoder(encoder)
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
+        own = index_tuning(store, meta)
+        check_query_tuning(meta, tuning, store.location, store.cli_args())
         root = Path(meta.get("catalog_root") or ".")
         products, hashes, rows = [], [], []
         for hit in store.iterate(with_vector=True):
@@ -239,7 +254,14 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
             rows.append(np.asarray(hit.vector, np.float32))
     vectors = np.stack(rows) if rows else np.zeros((0, int(meta.get("dim", 0))), np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta
+    return IndexVectors(Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta, own)
+
+
+def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
+                       encoder: str | None = None) -> tuple[Embedded, dict]:
+    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
+    found = index_vectors(index, qdrant_url, collection, encoder)
+    return found.embedded, found.meta
 
 
 def sample_products(products: list[Product], n: int | None, seed: int = 0) -> list[Product]:
@@ -255,7 +277,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
              encoder_options: dict | None = None, index=None, qdrant_url: str | None = None,
              collection: str = "products", sample: int | None = None, seed: int = 0, k: int = 10,
              batch_size: int = 32, progress: bool = False, use_cache: bool = True, crop: str = "off",
-             localiser: str | Localiser = DEFAULT_LOCALISER) -> Evaluation:
+             localiser: str | Localiser = DEFAULT_LOCALISER, tuning=None) -> Evaluation:
     """Run one evaluation (the Python API behind `python -m shoplens evaluate`).
 
     Leave-one-out when `queries` is None, else `queries` against the catalog. The catalog's
@@ -263,6 +285,9 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     from the embedding cache, encoding only photos it has not seen. `sample` draws that many
     queries (leave-one-out: that many catalog products, which then form the whole catalog).
     `crop="auto"` cuts each query photo to the best box of `localiser` before encoding.
+    `tuning` (a shoplens.tune.Tuning) is applied to the catalog's and the queries' vectors before ranking.
+    An index's vectors carry its own tuning, and its query photos are tuned the same way without being
+    asked; `tuning` must then be that one (another is refused with the command that fixes it).
     """
     fields = parse_label(label)
     if check_crop(crop) == "auto" and queries is None:
@@ -270,8 +295,9 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     started = time.perf_counter()
     failed: list = []
     if index is not None or qdrant_url:
-        catalog_emb, meta = vectors_from_index(index, qdrant_url, collection,
-                                               encoder if isinstance(encoder, str) else None)
+        found = index_vectors(index, qdrant_url, collection, encoder if isinstance(encoder, str) else None, tuning)
+        catalog_emb, meta, tuning = found.embedded, found.meta, found.tuning
+        query_tuning = tuning  # the stored vectors are tuned already; only the queries need it
         enc = create_encoder(meta["encoder"], **meta.get("encoder_options", {}))
         source = meta.get("catalog_root", "")
         if sample and queries is None:
@@ -284,16 +310,26 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
             raise UserError("give a catalog folder or an existing index (--index)")
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER,
                                                                           **(encoder_options or {}))
+        if tuning is not None:
+            from shoplens.tune import check_tuning
+
+            check_tuning(tuning, enc.describe())
         cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog, layout)
         source = str(cat.root)
         products = sample_products(cat.products, sample, seed) if queries is None else cat.products
         catalog_emb = embed_products(products, enc, batch_size, progress, use_cache)
         failed += catalog_emb.failed
+        if tuning is not None:
+            catalog_emb = Embedded(catalog_emb.products, catalog_emb.hashes, tuning.apply(catalog_emb.vectors),
+                                   catalog_emb.failed)
+        query_tuning = tuning
     query_enc = enc
     if crop == "auto":  # only the queries: the catalog's vectors stay the index's own
         query_enc = CropEncoder(enc, localiser if isinstance(localiser, Localiser) else create_localiser(localiser))
     embedded_at = time.perf_counter()
     info = {"catalog": source, "crop": crop}
+    if tuning is not None:
+        info["tuning"] = {k: v for k, v in tuning.describe().items() if k != "encoder"}
     if queries is None:
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes,
@@ -303,6 +339,8 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         query_emb = embed_products(sample_products(qcat.products, sample, seed), query_enc, batch_size, progress,
                                    use_cache)
         failed += query_emb.failed
+        if query_tuning is not None:  # the cache keeps raw vectors; the tuning is applied on the way out
+            query_emb.vectors = query_tuning.apply(query_emb.vectors)
         info["queries_source"] = str(qcat.root)
         result = build_evaluation("queries", fields, query_enc.describe(), query_emb.products, query_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k)
@@ -310,79 +348,3 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
                        seconds_embedding=round(embedded_at - started, 2),
                        seconds_ranking=round(time.perf_counter() - embedded_at, 2))
     return result
-
-
-def add_evaluate_args(p) -> None:
-    """The `evaluate` subcommand's options (the parser itself lives in cli.build_parser)."""
-    from shoplens.catalog import LAYOUTS
-    from shoplens.cli import add_store_args
-
-    p.add_argument("catalog", type=Path, nargs="?", help="labelled catalog (optional with --index)")
-    p.add_argument("--label", action="append", required=True, metavar="FIELD",
-                   help="metadata field that defines relevance; repeat it or join with ',' for several "
-                        "(product_type,colour)")
-    p.add_argument("--queries", type=Path, default=None,
-                   help="a second catalog whose photos query CATALOG (e.g. shoppers' photos); default: leave-one-out")
-    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
-    p.add_argument("--queries-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --queries")
-    add_store_args(p)
-    p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
-    p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
-                   help="square the photo by centre crop, padding, or trimming plain margins then padding")
-    p.add_argument("--crop", choices=CROP_MODES, default=None,
-                   help=f"cut each --queries photo to its best product box first (auto) or not (off); "
-                        f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
-    p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
-                   help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
-                        "colour+article_type or title (repeatable); precision per search and label prefix")
-    p.add_argument("--holdout", type=float, default=0.1, help="share of products held out with --text-queries")
-    p.add_argument("--sample", type=int, default=None, help="evaluate a random sample of N queries (seeded)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
-    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the figures as JSON to FILE")
-    p.add_argument("--rows", type=int, default=30, help="label values shown in the table (default 30)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def cmd_evaluate(args) -> int:
-    """Body of `python -m shoplens evaluate`."""
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
-    if args.catalog is None and args.index is None and args.qdrant_url is None:
-        raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
-    use_index = args.index is not None or args.qdrant_url is not None
-    if args.text_queries:
-        return _cmd_evaluate_text(args, use_index)
-    options = {"fit": args.fit} if args.fit else {}
-    if use_index and args.fit:
-        raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
-    result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
-                      queries_layout=args.queries_layout, encoder=args.encoder, encoder_options=options,
-                      index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
-                      seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
-                      use_cache=not args.no_cache,
-                      crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"))
-    print(result.table(args.rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0
-
-
-def _cmd_evaluate_text(args, use_index: bool) -> int:
-    from shoplens.textevaluate import evaluate_text, parse_query_kinds
-
-    if use_index or args.queries is not None:
-        raise UserError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
-                         "give the catalog, without --index or --queries")
-    result = evaluate_text(args.catalog, args.label, parse_query_kinds(args.text_queries), layout=args.layout,
-                           encoder=args.encoder, holdout=args.holdout, seed=args.seed, sample=args.sample,
-                           progress=not args.quiet, use_cache=not args.no_cache)
-    print(result.table())
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0

@@ -18,6 +18,8 @@ from shoplens.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.minilm import MiniLM
 from shoplens.textindex import TextIndexer, check_text
+from shoplens.tuneindex import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
+                                index_tuning)
 
 
 @dataclass
@@ -41,33 +43,58 @@ class Searcher:
     localiser_name: str = DEFAULT_LOCALISER
     _localiser: Localiser | None = None
     _text_side: TextSide | None = None
+    _tuning: object = None  # the index's shoplens.tune.Tuning, once loaded
+    _tuning_loaded: bool = False
+    _query_encoder: Encoder | None = None
 
     @classmethod
     def open(cls, index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
-             encoder: str | None = None, **encoder_options) -> "Searcher":
-        """Open an existing index; `encoder` (optional) must match the one it was built with."""
+             encoder: str | None = None, tuning=None, **encoder_options) -> "Searcher":
+        """Open an existing index; `encoder` (optional) must match the one it was built with, and `tuning`
+        (optional, a shoplens.tune.Tuning) the one its vectors carry. Its own tuning is used without being asked."""
         store = open_store(index, qdrant_url, collection)
         meta = store.read_meta()
         if meta is None:
             where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
             raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG {where}")
+        check_not_pending(store, meta)  # half-way through a change of tuning: refuse before anything else
         options = {**meta.get("encoder_options", {}), **encoder_options}
         searcher = cls(store, meta, _encoder_options=options)
         if encoder is not None:  # asked for one: refuse now, before any photo is read
             enc = create_encoder(encoder, **(options if encoder == meta.get("encoder") else encoder_options))
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
             searcher._encoder = enc
+        check_query_tuning(meta, tuning, store.location, store.cli_args())
+        searcher.tuning  # a missing or damaged tuning file is refused now, not at the first search
         return searcher
 
     @property
-    def encoder(self) -> Encoder:
-        """The index's encoder, created on first use (weights load then too)."""
+    def tuning(self):
+        """The tuning the index's vectors carry (a shoplens.tune.Tuning), or None; loaded once."""
         with self._lock:
-            if self._encoder is None:
-                enc = create_encoder(self.meta["encoder"], **self._encoder_options)
-                check_encoder(self.meta, enc.name, enc.version, enc.dim, self.store.location)
-                self._encoder = enc
-            return self._encoder
+            return self._load_tuning()
+
+    def _load_tuning(self):
+        # Called under self._lock.
+        if not self._tuning_loaded:
+            self._tuning = index_tuning(self.store, self.meta)
+            self._tuning_loaded = True
+        return self._tuning
+
+    @property
+    def encoder(self) -> Encoder:
+        """What turns a query photo into a vector of this index: its encoder, then its tuning when it has one.
+
+        Created on first use (weights load then too)."""
+        with self._lock:
+            if self._query_encoder is None:
+                if self._encoder is None:
+                    enc = create_encoder(self.meta["encoder"], **self._encoder_options)
+                    check_encoder(self.meta, enc.name, enc.version, enc.dim, self.store.location)
+                    self._encoder = enc
+                tuning = self._load_tuning()
+                self._query_encoder = self._encoder if tuning is None else TunedEncoder(self._encoder, tuning)
+            return self._query_encoder
 
     @property
     def localiser(self) -> Localiser:
@@ -97,7 +124,22 @@ class Searcher:
         extra = 1 if exclude else 0
         hits = [Hit(h.id, h.score, h.payload, h.vector, h.text_vector, h.score)
                 for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
-        return Results(hits, time.perf_counter() - started)
+        return Results(self.checked(hits), time.perf_counter() - started)
+
+    def checked(self, hits: list[Hit]) -> list[Hit]:
+        """`hits`, after checking that their vectors carry the tuning this searcher queries with.
+
+        Each hit's payload says which tuning its vector has, so an index re-projected while this searcher
+        was open (a long-running app) is caught at no cost instead of being searched in the wrong space.
+        """
+        tuning = self.tuning
+        expected = tuning.hash if tuning is not None else None
+        if all(h.payload.get(TUNING_FIELD) == expected for h in hits):
+            return hits
+        meta = self.store.read_meta() or {}
+        check_not_pending(self.store, meta)
+        raise TuningIndexError(f"the index at {self.store.location} changed its tuning since it was opened "
+                               "(re-indexed with another --tuning); open it again (restart the app)")
 
     def load(self, image: str | Path | bytes | Image.Image, crop: bool = True) -> Image.Image:
         """Decode a photo; large enough that a box cut from it still fills the encoder's input when `crop`."""
@@ -131,7 +173,7 @@ class Searcher:
         colours = colour_profile(query)["colour_vector"] if self.has_colours else None
         hits = search_photo(self.store, self.encoder.embed(query), k, filters, query_colours=colours, words=words,
                             side=side, colour_names=self.colour_names)
-        return Results(hits, time.perf_counter() - started, box)
+        return Results(self.checked(hits), time.perf_counter() - started, box)
 
     def search_items(self, image: str | Path | bytes | Image.Image, k: int = 10,
                      filters: Filters | None = None, words: str | None = None) -> list[Results]:
@@ -149,7 +191,7 @@ class Searcher:
             raise StoreError(f"product {product_id!r} is not in the index")
         hits = search_photo(self.store, found[0].vector, k + 1, filters,
                             query_colours=found[0].payload.get("colour_vector"))
-        return Results([h for h in hits if h.id != pid][:k], time.perf_counter() - started)
+        return Results(self.checked([h for h in hits if h.id != pid][:k]), time.perf_counter() - started)
 
     def product(self, product_id: str) -> Hit | None:
         """One indexed product by its product id."""
@@ -194,7 +236,7 @@ class Searcher:
             return self._text_side
 
     def _encoder_supports_text(self) -> bool:
-        # Asked under self._lock: read the encoder without taking the lock again.
+        # Asked under self._lock: read the encoder without taking the lock again (a tuning does not change it).
         enc = self._encoder or create_encoder(self.meta["encoder"], **self._encoder_options)
         return enc.supports_text
 

@@ -20,14 +20,21 @@ from PIL import Image
 
 from shoplens.catalog import Catalog, Product
 from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_profile
+from shoplens.embedcache import cache_file, load_cache, save_cache
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
 from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id, text_dim
 from shoplens.textindex import TextIndexer, check_text
+from shoplens.tuneindex import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
+                                read_kept_tuning)
+
+# sync_catalog(tuning=KEEP): keep the index's tuning (and finish a pending change of it).
+KEEP = "keep"
 
 # Fields never offered as filters: free text, ids, file paths.
 NOT_FILTERS = {"title", "product_id", "id", "sku", "image", "image_url", "image_path", "content_hash", "description", "year"}
 MAX_FILTER_VALUES = 500
+CACHE_EVERY = 640  # photos encoded between writes of the embedding cache
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Summary:
     encoded: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    reprojected: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -51,7 +59,8 @@ class Summary:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged, "removed": self.removed,
                 "failed": len(self.failed), "failures": [{"product": p, "error": e} for p, e in self.failed],
                 "encoded": self.encoded, "seconds": round(self.seconds, 3),
-                "images_per_second": round(self.images_per_second, 1), "notes": list(self.notes)}
+                "images_per_second": round(self.images_per_second, 1), "reprojected": self.reprojected,
+                "notes": list(self.notes)}
 
     def line(self) -> str:
         text = (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, removed {self.removed}, "
@@ -149,15 +158,38 @@ def ensure_index(store: Store, encoder: Encoder, catalog: Catalog | None = None,
     return meta
 
 
+def index_target_tuning(store: Store, meta: dict, tuning):
+    """The tuning a run brings the index to: `tuning` itself, or for KEEP the index's own (or the one a pending
+    change was heading to)."""
+    if tuning is not KEEP:
+        if tuning is not None:
+            from shoplens.tune import TuningError, check_tuning
+
+            try:
+                check_tuning(tuning, meta)
+            except TuningError as exc:
+                raise TuningIndexError(f"cannot apply it to the index at {store.location}: {exc}") from None
+        return tuning
+    pending = meta.get(PENDING_KEY)
+    record = pending.get("to") if pending is not None else meta.get("tuning")
+    return read_kept_tuning(store, record) if record else None
+
+
 def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: TextIndexer | None = None,
                  colours: bool = True, batch_size: int = 32, prune: bool = False, progress: bool = True,
-                 workers: int = 2, known_vectors: Mapping[str, np.ndarray] | None = None) -> Summary:
+                 workers: int = 2, known_vectors: Mapping[str, np.ndarray] | None = None, tuning=KEEP,
+                 cache: bool = True) -> Summary:
     """Bring the index in line with the catalog and return what changed.
 
     `text` adds keyword and sentence vectors of each product's title and attributes (and a text-to-image
     bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
     dominant colours in its payload (off: they are removed). `known_vectors` (content
-    hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos."""
+    hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos.
+
+    `tuning` (a shoplens.tune.Tuning, None for none, KEEP for the index's own): stored vectors are
+    tuning.apply(backbone vector); a new tuning, or none, first re-projects the stored vectors from their
+    cached backbone vectors (shoplens.tuneindex). With `cache`, every vector encoded is written to the
+    embedding cache (what re-projection and `tune` read)."""
     known_vectors = known_vectors or {}
     started = time.perf_counter()
     summary = Summary()
@@ -170,7 +202,16 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         # An index with text vectors keeps them in step with the catalog, or they would go stale.
         text = TextIndexer()
         check_text(meta, text, store.location)
+    target = index_target_tuning(store, meta, tuning)
     existing = store.states()
+    summary.reprojected = change_tuning(store, meta, encoder, target, progress=progress, states=existing)
+    if summary.reprojected:
+        existing = store.states()  # their bookkeeping field changed
+        summary.notes.append(f"re-projected {summary.reprojected} stored vectors "
+                             + (f"to tuning {describe_tuning(target)}" if target is not None else
+                                "back to untuned vectors"))
+    tuned = {TUNING_FIELD: target.hash} if target is not None else {}
+    raw_cache: dict | None = None  # the embedding cache, loaded when the first photo is encoded
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
     summary.notes.extend(catalog.notes)
 
@@ -179,10 +220,20 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     bar = _progress(len(catalog.products), progress)
 
     def flush_batch() -> None:
+        nonlocal raw_cache
         todo = [item.image for item in batch if item.payload["content_hash"] not in known_vectors]
         fresh = iter(encoder.embed_batch(todo) if todo else [])
         vectors = [known_vectors.get(item.payload["content_hash"]) for item in batch]
         vectors = [next(fresh) if vec is None else vec for vec in vectors]
+        if cache and todo:  # the backbone vectors, so a later change of tuning re-projects without encoding
+            if raw_cache is None:
+                raw_cache = load_cache(cache_file(encoder))
+            raw_cache.update((item.payload["content_hash"], np.asarray(vec, np.float32))
+                             for item, vec in zip(batch, vectors))
+            if (summary.encoded + len(todo)) // CACHE_EVERY > summary.encoded // CACHE_EVERY:
+                save_cache(cache_file(encoder), raw_cache, encoder.dim)  # a killed run keeps what it encoded
+        if target is not None:
+            vectors = list(target.apply(np.stack(vectors)))
         texts = text.vectors([item.payload for item in batch]) if text else [(None, None)] * len(batch)
         store.upsert([PointData(item.point, vec, item.payload, *tv) for item, vec, tv in zip(batch, vectors, texts)])
         for item in batch:
@@ -197,6 +248,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours,
                           stored_colours_ok):
         bar.update(1)
+        if item.payload is not None:
+            item.payload.update(tuned)  # which tuning the vector written (or kept) has
         if item.point in seen:
             summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
             continue
@@ -217,6 +270,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     if batch:
         flush_batch()
     bar.close()
+    if raw_cache is not None:
+        save_cache(cache_file(encoder), raw_cache, encoder.dim)
 
     if prune:
         gone = [pid for pid in existing if pid not in seen]

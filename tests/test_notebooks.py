@@ -15,7 +15,7 @@ SMALL = {"SHOPLENS_NB_SAMPLE": "120", "SHOPLENS_NB_ENCODERS": "efficientnet-lite
 
 def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == ["01_catalog_overview", "02_retrieval_quality", "03_embedding_map",
-                                          "04_text_search"]
+                                          "04_text_search", "05_tuning"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -127,6 +127,14 @@ class Store(ABC):
         """Replace the text vectors of existing points, keeping their image vectors."""
 
     @abstractmethod
+    def set_vectors(self, ids: list[str], vectors: np.ndarray) -> None:
+        """Replace the image vectors of existing points, keeping their payloads and text vectors."""
+
+    @abstractmethod
+    def set_field(self, ids: list[str], key: str, value) -> None:
+        """Set one payload key of existing points (None removes the key), keeping the rest of their payload."""
+
+    @abstractmethod
     def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False,
                using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
         """The k nearest points to `vector` (named vector `using`) among those matching `filters`, best first;
@@ -161,6 +169,22 @@ class Store(ABC):
     @abstractmethod
     def artifact_path(self, name: str) -> Path:
         """Where a file that belongs with this index (e.g. the text bridge) is kept; its folder exists."""
+
+    @abstractmethod
+    def write_file(self, name: str, data: bytes) -> None:
+        """Keep a small file with the index itself (it travels with the index, unlike `artifact_path`)."""
+
+    @abstractmethod
+    def read_file(self, name: str) -> bytes | None:
+        """A file kept by `write_file`, or None when there is none."""
+
+    @abstractmethod
+    def delete_file(self, name: str) -> None:
+        """Forget a file kept by `write_file` (no error when there is none)."""
+
+    def cli_args(self) -> str:
+        """The command-line options that name this index, for messages that give a command to run."""
+        return ""
 
     def finish(self) -> None:
         """Make writes durable and build indexes; called at the end of an indexing run."""

@@ -135,6 +135,21 @@ class EdgeStore(Store):
         if emptied:
             self.shard.update(qe.UpdateOperation.delete_vectors(emptied, [TEXT_VECTOR, KEYWORD_VECTOR]))
 
+    def set_vectors(self, ids: list[str], vectors: np.ndarray) -> None:
+        qe = _edge()
+        ops = [qe.PointVectors(i, {IMAGE_VECTOR: np.asarray(v, np.float32).tolist()}) for i, v in zip(ids, vectors)]
+        if ops:
+            self.shard.update(qe.UpdateOperation.update_vectors(ops))
+
+    def set_field(self, ids: list[str], key: str, value) -> None:
+        if not ids:
+            return
+        qe = _edge()
+        if value is None:
+            self.shard.update(qe.UpdateOperation.delete_payload(list(ids), [key]))
+        else:
+            self.shard.update(qe.UpdateOperation.set_payload(list(ids), {key: value}))
+
     def set_payload(self, point: str, payload: dict) -> None:
         self.shard.update(_edge().UpdateOperation.overwrite_payload([point], payload))
 
@@ -149,6 +164,26 @@ class EdgeStore(Store):
     def artifact_path(self, name: str) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
         return self.path / name
+
+    def write_file(self, name: str, data: bytes) -> None:
+        path = self.artifact_path(name)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+
+    def read_file(self, name: str) -> bytes | None:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path / name}: {exc}") from None
+
+    def delete_file(self, name: str) -> None:
+        (self.path / name).unlink(missing_ok=True)
+
+    def cli_args(self) -> str:
+        return f"--index {self.path}"
 
     def finish(self) -> None:
         self.shard.optimize()

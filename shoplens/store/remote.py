@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import shutil
@@ -17,6 +19,10 @@ from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filt
                                  StoreError, normalise_filters, record_hit, text_dim)
 
 DEFAULT_COLLECTION = "products"
+# Files kept with the collection (e.g. its tuning) live in its metadata, base64-encoded, under this prefix:
+# they travel with the collection to every machine that searches it. read_meta leaves them out.
+FILE_PREFIX = "file:"
+MAX_FILE_BYTES = 16 * 2**20  # a server's default request limit is 32 MB; base64 adds a third
 
 
 def _models():
@@ -87,7 +93,7 @@ class QdrantStore(Store):
         if meta is None:
             raise StoreError(f"collection {self.collection!r} at {self.location} was not made by shoplens "
                              "(no index metadata); use --collection to pick another")
-        return {key: value for key, value in meta.items() if value is not None}
+        return {key: value for key, value in meta.items() if value is not None and not key.startswith(FILE_PREFIX)}
 
     def create(self, meta: dict) -> None:
         m = _models()
@@ -129,6 +135,21 @@ class QdrantStore(Store):
         if emptied:
             self._call(self.client.delete_vectors, self.collection, vectors=[TEXT_VECTOR, KEYWORD_VECTOR],
                        points=m.PointIdsList(points=emptied), wait=True)
+
+    def set_vectors(self, ids: list[str], vectors: np.ndarray) -> None:
+        m = _models()
+        points = [m.PointVectors(id=i, vector={IMAGE_VECTOR: np.asarray(v, np.float32).tolist()})
+                  for i, v in zip(ids, vectors)]
+        if points:
+            self._call(self.client.update_vectors, self.collection, points=points, wait=True)
+
+    def set_field(self, ids: list[str], key: str, value) -> None:
+        if not ids:
+            return
+        if value is None:
+            self._call(self.client.delete_payload, self.collection, keys=[key], points=list(ids), wait=True)
+        else:
+            self._call(self.client.set_payload, self.collection, payload={key: value}, points=list(ids), wait=True)
 
     def set_payload(self, point: str, payload: dict) -> None:
         self._call(self.client.overwrite_payload, self.collection, payload=payload, points=[point], wait=True)
@@ -196,6 +217,34 @@ class QdrantStore(Store):
             else:
                 self._artifacts = cache_dir("qdrant", re.sub(r"[^0-9A-Za-z.-]+", "_", f"{self.url}-{self.collection}"))
         return self._artifacts / name
+
+    def write_file(self, name: str, data: bytes) -> None:
+        if len(data) > MAX_FILE_BYTES:
+            raise StoreError(f"{name} is {len(data) / 2**20:.1f} MB; a Qdrant collection keeps files of at most "
+                             f"{MAX_FILE_BYTES // 2**20} MB in its metadata: use a smaller tuning, or an embedded "
+                             "index (--index DIR)")
+        self._call(self.client.update_collection, self.collection,
+                   metadata={FILE_PREFIX + name: base64.b64encode(data).decode("ascii")})
+
+    def read_file(self, name: str) -> bytes | None:
+        if not self._call(self.client.collection_exists, self.collection):
+            return None
+        meta = self._call(self.client.get_collection, self.collection).config.metadata or {}
+        encoded = meta.get(FILE_PREFIX + name)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise StoreError(f"the file {name!r} kept in collection {self.collection!r} is damaged") from None
+
+    def delete_file(self, name: str) -> None:
+        # Local mode drops a key set to null, a server keeps it as null: read_file treats both as absent.
+        self._call(self.client.update_collection, self.collection, metadata={FILE_PREFIX + name: None})
+
+    def cli_args(self) -> str:
+        return f"--qdrant-url {self.url}" + (f" --collection {self.collection}" if self.collection != DEFAULT_COLLECTION
+                                             else "")
 
     def close(self) -> None:
         self._call(self.client.close)

@@ -21,6 +21,7 @@ from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
 from shoplens.search import Results, Searcher
 from shoplens.store import Hit, StoreError
+from shoplens.tuneindex import tuning_line
 from shoplens.web.views import caption, safe_image
 
 log = logging.getLogger("shoplens.web")
@@ -125,6 +126,11 @@ class Shop:
             return []
         return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
                                            words=clean_words(words)) for box in boxes]
+
+    @property
+    def tuning_line(self) -> str:
+        """'Tuned to product_type: held-out P@10 0.69 → 0.81', or '' for an untuned index."""
+        return tuning_line(self.searcher.meta.get("tuning"))
 
     @property
     def has_text(self) -> bool:

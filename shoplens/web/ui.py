@@ -34,6 +34,7 @@ CSS = """
 .sl-header h1 {margin-bottom: 0}
 .sl-header p {margin-top: 4px; color: var(--body-text-color-subdued)}
 .sl-status p {margin: 2px 0}
+.sl-tuning p {margin: 0; font-size: 0.85em; color: var(--body-text-color-subdued)}
 .sl-error {color: var(--error-text-color, #b91c1c)}
 .sl-details h3 {margin: 0 0 4px 0}
 .sl-details .sl-score {margin: 0 0 8px 0; font-weight: 600; color: var(--color-accent)}
@@ -129,6 +130,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
         how = "by photo or by words" if shop.has_text else "by photo"
         gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
                     elem_classes="sl-header")
+        if shop.tuning_line:  # which tuning the index's vectors carry, with its held-out figures
+            gr.Markdown(shop.tuning_line, elem_id="tuning", elem_classes="sl-tuning")
         with gr.Tabs():
             with gr.Tab("Search by photo", id="search"):
                 with gr.Row(equal_height=False):

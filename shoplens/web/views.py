@@ -11,7 +11,7 @@ from pathlib import Path
 from shoplens.store import Hit
 
 # Payload keys that mean nothing to a merchandiser (hashes) or would point off-site.
-HIDDEN_FIELDS = {"content_hash", "image_url", "image", "colour_vector"}
+HIDDEN_FIELDS = {"content_hash", "image_url", "image", "colour_vector", "tuning_hash"}
 # The order details are listed in; any other field follows alphabetically.
 FIRST_FIELDS = ["title", "product_id", "category", "sub_category", "product_type", "article_type", "gender", "colour",
                 "usage", "season", "year", "image_path"]
