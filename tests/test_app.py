@@ -51,7 +51,7 @@ def client(running) -> Client:
 
 
 def catalog_root(app: WebApp) -> Path:
-    return Path(app.allowed_paths[0])
+    return app.searcher.catalog_root
 
 
 def photo(app: WebApp, pid: str) -> Path:

@@ -47,6 +47,11 @@ class Photos:
             key = self._key(raw)
             if key is not None:
                 self._paths[key] = ABSOLUTE if os.path.isabs(raw) else RELATIVE
+        self._folders: list[str] = []
+        folders = {(os.path.realpath(os.path.dirname(k)), kind) for k, kind in self._paths.items()}
+        for folder, kind in sorted(folders):
+            if kind == ABSOLUTE or _inside(folder, self.root):  # `../` entries are never served
+                self._cover(folder)
 
     @classmethod
     def from_store(cls, store, root: str | Path | None) -> "Photos":
@@ -73,6 +78,7 @@ class Photos:
             return None  # a link in the catalog pointing out of it
         if not is_image_name(real) or not os.path.isfile(real):
             return None
+        self._cover(os.path.dirname(real))
         return Path(real)
 
     def find(self, image_path: str) -> Path | None:
@@ -87,16 +93,14 @@ class Photos:
         return self._check(_normal(requested))
 
     def folders(self) -> list[str]:
-        """The fewest folders that hold every photo (resolved): Gradio copies a handler's output files into its
-        cache only from such `allowed_paths`. They are not what is served: PhotoGate decides that."""
-        found = {self.root} if self.root and RELATIVE in self._paths.values() else set()
-        found |= {os.path.dirname(os.path.realpath(k)) for k, kind in self._paths.items() if kind == ABSOLUTE}
-        kept: list[str] = []
-        for folder in sorted(f for f in found if f):
-            if not any(_inside(folder, k) for k in kept):
-                kept.append(folder)
-        return kept
+        """The folders holding the photos (resolved; never the catalog root for its own sake): Gradio copies a
+        handler's output files into its cache only from such `allowed_paths`. The list is live: `find` adds
+        the folder of a photo that is a link into another folder. What is served is PhotoGate's decision."""
+        return self._folders
 
+    def _cover(self, folder: str) -> None:
+        if folder and not any(_inside(folder, kept) for kept in self._folders):
+            self._folders.append(folder)  # one atomic append: safe under concurrent requests
 
 class PhotoGate:
     """ASGI middleware: Gradio's file routes serve indexed photos and Gradio's own files only; the rest is 404."""

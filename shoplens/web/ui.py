@@ -460,9 +460,9 @@ def item_json(results, index: int) -> dict:
             "results": [result_row(h, i) for i, h in enumerate(results.hits, 1)]}
 
 
-def build_message(message: str) -> gr.Blocks:
+def build_message(message: str, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
     """The page shown when there is nothing to search yet (no index, empty index, store unreachable)."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
         gr.Markdown("# shoplens", elem_classes="sl-header")
         gr.Markdown(message)
         refresh = gr.Button("Check again", size="sm")
