@@ -24,6 +24,7 @@ from PIL import Image
 from shoplens.images import ImageError, load_image
 from shoplens.web import shop as shop_module
 from shoplens.web.photos import Photos
+from shoplens.web import serve as serve_module
 from shoplens.web.serve import create, main
 from shoplens.web.shop import MAX_UPLOAD_PIXELS, Shop
 from shoplens.web.ui import PhotoInput
@@ -330,13 +331,28 @@ def test_bad_app_options_are_one_line_and_exit_2(tmp_path, capsys, args, expecte
     assert err.startswith(f"error: {expected}") and "\n" not in err and "Traceback" not in err
 
 
-def test_a_busy_port_is_one_line_and_exit_2(shop_index, tmp_path):
+def test_a_busy_port_is_one_line_and_exit_2(shop_index):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        out = subprocess.run([sys.executable, "app.py", "--index", str(shop_index), "--port", str(port)], cwd=REPO,
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run([sys.executable, "app.py", "--index", str(shop_index), "--port", str(port)],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2, (out.returncode, out.stderr[-500:])
     assert out.stderr.strip().startswith(f"error: cannot serve on 127.0.0.1:{port}") and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_no_warm_up_starts_when_the_port_is_taken(hostile, monkeypatch):
+    # Exiting while ONNX loads its weights in the warm-up thread aborts the process (SIGABRT after the
+    # message): the warm-up may only start once the server listens. Raced here on a port taken under launch.
+    started = []
+    monkeypatch.setattr(serve_module, "warm_up", lambda searcher: started.append(searcher))
+    app = create(hostile[0].searcher.store.location)  # the busy page: no searcher, so use a stand-in one
+    app.searcher = hostile[0].searcher
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            serve_module.launch(app, port=busy.getsockname()[1], block=False, quiet=True)
+    assert started == []
