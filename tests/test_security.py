@@ -30,7 +30,8 @@ from shoplens.web.shop import MAX_UPLOAD_PIXELS, Shop
 from shoplens.web.ui import PhotoInput
 from shoplens.web.views import md, redact
 from conftest import REPO, make_product_photo, make_shop_catalog
-from test_app import free_port, huge_png, serve
+from test_app import huge_png, serve
+from test_browser import CHROMIUM, browser  # noqa: F401  (a fixture)
 
 from gradio_client import Client, handle_file  # noqa: E402
 
@@ -193,6 +194,33 @@ def test_catalog_text_is_escaped_in_statuses_and_headers(hostile, client):
     _, status, _ = client.predict(product_id=XSS_TITLE, api_name="/more_like_this")  # echoed in the error
     assert "<img" not in status and "not in the index" in status
     assert gallery[0]["caption"].startswith(XSS_TITLE)  # a caption is plain text: shown as typed
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
+def test_hostile_titles_show_as_text_in_a_browser(browser, hostile):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
+    app, root, _ = hostile
+    page = browser.new_page()
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.set_default_timeout(20_000)
+    page.goto(app.url)
+    page.locator("#photo input[type=file]").set_input_files(str(root / "photos" / "tops" / "xss.jpg"))
+    results = page.locator("#results .thumbnail-item")
+    expect(results.first).to_contain_text(XSS_TITLE)  # the caption, as typed
+    results.first.click()
+    details = page.locator("#details").first
+    expect(details).to_contain_text(XSS_TITLE)
+    details.get_by_role("button", name="More like this").click()
+    expect(page.locator("#status")).to_contain_text(f"more like “{XSS_TITLE}”")
+    page.get_by_role("tab", name="Browse by category").click()
+    page.locator("#browse-value input").click()
+    page.get_by_role("option", name=f"{XSS_CATEGORY} (1)").click()
+    expect(page.locator("#page")).to_contain_text(f"{XSS_CATEGORY}: page 1 of 1")
+    assert page.locator("img[src='x'], #page b, #status a").count() == 0 and dialogs == []
+    page.close()
 
 
 def test_markdown_escaping_by_hand():
