@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 import os
 import re
-from pathlib import Path
 
 from shoplens.store import Hit
 
@@ -57,24 +56,6 @@ def label(field: str) -> str:
     """'product_type' -> 'Product type'."""
     text = field.replace("_", " ").strip()
     return text[:1].upper() + text[1:]
-
-
-def safe_image(root: Path | None, rel_path: str) -> Path | None:
-    """The product photo under the catalog root, or None if it is missing or lies outside the root.
-
-    The relative path comes from the index, not from the page, but a manifest can name absolute paths
-    or `..`; resolving and checking keeps every served file inside the root.
-    """
-    if root is None or not rel_path:
-        return None
-    root = root.resolve()
-    try:
-        path = (root / rel_path).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
 
 
 def caption(hit: Hit, with_score: bool = True) -> str:
