@@ -172,7 +172,8 @@ def record(lines: list[str], args) -> None:
             "Since issue 14 (`after`): an upload is decoded within 16 megapixels (a JPEG at its draft scale; any "
             "other format is refused from its header, before a pixel is decoded), at most 2 at once across all "
             "requests, and shrunk by a whole factor right after decoding; glibc's mmap threshold is fixed at 1 MiB "
-            "so freed photo memory goes back to the system instead of staying with the process.\n\n"
+            "so freed photo memory goes back to the system instead of staying with the process. `before`: the code "
+            "before issue 14 (commit a76d53d), same machine and day.\n\n"
             "| run | photo | RSS before | peak | RSS 3 s after | wall | what the clients were told |\n"
             "|---|---|---|---|---|---|---|\n" + "\n".join(sorted(kept + lines)) + "\n")
     write_section("uploads", body)
