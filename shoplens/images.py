@@ -45,11 +45,17 @@ def load_image(
     name: str | None = None,
     draft_size: int | None = None,
     max_pixels: int = MAX_PIXELS,
+    budget: int | None = None,
+    reduce: bool = False,
 ) -> Image.Image:
     """Decode `source` into an upright 8-bit RGB image.
 
     `draft_size` lets JPEGs decode at a reduced scale (never below that size on the
     short side), which makes big catalog photos several times faster to read.
+    `budget` bounds the pixels actually decoded (memory and time per photo): a JPEG may be
+    bigger on paper when its draft scale brings it under, other formats are refused from
+    their header, before any pixel is decoded. `reduce` then shrinks any photo by a whole
+    factor while its short side stays >= `draft_size`, so what is kept in memory is small.
     Raises ImageError, naming `name` (or the path), for anything unusable.
     """
     if isinstance(source, Image.Image):
@@ -70,15 +76,34 @@ def load_image(
         if draft_size and img.format == "JPEG":
             # Request a square so the short side stays >= draft_size whatever the EXIF rotation.
             img.draft("RGB", (draft_size, draft_size))
+        if budget is not None:
+            check_budget(img, label, budget)
         img.load()
         img = ImageOps.exif_transpose(img)
-        return _to_rgb(img)
+        img = _to_rgb(img)
+        if reduce and draft_size:
+            factor = min(img.size) // draft_size
+            if factor >= 2:
+                img = img.reduce(factor)  # a box filter: cheap, and the big decode is freed right here
+        return img
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{label}: refused as a decompression bomb ({exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError) as exc:
         raise ImageError(f"{label}: corrupt or truncated image ({exc})") from None
+
+
+def megapixels(width: int, height: int) -> str:
+    return f"{width * height / 1e6:.1f} megapixels"
+
+
+def check_budget(img: Image.Image, label: str, budget: int) -> None:
+    """Refuse, before decoding, an image whose decoded size (a JPEG's draft size) is over `budget` pixels."""
+    width, height = img.size
+    if width * height > budget:
+        raise ImageError(f"{label}: {width}x{height} pixels ({megapixels(width, height)}) is too large; "
+                         f"photos up to {budget / 1e6:.0f} megapixels can be searched, please send a smaller one")
 
 
 def _open(data: bytes, label: str, max_pixels: int) -> Image.Image:

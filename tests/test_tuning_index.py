@@ -179,7 +179,7 @@ def test_a_tuned_index_tunes_new_photos_and_search_queries(catalog, store):
     query = Image.open(catalog / "photos" / "g2.jpg").convert("RGB")
     np.testing.assert_allclose(searcher.embed(query), tuned_by_hand(raw_by_hand(catalog)["g2"], W_HAND), atol=1e-5)
     top = searcher.search_image(query, k=3, crop="off").hits
-    assert top[0].product_id == "g2" and top[0].score == pytest.approx(1.0, abs=1e-4)
+    assert top[0].product_id == "g2" and top[0].similarity == pytest.approx(1.0, abs=1e-4)
     similar = searcher.more_like("g2", k=2).hits
     assert "g2" not in [h.product_id for h in similar] and len(similar) == 2
 

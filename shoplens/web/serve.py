@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import logging
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
+from starlette.middleware import Middleware
 
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
 from shoplens.search import Searcher
 from shoplens.store import StoreError
+from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
-from shoplens.web.ui import CSS, PAGE_SIZE, build, build_message
+from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
 
 log = logging.getLogger("shoplens.web")
 
@@ -38,6 +43,7 @@ class WebApp:
     demo: gr.Blocks
     allowed_paths: list[str] = field(default_factory=list)
     searcher: Searcher | None = None
+    photos: Photos = field(default_factory=lambda: Photos(None, []))
     url: str = ""
     warming: threading.Thread | None = None
 
@@ -57,21 +63,37 @@ def how_to_build(reason: str, where: str) -> str:
             f"or do both at once: `python app.py --catalog CATALOG_DIR {where}`.")
 
 
+def in_use(reason: str, where: str) -> str:
+    return (f"### This index is in use by another process\n\n{reason}\n\nAnother app (or the indexer) has it "
+            f"open; only one process can open an index at a time. Stop the other one, or serve a copy of the "
+            f"index, then start the app again (`python app.py {where}`).")
+
+
+def is_locked(exc: Exception) -> bool:
+    """Whether opening the index failed because another process holds its write-ahead log."""
+    return "WouldBlock" in str(exc)
+
+
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
-           page_size: int = PAGE_SIZE) -> WebApp:
-    """Open the index once and build the page; a missing, empty or unreachable index gives a page that says so."""
+           page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> WebApp:
+    """Open the index once and build the page; a missing, empty, busy or unreachable index gives a page that says so.
+
+    `cache_expiry` (every, older than; seconds): Gradio's copies of uploads and shown photos are deleted then.
+    """
     where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
     try:
         searcher = Searcher.open(index, qdrant_url, collection)
-        shop = Shop(searcher, page_size)
-        if shop.count() == 0:
+        if searcher.store.count() == 0:
             searcher.close()
             return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
-        demo = build(shop, page_size)
+        shop = Shop(searcher, page_size)
+        photos = shop.photos  # the allow-list follows the index opened here
+        demo = build(shop, page_size, cache_expiry)
     except StoreError as exc:
+        if is_locked(exc):
+            return WebApp(build_message(in_use(f"`{exc}`", where)))
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
-    allowed = [str(shop.root)] if shop.root else []
-    return WebApp(demo, allowed, searcher)
+    return WebApp(demo, photos.folders(), searcher, photos)
 
 
 def warm_up(searcher: Searcher) -> threading.Thread:
@@ -89,16 +111,21 @@ def warm_up(searcher: Searcher) -> threading.Thread:
 
 def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            concurrency: int = CONCURRENCY, block: bool = True, quiet: bool = False) -> str:
-    """Serve the app (queued, uploads bounded, files only from the catalog root); returns the local URL."""
+    """Serve the app (queued, uploads bounded, files: the indexed photos only); returns the local URL."""
+    release_memory_promptly()
     app.demo.queue(default_concurrency_limit=concurrency, max_size=QUEUE_SIZE)
-    if app.searcher is not None:
-        app.warming = warm_up(app.searcher)
     chatter = io.StringIO()
     # Gradio prints several lines (and a long one when the share link fails); we print our own.
     with contextlib.redirect_stdout(chatter):
         app.demo.launch(server_name=host, server_port=port, share=share, allowed_paths=app.allowed_paths,
                         max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True, show_error=False,
-                        ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"])
+                        ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
+                        # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
+                        # its file routes serve: the indexed photos, one file at a time, and its own files.
+                        app_kwargs={"middleware": [Middleware(PhotoGate, photos=app.photos,
+                                                              uploads=get_upload_folder())]})
+    if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
+        app.warming = warm_up(app.searcher)
     app.url = app.demo.local_url
     if not quiet:
         print(f"shoplens: serving on {app.url}", flush=True)
@@ -113,6 +140,46 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
         finally:
             app.close()
     return app.url
+
+
+def release_memory_promptly() -> None:
+    """Have glibc give big freed blocks (decoded photos) back to the system at once.
+
+    By default its mmap threshold grows to the size of the largest block freed, so after one big photo
+    every later one is carved from the heap and its memory is kept by the process for good.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB, fixed: blocks above it are mmapped and unmapped
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
+def check_options(args) -> str | None:
+    """What is wrong with the app's options, in one line, or None; checked before anything is opened."""
+    if not 1 <= args.port <= 65535:
+        return f"--port {args.port}: a port is a number from 1 to 65535"
+    if args.concurrency < 1:
+        return f"--concurrency {args.concurrency}: at least 1 search must run at a time"
+    if not 1 <= args.page_size <= MAX_PAGE_SIZE:
+        return f"--page-size {args.page_size}: pick from 1 to {MAX_PAGE_SIZE} products per page"
+    return port_busy(args.host, args.port)
+
+
+def port_busy(host: str, port: int) -> str | None:
+    """Why we cannot listen on host:port (taken, or not an address of this machine), or None."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"--host {host}: unknown address ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot serve on {host}:{port}: {exc.strerror or exc} (another app on that port? pick --port)"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     args = build_parser().parse_args(argv)
+    problem = check_options(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.catalog is not None:
             sync_first(args)

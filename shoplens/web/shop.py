@@ -22,13 +22,19 @@ from shoplens.localise.crop import CROP_DRAFT
 from shoplens.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.tuneindex import tuning_line
-from shoplens.web.views import caption, safe_image
+from shoplens.web.photos import Photos
+from shoplens.web.views import caption
 
 log = logging.getLogger("shoplens.web")
 
 # Uploads: Gradio refuses bigger files at the door (launch max_file_size); this bounds what we decode.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_UPLOAD_PIXELS = 40_000_000
+# Pixels decoded per upload: 16 MP (a 4000x4000 photo, ~64 MB decoded) is more than a phone's JPEG after its
+# draft scale; a PNG is refused from its header above it. A few KB of PNG can claim 40 MP (160 MB decoded).
+MAX_UPLOAD_PIXELS = 16_000_000
+# Decodes at once, across all requests: each may hold ~4 bytes per pixel of the budget twice while converting.
+DECODE_SLOTS = 2
+_decoding = threading.BoundedSemaphore(DECODE_SLOTS)
 MAX_RESULTS = 48
 MAX_WORDS = 200  # characters of a text query: a title is shorter, a pasted essay is not a query
 # Fields that make a good "browse by", in order of preference (when they have a few values at least).
@@ -49,14 +55,22 @@ class Page:
 class Shop:
     """Everything the page asks of the index, for an opened Searcher."""
 
-    def __init__(self, searcher: Searcher, page_size: int = 24):
+    def __init__(self, searcher: Searcher, page_size: int = 24, photos: Photos | None = None):
         self.searcher = searcher
         self.page_size = page_size
         self.root = searcher.catalog_root.resolve() if searcher.catalog_root else None
+        self._photos = photos
         self.fields = searcher.filter_fields
         self._ids: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._ids_lock = threading.Lock()
         self._placeholder: Path | None = None
+
+    @property
+    def photos(self) -> Photos:
+        """The allow-list of product photos, read from the index on first use."""
+        if self._photos is None:
+            self._photos = Photos.from_store(self.searcher.store, self.root)
+        return self._photos
 
     # index facts
 
@@ -83,26 +97,35 @@ class Shop:
         for filters in groups:
             hits, _ = self.searcher.store.scroll(filters, limit=n if filters is None else 1)
             for hit in hits:
-                path = safe_image(self.root, hit.payload.get("image_path", ""))
+                path = self.photos.find(hit.payload.get("image_path", ""))
                 if path and len(paths) < n:
                     paths.append(str(path))
         return paths
 
     # searching
 
-    def read_upload(self, path: str | bytes | None) -> Image.Image:
-        """Decode an uploaded photo (a file Gradio stored, or bytes), big enough to crop; ImageError when unusable."""
+    def read_upload(self, path: str | bytes | Refused | None) -> Image.Image:
+        """Decode an uploaded photo (a file Gradio stored, or bytes), big enough to crop; ImageError when unusable.
+
+        At most DECODE_SLOTS photos are decoded at once, each within MAX_UPLOAD_PIXELS, and what is kept is
+        shrunk by a whole factor (short side still >= the crop draft size): memory stays bounded under load.
+        """
         if path is None:
             raise ImageError("no photo yet: upload, paste or take one")
+        if isinstance(path, Refused):
+            raise ImageError(path.reason)
         if isinstance(path, (str, os.PathLike)):
             size = os.path.getsize(path)
             if size > MAX_UPLOAD_BYTES:
-                raise ImageError(f"the file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB")
+                raise ImageError(too_large(size))
             data = Path(path).read_bytes()
         else:
             data = path
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise ImageError(too_large(len(data)))
         draft = max(self.searcher.encoder.draft_size or 0, CROP_DRAFT)
-        return load_image(data, name="the uploaded file", draft_size=draft, max_pixels=MAX_UPLOAD_PIXELS)
+        with _decoding:
+            return load_image(data, name="the uploaded file", draft_size=draft, budget=MAX_UPLOAD_PIXELS, reduce=True)
 
     def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
         """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
@@ -193,8 +216,8 @@ class Shop:
     # photos
 
     def photo(self, hit: Hit) -> str:
-        """The product's photo under the catalog root, or a neutral placeholder."""
-        path = safe_image(self.root, hit.payload.get("image_path", ""))
+        """The product's photo (an allow-listed file), or a neutral placeholder."""
+        path = self.photos.find(hit.payload.get("image_path", ""))
         return str(path) if path else str(self.placeholder())
 
     def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
@@ -210,6 +233,17 @@ class Shop:
             img.save(folder / "no-photo.png")
             self._placeholder = folder / "no-photo.png"
         return self._placeholder
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An upload refused before decoding (a `data:` URL over the size limit, say); read_upload says why."""
+
+    reason: str
+
+
+def too_large(size: int) -> str:
+    return f"the file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB"
 
 
 def clean_words(words: str | None) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
 import inspect
 import logging
 import random
@@ -19,8 +18,8 @@ from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
 from shoplens.store import StoreError
-from shoplens.web.shop import MAX_WORDS, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop
-from shoplens.web.views import details_html, facet_choices, label, result_row, status_line
+from shoplens.web.shop import MAX_WORDS, Refused, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop, too_large
+from shoplens.web.views import details_html, facet_choices, label, md, redact, result_row, status_line
 
 log = logging.getLogger("shoplens.web")
 
@@ -29,6 +28,9 @@ DEFAULT_K = 12
 # One clear colour per box drawn on the shopper's photo (the localisers return at most 4).
 ITEM_COLOURS = {"Item 1": "#e11d48", "Item 2": "#2563eb", "Item 3": "#16a34a", "Item 4": "#d97706"}
 PAGE_SIZE = 24
+MAX_PAGE_SIZE = 200
+# Gradio keeps every upload and a copy of every photo it showed: every 10 minutes, drop those older than an hour.
+CACHE_EXPIRY = (600, 3600)
 
 CSS = """
 .sl-header h1 {margin-bottom: 0}
@@ -78,7 +80,7 @@ class PhotoInput(gr.Image):
         if url.startswith("data:"):
             encoded = url.partition(",")[2]
             if len(encoded) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
-                return b"\0" * 0  # empty: refused as "empty file" below without decoding megabytes
+                return Refused(too_large(len(encoded) * 3 // 4))  # said so without decoding megabytes
             try:
                 return base64.b64decode(encoded, validate=False)
             except (binascii.Error, ValueError):
@@ -89,17 +91,18 @@ class PhotoInput(gr.Image):
 def friendly(exc: Exception) -> str:
     """A message for the page: what went wrong and what to do, never a traceback."""
     if isinstance(exc, ImageError):
-        return f"That photo can't be used: {exc}. Try a JPEG, PNG or WebP photo of a product."
+        return f"That photo can't be used: {redact(str(exc))}. Try a JPEG, PNG or WebP photo of a product."
     if isinstance(exc, StoreError):
-        return f"The product index can't be used right now: {exc}"
+        log.warning("index error in a request: %s", exc)
+        return f"The product index can't be used right now: {redact(str(exc))}"
     if isinstance(exc, UserError):
-        return f"{exc}"
+        return redact(str(exc))
     log.exception("unexpected error in a request")
     return "Something went wrong on our side; the details are in the server log. Please try again."
 
 
 def error_md(exc: Exception) -> str:
-    return f"<p class='sl-error'>⚠️ {friendly(exc)}</p>"
+    return f"<p class='sl-error'>⚠️ {md(friendly(exc))}</p>"
 
 
 def with_signature(fn, names: list[str]):
@@ -109,8 +112,8 @@ def with_signature(fn, names: list[str]):
     return fn
 
 
-def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
-    """The whole app for an opened, non-empty index."""
+def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
+    """The whole app for an opened, non-empty index; Gradio's cached files expire after `cache_expiry`."""
     shop.page_size = page_size
     facets = shop.facets()
     fields = [f for f in shop.fields if facets.get(f)]
@@ -120,18 +123,18 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
 
     def filters_of(values) -> dict:
         # Dropdown values are matched against the index's own values by Gradio; they only ever
-        # become filter values in the store.
-        return {f: list(v) for f, v in zip(fields, values) if v}
+        # become filter values in the store. An API caller may pass one value as a plain string.
+        return {f: [v] if isinstance(v, str) else list(v) for f, v in zip(fields, values) if v}
 
     prompt = ("Upload, paste or take a photo of a product, or type a few words (e.g. “red running shoes”)."
               if shop.has_text else "Upload, paste or take a photo of a product to find look-alikes.")
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
         how = "by photo or by words" if shop.has_text else "by photo"
         gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
                     elem_classes="sl-header")
         if shop.tuning_line:  # which tuning the index's vectors carry, with its held-out figures
-            gr.Markdown(shop.tuning_line, elem_id="tuning", elem_classes="sl-tuning")
+            gr.Markdown(md(shop.tuning_line), elem_id="tuning", elem_classes="sl-tuning")
         with gr.Tabs():
             with gr.Tab("Search by photo", id="search"):
                 with gr.Row(equal_height=False):
@@ -241,7 +244,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
                 index = 1 if DEFAULT_CROP == "auto" and len(items) > 1 else 0
             shown = {**show_item(items, index, image), items_state: items}
             if clean_words(text):
-                shown[status] += f", refined by “{html.escape(clean_words(text))}”"
+                shown[status] += f", refined by “{md(clean_words(text))}”"
             return shown
 
         def search_words(text, k_value, *values):
@@ -253,7 +256,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
                 return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
                         details_box: gr.update(visible=False)}
-            return show_results(results, f"matching “{html.escape(clean_words(text))}”")
+            return show_results(results, f"matching “{md(clean_words(text))}”")
 
         filter_names = [f"filter_{f}" for f in fields]
         search_outputs = result_outputs + [items_state, picked_state]
@@ -346,7 +349,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             except Exception as exc:  # noqa: BLE001
                 return {status: error_md(exc)}
             title = (hit.payload.get("title") if hit else None) or product_id
-            return show_results(results, f"more like “{title}”")
+            return show_results(results, f"more like “{md(str(title))}”")
 
         more_btn.click(with_signature(more_like, ["product_id", "k", *filter_names]),
                        inputs=[selected, k, *dropdowns], outputs=result_outputs, api_name="more_like_this")
@@ -361,7 +364,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             except Exception as exc:  # noqa: BLE001
                 return {page_md: error_md(exc)}
             state = {**state, "page": page.number}
-            name = state.get("value") or "All products"
+            name = md(str(state.get("value") or "All products"))
             text = (f"**{name}**: page **{page.number + 1}** of **{page.pages}** "
                     f"({page.total:,} products{', shuffled' if state.get('seed') is not None else ''})")
             return {browse_gallery: shop.gallery(page.hits, with_score=False), page_md: text, browse_state: state,
@@ -380,7 +383,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE) -> gr.Blocks:
             except Exception as exc:  # noqa: BLE001
                 return {page_md: error_md(exc)}
             if not known:
-                return {page_md: f"No products in “{html.escape(str(value))}”: pick a category from the list.",
+                return {page_md: f"No products in “{md(str(value))}”: pick a category from the list.",
                         browse_gallery: [], page_ids: [], browse_state: {}}
             seed = random.randrange(1 << 30) if shuffled else None
             return show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed})
@@ -465,9 +468,9 @@ def item_json(results, index: int) -> dict:
             "results": [result_row(h, i) for i, h in enumerate(results.hits, 1)]}
 
 
-def build_message(message: str) -> gr.Blocks:
+def build_message(message: str, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
     """The page shown when there is nothing to search yet (no index, empty index, store unreachable)."""
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
         gr.Markdown("# shoplens", elem_classes="sl-header")
         gr.Markdown(message)
         refresh = gr.Button("Check again", size="sm")

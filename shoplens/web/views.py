@@ -6,7 +6,8 @@ Kept free of Gradio so it can be tested and reused on its own.
 from __future__ import annotations
 
 import html
-from pathlib import Path
+import os
+import re
 
 from shoplens.store import Hit
 
@@ -17,28 +18,44 @@ FIRST_FIELDS = ["title", "product_id", "category", "sub_category", "product_type
                 "usage", "season", "year", "image_path"]
 
 
+# Characters Markdown (or Gradio's $$ maths) would act on, `:` and `.` included (bare links); `&` and `<` are
+# made entities first.
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$>:])")
+# An absolute path of two parts or more, as the store or the decoder may quote one in an error.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"`]+/)+([^\s/'\"`]*)")
+
+
+def md(text: str) -> str:
+    """Catalog or user text made inert inside Markdown/HTML: entities for & < >, backslashes for Markdown
+    punctuation, one line. Gradio sanitises script away, but `<img>`, `**bold**` or a link would still show."""
+    flat = " ".join(str(text).split())
+    return MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(flat, quote=False))
+
+
+def redact(message: str) -> str:
+    """An error message for the page with server paths cut to their last part (`…/index.json`)."""
+    return ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(1), message)
+
+
+def public_path(image_path: str) -> str:
+    """A photo's path as the page may show it: catalog-relative as indexed, or just the file name when the
+    manifest gave an absolute server path."""
+    text = str(image_path or "")
+    return os.path.basename(text) if os.path.isabs(text) else text
+
+
+def public(payload: dict) -> dict:
+    """A product's payload for the page and API callers: no hashes, no server paths."""
+    shown = {k: v for k, v in payload.items() if k not in HIDDEN_FIELDS}
+    if "image_path" in shown:
+        shown["image_path"] = public_path(shown["image_path"])
+    return shown
+
+
 def label(field: str) -> str:
     """'product_type' -> 'Product type'."""
     text = field.replace("_", " ").strip()
     return text[:1].upper() + text[1:]
-
-
-def safe_image(root: Path | None, rel_path: str) -> Path | None:
-    """The product photo under the catalog root, or None if it is missing or lies outside the root.
-
-    The relative path comes from the index, not from the page, but a manifest can name absolute paths
-    or `..`; resolving and checking keeps every served file inside the root.
-    """
-    if root is None or not rel_path:
-        return None
-    root = root.resolve()
-    try:
-        path = (root / rel_path).resolve()
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
 
 
 def caption(hit: Hit, with_score: bool = True) -> str:
@@ -58,7 +75,7 @@ def caption(hit: Hit, with_score: bool = True) -> str:
 def result_row(hit: Hit, rank: int) -> dict:
     """One result for API callers: rank, id, score (ranks the list), similarity (image cosine to the query
     photo, None for words alone), title, category and every metadata field."""
-    p = {k: v for k, v in hit.payload.items() if k not in HIDDEN_FIELDS}
+    p = public(hit.payload)
     similarity = None if hit.similarity is None else round(hit.similarity, 4)
     return {"rank": rank, "id": hit.product_id, "score": round(hit.score, 4), "similarity": similarity,
             "title": p.get("title", ""),
@@ -67,7 +84,7 @@ def result_row(hit: Hit, rank: int) -> dict:
 
 def details_html(hit: Hit, score: float | None = None, similarity: float | None = None) -> str:
     """An escaped HTML table of everything the index knows about a product."""
-    payload = {k: v for k, v in hit.payload.items() if k not in HIDDEN_FIELDS and v not in ("", None)}
+    payload = {k: v for k, v in public(hit.payload).items() if v not in ("", None)}
     keys = [k for k in FIRST_FIELDS if k in payload] + sorted(k for k in payload if k not in FIRST_FIELDS)
     title = html.escape(str(payload.get("title") or hit.product_id))
     rows = "".join(f"<tr><th>{html.escape(label(k))}</th><td>{html.escape(str(payload[k]))}</td></tr>"

@@ -1,0 +1,133 @@
+"""What the web app may serve as files: the photos of the indexed products, one file at a time, nothing else.
+
+Gradio serves any file under its `allowed_paths` folders. A catalog folder also holds the manifest, notes,
+perhaps a `.env`; a manifest with absolute photo paths would make its own folder (a home folder, say) the
+served root. So the index decides: `Photos` is the allow-list of the product photos the opened index names
+(relative ones resolved against the catalog root, absolute ones as they are), and `PhotoGate` sits in front of
+Gradio's file routes and answers 404 for every path that is neither such a photo nor a file Gradio itself
+created (uploads and its copies of our photos, in its upload folder). Checks resolve symlinks first.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+from pathlib import Path
+from typing import Iterable
+
+from starlette.responses import FileResponse, PlainTextResponse
+
+# Gradio's file routes: /gradio_api/file=<path> and the older /gradio_api/file/<path> (both still served).
+FILE_ROUTE = re.compile(r"/gradio_api/file[=/]")
+RELATIVE, ABSOLUTE = "relative", "absolute"
+
+
+def _normal(path: str) -> str:
+    return os.path.normpath(os.path.abspath(path))
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def is_image_name(path: str) -> bool:
+    """Whether a file name says it is a picture (a resolved link to `id_rsa` or `.env` does not)."""
+    kind, _ = mimetypes.guess_type(path)
+    return bool(kind and kind.startswith("image/"))
+
+
+class Photos:
+    """The product photos of an opened index, keyed by the absolute path the index names them by."""
+
+    def __init__(self, root: str | Path | None, image_paths: Iterable[str]):
+        self.root = os.path.realpath(root) if root else None
+        self._paths: dict[str, str] = {}
+        for raw in image_paths:
+            key = self._key(raw)
+            if key is not None:
+                self._paths[key] = ABSOLUTE if os.path.isabs(raw) else RELATIVE
+        self._folders: list[str] = []
+        folders = {(os.path.realpath(os.path.dirname(k)), kind) for k, kind in self._paths.items()}
+        for folder, kind in sorted(folders):
+            if kind == ABSOLUTE or _inside(folder, self.root):  # `../` entries are never served
+                self._cover(folder)
+
+    @classmethod
+    def from_store(cls, store, root: str | Path | None) -> "Photos":
+        """Every product's `image_path` in the store (one pass over the payloads, at app start)."""
+        return cls(root, (str(hit.payload.get("image_path") or "") for hit in store.iterate(page=1000)))
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def _key(self, raw: str) -> str | None:
+        if not raw or "\0" in raw:
+            return None
+        if os.path.isabs(raw):
+            return _normal(raw)
+        return _normal(os.path.join(self.root, raw)) if self.root else None
+
+    def _check(self, key: str) -> Path | None:
+        # Resolved now, not at start: a photo swapped for a link to a secret after indexing is still refused.
+        kind = self._paths.get(key)
+        if kind is None:
+            return None
+        real = os.path.realpath(key)
+        if kind == RELATIVE and not _inside(real, self.root):
+            return None  # a link in the catalog pointing out of it
+        if not is_image_name(real) or not os.path.isfile(real):
+            return None
+        self._cover(os.path.dirname(real))
+        return Path(real)
+
+    def find(self, image_path: str) -> Path | None:
+        """The file to show for a product's `image_path`, or None (missing, or not a photo we may serve)."""
+        key = self._key(str(image_path or ""))
+        return self._check(key) if key else None
+
+    def lookup(self, requested: str) -> Path | None:
+        """The file behind a requested path, when it names an indexed product's photo; else None."""
+        if not requested or "\0" in requested:
+            return None
+        return self._check(_normal(requested))
+
+    def folders(self) -> list[str]:
+        """The folders holding the photos (resolved; never the catalog root for its own sake): Gradio copies a
+        handler's output files into its cache only from such `allowed_paths`. The list is live: `find` adds
+        the folder of a photo that is a link into another folder. What is served is PhotoGate's decision."""
+        return self._folders
+
+    def _cover(self, folder: str) -> None:
+        if folder and not any(_inside(folder, kept) for kept in self._folders):
+            self._folders.append(folder)  # one atomic append: safe under concurrent requests
+
+class PhotoGate:
+    """ASGI middleware: Gradio's file routes serve indexed photos and Gradio's own files only; the rest is 404."""
+
+    def __init__(self, app, photos: Photos, uploads: str | Path):
+        self.app = app
+        self.photos = photos
+        self.uploads = os.path.realpath(uploads)
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http":
+            path = scope.get("path", "")
+            match = FILE_ROUTE.search(path)
+            if match:
+                requested = path[match.end():]
+                photo = self.photos.lookup(requested)
+                if photo is not None:
+                    response = FileResponse(photo, media_type=mimetypes.guess_type(photo.name)[0],
+                                            content_disposition_type="inline", filename=photo.name)
+                    return await response(scope, receive, send)
+                if not self._gradio_file(requested):
+                    return await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _gradio_file(self, requested: str) -> bool:
+        # Uploads and Gradio's copies of the photos we showed live in its upload folder; Gradio checks them
+        # again itself. Anything else (URLs to fetch, other local files) never reaches Gradio.
+        if not requested or "\0" in requested or "://" in requested:
+            return False
+        return _inside(os.path.realpath(_normal(requested)), self.uploads)
