@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import inspect
 import logging
 import random
@@ -134,7 +135,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
         gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
                     elem_classes="sl-header")
         if shop.tuning_line:  # which tuning the index's vectors carry, with its held-out figures
-            gr.Markdown(md(shop.tuning_line), elem_id="tuning", elem_classes="sl-tuning")
+            gr.Markdown(html.escape(shop.tuning_line), elem_id="tuning", elem_classes="sl-tuning")
         with gr.Tabs():
             with gr.Tab("Search by photo", id="search"):
                 with gr.Row(equal_height=False):
