@@ -23,7 +23,7 @@ from shoplens.textindex import MIN_BRIDGE_PAIRS
 
 # List weights in the fusion (benchmarks/text_probe.py). The bridge is left out: with titles on every
 # product it lowered type + colour precision; it stays a mode of its own. A missing list is absent.
-TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0}
+TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0, "labels": 0.0}
 RRF_K = 60
 CANDIDATES = 100  # how deep each list goes before fusion
 TIE_MARGIN = 10  # extra hits fetched so that ties at the cut-off are decided by id, the same on every store
@@ -45,6 +45,7 @@ class TextSide:
     bridge: object = None  # shoplens.text.bridge.Bridge or None
     image_text: object = None  # str -> image-space vector (an encoder with a text tower), or None
     names_colours: bool = True  # the catalog's titles and attributes name colours (see COLOUR_WORD_BOOST)
+    labels: object = None  # shoplens.text.expand.LabelVocabulary: the catalog's product types, or None
 
 
 def colour_word_weight(side: TextSide) -> float:
@@ -65,16 +66,32 @@ def ranked_lists(side: TextSide, text: str, n: int, filters: Filters | None = No
     if side.embed_text is not None:
         if "keyword" in wanted:
             lists["keyword"] = side.store.search_keywords(bm25_query(text), n, filters, ids)
-        if wanted & {"semantic", "bridge"}:
+        if wanted & {"semantic", "bridge", "labels"}:
             sentence = side.embed_text(text)
             if "semantic" in wanted:
                 lists["semantic"] = side.store.search(sentence, n, filters, using=TEXT_VECTOR, ids=ids)
             if "bridge" in wanted and side.bridge is not None:
                 lists["bridge"] = side.store.search(side.bridge.project(sentence)[0], n, filters, ids=ids)
+            if "labels" in wanted:
+                lists.update(label_list(side, sentence, n, filters, ids))
     if side.image_text is not None and "imagebind" in wanted:
         lists["imagebind"] = side.store.search(side.image_text(text), n, filters, ids=ids)
     # Stores order tied scores differently; rank ties by point id so fusion is the same on every store.
     return {name: sorted(hits, key=lambda h: (-h.score, h.id)) for name, hits in lists.items()}
+
+
+def label_list(side: TextSide, sentence, n: int, filters: Filters | None, ids: list[str] | None
+               ) -> dict[str, list[Hit]]:
+    """{"labels": the semantic search within the catalog types the words mean} (shoplens.text.expand); empty
+    when the index has no types, the words name none, or a filter already picks the type."""
+    vocabulary = side.labels
+    if vocabulary is None or vocabulary.field in (filters or {}):
+        return {}
+    chosen = vocabulary.match(sentence)
+    if not chosen:
+        return {}
+    return {"labels": side.store.search(sentence, n, {**(filters or {}), vocabulary.field: chosen},
+                                        using=TEXT_VECTOR, ids=ids)}
 
 
 def fuse(lists: dict[str, list[Hit]], weights: dict[str, float], limit: int) -> list[Hit]:

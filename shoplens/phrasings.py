@@ -141,7 +141,8 @@ def score_phrasings(side, payloads: list[dict], phrasings: list[Phrasing], modes
 @contextmanager
 def phrasing_index(catalog: Catalog, index: str | Path | None = None, encoder=None, progress: bool = False):
     """An opened Searcher on `catalog` indexed for real (image vectors from the embedding cache, BM25, MiniLM,
-    colours, the bridge). `index`: a folder to keep it in and reuse on the next run (built when empty)."""
+    colours, the bridge). `index`: a folder to keep it in and reuse on the next run (built when it holds no
+    index; an index there is trusted to be this catalog's)."""
     from shoplens.embedcache import embed_products
     from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
     from shoplens.search import Searcher
@@ -152,7 +153,11 @@ def phrasing_index(catalog: Catalog, index: str | Path | None = None, encoder=No
     with tempfile.TemporaryDirectory(prefix="shoplens-phrasings-") as tmp:
         store = EdgeStore(Path(index) if index else Path(tmp) / "index")
         try:
-            if not (store.read_meta() or {}).get("text"):
+            meta = store.read_meta()
+            if meta is not None and not meta.get("text"):
+                raise PhrasingError(f"the index in {index} has no text vectors: give a new --index folder "
+                                    "(or none) and the catalog is indexed with text there")
+            if meta is None:
                 known = embed_products(catalog.products, enc, progress=progress)
                 sync_catalog(catalog, store, enc, text=TextIndexer(), progress=progress,
                              known_vectors=dict(zip(known.hashes, known.vectors)))
@@ -178,3 +183,23 @@ def evaluate_phrasings(catalog: str | Path | Catalog, phrasings: str | Path | li
                    "seconds_indexing": round(indexed_at - started, 1),
                    "seconds_searching": round(time.perf_counter() - indexed_at, 1)}
     return result
+
+
+def cmd_evaluate_phrasings(args) -> int:
+    """`python -m shoplens evaluate CATALOG --text-phrasings FILE [--index DIR] [--json FILE]`."""
+    import json
+    import sys
+
+    if args.catalog is None or args.qdrant_url is not None or args.queries is not None or args.text_queries:
+        raise PhrasingError("--text-phrasings indexes a CATALOG itself (into --index DIR when given, to reuse it): "
+                            "give the catalog, without --qdrant-url, --queries or --text-queries")
+    result = evaluate_phrasings(args.catalog, args.text_phrasings, layout=args.layout, index=args.index,
+                                encoder=args.encoder, progress=not args.quiet)
+    print(result.table())
+    if result.unscored:
+        print(f"no product is relevant to (left out): {', '.join(result.unscored)}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0

@@ -17,6 +17,7 @@ from shoplens.colour import COLOUR_VERSION, colour_profile
 from shoplens.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.minilm import MiniLM
+from shoplens.text.expand import LabelVocabulary
 from shoplens.textindex import TextIndexer, check_text
 
 
@@ -170,16 +171,17 @@ class Searcher:
         """What text queries need (sentence model, bridge, a text tower), loaded on first use."""
         with self._lock:
             if self._text_side is None:
-                embed_text = bridge = None
+                embed_text = bridge = labels = None
                 if text_dim(self.meta):
                     indexer = TextIndexer(MiniLM(threads=1))  # one query: a second thread costs more than it saves
                     check_text(self.meta, indexer, self.store.location)
                     embed_text, bridge = indexer.embed_query, indexer.load_bridge(self.store, self.meta)
+                    labels = LabelVocabulary.from_store(self.store, indexer.model.embed_texts)  # embedded on first use
                 image_text = None
                 if self._encoder_supports_text():
                     image_text = lambda text: self.encoder.embed_text([text])[0]  # noqa: E731
                 names_colours = (self.meta.get("text") or {}).get("names_colours", True)
-                self._text_side = TextSide(self.store, embed_text, bridge, image_text, names_colours)
+                self._text_side = TextSide(self.store, embed_text, bridge, image_text, names_colours, labels)
             return self._text_side
 
     def _encoder_supports_text(self) -> bool:

@@ -1,0 +1,105 @@
+"""Text search on shoppers' phrasings (benchmarks/data/text_phrasings.csv), written into docs/quality.md.
+
+    python -m benchmarks.text_phrasings --index /tmp/phrasings-index --tune   # choose on the tune half
+    python -m benchmarks.text_phrasings --index /tmp/phrasings-index          # report both halves
+
+The whole 9.6k catalog is indexed for real once (keep it with --index to rerun in seconds). `--tune`
+searches the tune half's phrasings once per list (keyword, semantic, bridge, semantic within the
+catalog types the query means, at several settings), then fuses them in Python for every weight
+combination of the grid, exactly as shoplens.hybrid fuses: the best combination on the tune half is what
+shoplens.hybrid.TEXT_WEIGHTS and shoplens.text.expand ship. The report run scores the shipped default
+and each list alone on both halves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.report import write_section
+
+CATALOG = Path("../shared/datasets/fashion-product-images-small")
+PHRASINGS = Path(__file__).resolve().parent / "data" / "text_phrasings.csv"
+OUT = Path(__file__).resolve().parent / "out"
+QUALITY = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
+BAR = 0.85
+# (top labels, margin, min similarity) settings tried for the catalog-type list
+LABEL_SETTINGS = [(1, 0.0, 0.3), (2, 0.05, 0.3), (3, 0.1, 0.3), (3, 0.05, 0.3), (5, 0.1, 0.3), (3, 0.1, 0.4),
+                  (2, 0.1, 0.3), (3, 0.15, 0.3)]
+GRID = {"keyword": [0.0, 0.5, 1.0, 2.0], "semantic": [0.0, 1.0, 2.0, 3.0], "bridge": [0.0, 0.5, 1.0],
+        "labels": [0.0, 1.0, 2.0, 4.0, 8.0]}
+
+
+def lists_for(side, phrasings, settings):
+    """query -> list name -> best-first payload list (and ids), searched once."""
+    from shoplens.hybrid import CANDIDATES, ranked_lists
+    from shoplens.store import TEXT_VECTOR
+
+    out = {}
+    for ph in phrasings:
+        lists = ranked_lists(side, ph.query, CANDIDATES, wanted={"keyword", "semantic", "bridge"})
+        sentence = side.embed_text(ph.query)
+        for setting in settings:
+            chosen = side.labels.match(sentence, *setting)
+            hits = side.store.search(sentence, CANDIDATES, {side.labels.field: chosen}, using=TEXT_VECTOR) if chosen else []
+            lists[f"labels{setting}"] = sorted(hits, key=lambda h: (-h.score, h.id))
+        out[ph.query] = lists
+    return out
+
+
+def tune(side, payloads, phrasings) -> dict:
+    """Every weight combination x label setting on the tune half, best first."""
+    from shoplens.hybrid import CANDIDATES, fuse
+    from shoplens.phrasings import capped_precision, relevant_counts
+
+    chosen = [ph for ph in phrasings if ph.split == "tune"]
+    counts = relevant_counts(payloads, chosen)
+    chosen = [ph for ph in chosen if counts[ph.query]]
+    searched = lists_for(side, chosen, LABEL_SETTINGS)
+    rows = []
+    for setting in LABEL_SETTINGS:
+        for combo in itertools.product(*GRID.values()):
+            weights = dict(zip(GRID, combo))
+            if not any(weights.values()) or (weights["labels"] == 0 and setting != LABEL_SETTINGS[0]):
+                continue
+            scores = []
+            for ph in chosen:
+                lists = {name: hits for name, hits in searched[ph.query].items() if not name.startswith("labels")}
+                lists["labels"] = searched[ph.query][f"labels{setting}"]
+                found = fuse(lists, weights, CANDIDATES)[:10]
+                scores.append(capped_precision([h.payload for h in found], ph, counts[ph.query]))
+            rows.append({"weights": weights, "labels": list(setting), "tune": float(np.mean(scores))})
+    rows.sort(key=lambda r: -r["tune"])
+    return {"queries": len(chosen), "results": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=Path, default=None, help="keep the index here and reuse it")
+    parser.add_argument("--tune", action="store_true", help="grid-search the fusion on the tune half")
+    args = parser.parse_args()
+    from shoplens.catalog import read_catalog
+    from shoplens.phrasings import phrasing_index, read_phrasings, score_phrasings
+
+    phrasings = read_phrasings(PHRASINGS)
+    OUT.mkdir(parents=True, exist_ok=True)
+    with phrasing_index(read_catalog(CATALOG), args.index, progress=True) as searcher:
+        payloads = [h.payload for h in searcher.store.iterate()]
+        side = searcher.text_side
+        if args.tune:
+            result = tune(side, payloads, phrasings)
+            (OUT / "text_phrasings_tune.json").write_text(json.dumps(result, indent=1) + "\n")
+            for row in result["results"][:15]:
+                print(f"{row['tune']:.3f}  {row['weights']}  labels {row['labels']}")
+            return
+        result = score_phrasings(side, payloads, phrasings)
+    print(result.table())
+    (OUT / "text_phrasings.json").write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
