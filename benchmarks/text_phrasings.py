@@ -28,8 +28,11 @@ OUT = Path(__file__).resolve().parent / "out"
 QUALITY = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 BAR = 0.85
 # (top labels, margin, min similarity) settings tried for the catalog-type list
-LABEL_SETTINGS = [(1, 0.0, 0.3), (2, 0.05, 0.3), (3, 0.1, 0.3), (3, 0.05, 0.3), (5, 0.1, 0.3), (3, 0.1, 0.4),
-                  (2, 0.1, 0.3), (3, 0.15, 0.3)]
+# (top labels, margin, min similarity, vote weight, vote depth) settings tried for the catalog-type list
+LABEL_SETTINGS = [(1, 0.0, 0.3, 0, 20), (2, 0.05, 0.3, 0, 20), (3, 0.1, 0.3, 0, 20), (3, 0.05, 0.3, 0, 20),
+                  (5, 0.1, 0.3, 0, 20), (3, 0.1, 0.4, 0, 20), (2, 0.1, 0.3, 0, 20), (3, 0.15, 0.3, 0, 20)]
+LABEL_SETTINGS += [(top, margin, 0.3, vote, depth) for top, margin in [(1, 0.0), (2, 0.05), (2, 0.1)]
+                   for vote in (0.25, 0.5, 1.0) for depth in (10, 20)]
 GRID = {"keyword": [0.0, 0.5, 1.0, 2.0], "semantic": [0.0, 1.0, 2.0, 3.0], "bridge": [0.0, 0.5, 1.0],
         "labels": [0.0, 1.0, 2.0, 4.0, 8.0]}
 
@@ -38,13 +41,16 @@ def lists_for(side, phrasings, settings):
     """query -> list name -> best-first payload list (and ids), searched once."""
     from shoplens.hybrid import CANDIDATES, ranked_lists
     from shoplens.store import TEXT_VECTOR
+    from shoplens.text.expand import type_votes
 
     out = {}
     for ph in phrasings:
         lists = ranked_lists(side, ph.query, CANDIDATES, wanted={"keyword", "semantic", "bridge"})
         sentence = side.embed_text(ph.query)
-        for setting in settings:
-            chosen = side.labels.match(sentence, *setting)
+        for top, margin, floor, vote, depth in settings:
+            setting = (top, margin, floor, vote, depth)
+            votes = type_votes(side.labels.field, [lists["keyword"], lists["semantic"]], depth)
+            chosen = side.labels.match(sentence, top, margin, floor, votes, vote)
             hits = side.store.search(sentence, CANDIDATES, {side.labels.field: chosen}, using=TEXT_VECTOR) if chosen else []
             lists[f"labels{setting}"] = sorted(hits, key=lambda h: (-h.score, h.id))
         out[ph.query] = lists

@@ -19,7 +19,7 @@ QUALITY = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 COMMAND = ("python -m shoplens evaluate ../shared/datasets/fashion-product-images-small --label article_type,colour "
            "--text-queries colour+article_type --text-queries title --json benchmarks/out/text_eval.json")
 TARGETS = {"article_type": 0.90, "article_type + colour": 0.60}  # fused search, all queries
-MODE_NAMES = {"fused": "**fused** (keyword 1 : semantic 2, RRF k=60)", "keyword": "keyword (BM25)",
+MODE_NAMES = {"fused": "**fused** (keyword 2 : semantic 1 : catalog types 8, RRF k=60)", "keyword": "keyword (BM25)",
               "semantic": "semantic (MiniLM)", "bridge": "bridge (MiniLM → image space, ridge)"}
 
 

@@ -18,12 +18,13 @@ import numpy as np
 from shoplens.colour import COLOURS_FIELD, RERANK_TOP, RERANK_WEIGHT, colour_words, named_colour_vector, rerank
 from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.text.document import bm25_query
+from shoplens.text.expand import type_votes
 from shoplens.text.fusion import rrf
 from shoplens.textindex import MIN_BRIDGE_PAIRS
 
 # List weights in the fusion (benchmarks/text_probe.py). The bridge is left out: with titles on every
 # product it lowered type + colour precision; it stays a mode of its own. A missing list is absent.
-TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0, "labels": 0.0}
+TEXT_WEIGHTS = {"keyword": 2.0, "semantic": 1.0, "bridge": 0.0, "imagebind": 2.0, "labels": 8.0}
 RRF_K = 60
 CANDIDATES = 100  # how deep each list goes before fusion
 TIE_MARGIN = 10  # extra hits fetched so that ties at the cut-off are decided by id, the same on every store
@@ -73,21 +74,22 @@ def ranked_lists(side: TextSide, text: str, n: int, filters: Filters | None = No
             if "bridge" in wanted and side.bridge is not None:
                 lists["bridge"] = side.store.search(side.bridge.project(sentence)[0], n, filters, ids=ids)
             if "labels" in wanted:
-                lists.update(label_list(side, sentence, n, filters, ids))
+                lists.update(label_list(side, sentence, n, filters, ids, [lists.get("keyword"), lists.get("semantic")]))
     if side.image_text is not None and "imagebind" in wanted:
         lists["imagebind"] = side.store.search(side.image_text(text), n, filters, ids=ids)
     # Stores order tied scores differently; rank ties by point id so fusion is the same on every store.
     return {name: sorted(hits, key=lambda h: (-h.score, h.id)) for name, hits in lists.items()}
 
 
-def label_list(side: TextSide, sentence, n: int, filters: Filters | None, ids: list[str] | None
-               ) -> dict[str, list[Hit]]:
-    """{"labels": the semantic search within the catalog types the words mean} (shoplens.text.expand); empty
-    when the index has no types, the words name none, or a filter already picks the type."""
+def label_list(side: TextSide, sentence, n: int, filters: Filters | None, ids: list[str] | None,
+               evidence: list[list[Hit] | None] = ()) -> dict[str, list[Hit]]:
+    """{"labels": the semantic search within the catalog types the words mean} (shoplens.text.expand: by
+    the words' likeness to each type's name, and the types of the `evidence` lists' top hits); empty when
+    the index has no types, the words name none, or a filter already picks the type."""
     vocabulary = side.labels
     if vocabulary is None or vocabulary.field in (filters or {}):
         return {}
-    chosen = vocabulary.match(sentence)
+    chosen = vocabulary.match(sentence, votes=type_votes(vocabulary.field, evidence))
     if not chosen:
         return {}
     return {"labels": side.store.search(sentence, n, {**(filters or {}), vocabulary.field: chosen},

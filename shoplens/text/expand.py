@@ -21,9 +21,24 @@ import numpy as np
 
 # The payload fields that name what a product is, most specific first (catalog.py's names).
 TYPE_FIELDS = ("article_type", "product_type", "sub_category", "category")
-TOP_LABELS = 3  # at most this many types are read from one query
-MARGIN = 0.1  # ...each within this cosine of the best one
+TOP_LABELS = 2  # at most this many types are read from one query
+MARGIN = 0.05  # ...each within this cosine of the best one
 MIN_SIMILARITY = 0.3  # below this the query names no type the catalog has ("red", "for men")
+VOTE_WEIGHT = 1.0  # weight of the types of the other searches' top hits (type_votes), added to the cosine
+VOTE_DEPTH = 20  # how many top hits of each other search vote
+
+
+def type_votes(field: str, lists, depth: int = VOTE_DEPTH) -> dict[str, float]:
+    """label -> share of the top `depth` hits of each list (keyword, semantic) that have it, averaged over
+    the lists: what the catalog's own products found by the words say the words mean ("polo shirt" finds
+    titles saying Polo, which the catalog files under Tshirts)."""
+    lists = [hits[:depth] for hits in lists if hits]
+    votes: dict[str, float] = {}
+    for hits in lists:
+        for hit in hits:
+            label = str(hit.payload.get(field, ""))
+            votes[label] = votes.get(label, 0.0) + 1.0 / (len(hits) * len(lists))
+    return votes
 
 
 def pick_labels(similarities: Sequence[float], labels: Sequence[str], top: int = TOP_LABELS, margin: float = MARGIN,
@@ -77,6 +92,11 @@ class LabelVocabulary:
         return self.vectors @ (q / max(float(np.linalg.norm(q)), 1e-12))
 
     def match(self, query_vector: np.ndarray, top: int = TOP_LABELS, margin: float = MARGIN,
-              min_similarity: float = MIN_SIMILARITY) -> list[str]:
-        """The catalog's types this query means (see pick_labels)."""
-        return pick_labels(self.similarities(query_vector).tolist(), self.labels, top, margin, min_similarity)
+              min_similarity: float = MIN_SIMILARITY, votes: dict[str, float] | None = None,
+              vote_weight: float = VOTE_WEIGHT) -> list[str]:
+        """The catalog's types this query means (see pick_labels): by cosine, plus `vote_weight` x each
+        type's share of `votes` (type_votes) when given."""
+        scores = self.similarities(query_vector)
+        if votes and vote_weight > 0:
+            scores = scores + vote_weight * np.array([votes.get(label, 0.0) for label in self.labels], np.float32)
+        return pick_labels(scores.tolist(), self.labels, top, margin, min_similarity)
