@@ -73,7 +73,7 @@ def ranked_lists(side: TextSide, text: str, n: int, filters: Filters | None = No
                 lists["semantic"] = side.store.search(sentence, n, filters, using=TEXT_VECTOR, ids=ids)
             if "bridge" in wanted and side.bridge is not None:
                 lists["bridge"] = side.store.search(side.bridge.project(sentence)[0], n, filters, ids=ids)
-            if "labels" in wanted:
+            if "labels" in wanted and bm25_query(text)[0]:  # stopwords alone name no product type
                 lists.update(label_list(side, sentence, n, filters, ids, [lists.get("keyword"), lists.get("semantic")]))
     if side.image_text is not None and "imagebind" in wanted:
         lists["imagebind"] = side.store.search(side.image_text(text), n, filters, ids=ids)
@@ -172,7 +172,9 @@ def search_photo(store: Store, vector: np.ndarray, k: int = 10, filters: Filters
     else:
         hits = photo_colour_rerank(store.search(vector, n, filters), query_colours)
     if refine:
-        lists = {"image": hits, **ranked_lists(side, rest, len(hits), ids=[h.id for h in hits])}
+        # The catalog-type list is left out here: measured on words alone, not on photo + words.
+        words_lists = {name for name, weight in TEXT_WEIGHTS.items() if weight > 0 and name != "labels"}
+        lists = {"image": hits, **ranked_lists(side, rest, len(hits), ids=[h.id for h in hits], wanted=words_lists)}
         weights = {name: WORDS_WEIGHT * TEXT_WEIGHTS.get(name, 0.0) for name in lists}
         weights["image"] = 1.0
         similarity = {h.id: h.score for h in hits}

@@ -21,7 +21,7 @@ from shoplens.hybrid import TextSide, label_list
 from shoplens.phrasings import (Phrasing, PhrasingError, capped_precision, evaluate_phrasings, read_phrasings,
                                 score_phrasings)
 from shoplens.store import TEXT_VECTOR, Hit
-from shoplens.text.expand import LabelVocabulary, pick_labels
+from shoplens.text.expand import LabelVocabulary, pick_labels, type_votes
 
 HEADER = "split,query,article_types,colours,genders\n"
 
@@ -124,11 +124,12 @@ def test_score_phrasings_by_split_by_hand():
 def test_pick_labels_by_hand():
     labels = ["Bags", "Belts", "Caps", "Ties"]
     sims = [0.50, 0.45, 0.20, 0.38]
-    assert pick_labels(sims, labels) == ["Bags", "Belts"]  # floor max(0.3, 0.5 - 0.1) = 0.4
-    assert pick_labels(sims, labels, margin=0.15) == ["Bags", "Belts", "Ties"]  # floor 0.35
+    assert pick_labels(sims, labels, top=3, margin=0.1) == ["Bags", "Belts"]  # floor max(0.3, 0.5 - 0.1) = 0.4
+    assert pick_labels(sims, labels, top=3, margin=0.15) == ["Bags", "Belts", "Ties"]  # floor 0.35
     assert pick_labels(sims, labels, top=1, margin=0.15) == ["Bags"]
-    assert pick_labels([0.29, 0.1, 0.2, 0.25], labels) == []  # names no type the catalog has
-    assert pick_labels([0.4, 0.4, 0.1, 0.1], ["Ties", "Bags", "Caps", "Belts"]) == ["Bags", "Ties"]  # ties by name
+    assert pick_labels(sims, labels, top=3, margin=0.02) == ["Bags"]  # floor 0.48
+    assert pick_labels([0.29, 0.1, 0.2, 0.25], labels, top=3, margin=0.1) == []  # names no type the catalog has
+    assert pick_labels([0.4, 0.4, 0.1, 0.1], ["Ties", "Bags", "Caps", "Belts"], top=3, margin=0.1) == ["Bags", "Ties"]
     with pytest.raises(ValueError, match="3 similarities for 4 labels"):
         pick_labels([0.1, 0.2, 0.3], labels)
 
@@ -164,14 +165,34 @@ def test_vocabulary_from_store_and_match():
     assert (vocabulary.field, vocabulary.labels) == ("article_type", ["Bags", "Shoes", "Ties"])  # most specific first
     # (1, 1, 0): cosine 0.707 with Bags and Shoes, 0 with Ties.
     assert vocabulary.similarities(np.array([1, 1, 0])) == pytest.approx([0.7071, 0.7071, 0.0], abs=1e-4)
-    assert vocabulary.match(np.array([1, 1, 0])) == ["Bags", "Shoes"]
-    assert vocabulary.match(np.array([0.2, 0.1, 1.0])) == ["Ties"]  # 0.19, 0.10, 0.96: only Ties within 0.1
+    assert vocabulary.match(np.array([1, 1, 0]), top=3, margin=0.1) == ["Bags", "Shoes"]
+    # (0.2, 0.1, 1): cosines 0.195, 0.098, 0.976 (each / 1.0247): only Ties within 0.1 of the best.
+    assert vocabulary.match(np.array([0.2, 0.1, 1.0]), top=3, margin=0.1) == ["Ties"]
+    # A vote of 0.9 (weight 1) lifts Shoes to 0.098 + 0.9 = 0.998, ahead of Ties' 0.976; Bags 0.195 stays out.
+    votes = {"Shoes": 0.9}
+    assert vocabulary.match(np.array([0.2, 0.1, 1.0]), top=3, margin=0.1, votes=votes, vote_weight=1.0) == ["Shoes", "Ties"]
+    assert vocabulary.match(np.array([0.2, 0.1, 1.0]), top=3, margin=0.1, votes=votes, vote_weight=0.0) == ["Ties"]
     assert LabelVocabulary.from_store(FacetStore({"article_type": [("Bags", 4)]}), axis_embed) is None  # one type
+
+
+def test_type_votes_by_hand():
+    def hits(*types):
+        return [Hit(str(i), 1.0, {"article_type": t}) for i, t in enumerate(types)]
+
+    keyword = hits("Tshirts", "Tshirts", "Shirts", "Tshirts")
+    semantic = hits("Shirts", "Shirts", "Tops", "Shirts", "Shirts")
+    # depth 4: keyword Tshirts 3/4, Shirts 1/4; semantic Shirts 3/4, Tops 1/4 (its 5th hit is too deep);
+    # averaged over the two lists.
+    assert type_votes("article_type", [keyword, semantic], depth=4) == pytest.approx(
+        {"Tshirts": 0.375, "Shirts": 0.5, "Tops": 0.125})
+    assert type_votes("article_type", [keyword, None], depth=2) == {"Tshirts": 1.0}  # a missing list abstains
+    assert type_votes("article_type", [], depth=2) == {}
 
 
 def test_label_list_searches_within_the_types():
     store = FacetStore({})
     side = TextSide(store, embed_text=None, labels=LabelVocabulary("article_type", ["Bags", "Shoes", "Ties"], axis_embed))
+    # cosines 0.724, 0.688, 0: both within the default margin (0.05)
     found = label_list(side, np.array([1.0, 0.95, 0.0]), 50, {"gender": "Women"}, None)
     assert [h.id for h in found["labels"]] == ["x"]
     assert store.searches == [({"gender": "Women", "article_type": ["Bags", "Shoes"]}, TEXT_VECTOR, None)]
@@ -255,3 +276,40 @@ def test_evaluate_flag_errors(tmp_path, capsys):
     assert "--text-phrasings indexes a CATALOG itself" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "--label FIELD is required" in capsys.readouterr().err
+
+
+class WordsStore(FacetStore):
+    """Keyword search finds k1 (a shoe); the semantic search finds s1 (a bag) then k1; within Shoes, k1."""
+
+    SHOE, BAG = {"article_type": "Shoes"}, {"article_type": "Bags"}
+
+    def search_keywords(self, keywords, k=10, filters=None, ids=None):
+        return [Hit("k1", 3.0, self.SHOE)]
+
+    def search(self, vector, k=10, filters=None, exact=False, using=None, ids=None):
+        self.searches.append((filters, using, ids))
+        if filters and "article_type" in filters:
+            return [Hit("k1", 0.6, self.SHOE)] if "Shoes" in filters["article_type"] else []
+        return [Hit("s1", 0.8, self.BAG), Hit("k1", 0.6, self.SHOE)]
+
+
+def test_fused_with_the_type_list_by_hand():
+    assert {n: hybrid.TEXT_WEIGHTS[n] for n in ("keyword", "semantic", "bridge", "labels")} == {
+        "keyword": 2.0, "semantic": 1.0, "bridge": 0.0, "labels": 8.0} and hybrid.RRF_K == 60
+    store = WordsStore({})
+    side = TextSide(store, embed_text=lambda text: np.array([1.0, 0.9, 0.0]),
+                    labels=LabelVocabulary("article_type", ["Bags", "Shoes", "Ties"], axis_embed))
+    hits = hybrid.search_text(side, "comfy kicks", k=2)
+    # Cosines: Bags 0.743, Shoes 0.669 (Bags alone within 0.05). Votes (top 20 of each list): keyword
+    # Shoes 1/1, semantic Bags 1/2 + Shoes 1/2, averaged: Shoes 0.75, Bags 0.25 -> Shoes 1.419, Bags 0.993.
+    assert store.searches[-1] == ({"article_type": ["Shoes"]}, TEXT_VECTOR, None)
+    # k1: keyword rank 1 (w 2) 1/(1/2 + 59) + semantic rank 2 (w 1) 1/(2 + 59) + types rank 1 (w 8) 1/(1/8 + 59);
+    # s1: semantic rank 1: 1/(1 + 59).
+    assert [h.id for h in hits] == ["k1", "s1"]
+    assert [h.score for h in hits] == pytest.approx([1 / 59.5 + 1 / 61 + 1 / 59.125, 1 / 60])
+    # Stopwords alone: no type is read from them. The semantic search is the only vector search made, and
+    # k1 (this fake's keyword hit, 1/59.5 + 1/61 = 0.0332) leads s1 (1/60 = 0.0167) without the type list.
+    before = len(store.searches)
+    hits = hybrid.search_text(side, "the and of", k=2)
+    assert store.searches[before:] == [(None, TEXT_VECTOR, None)]
+    assert [h.score for h in hits] == pytest.approx([1 / 59.5 + 1 / 61, 1 / 60])
