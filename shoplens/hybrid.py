@@ -22,8 +22,10 @@ from shoplens.text.expand import type_votes
 from shoplens.text.fusion import rrf
 from shoplens.textindex import MIN_BRIDGE_PAIRS
 
-# List weights in the fusion (benchmarks/text_probe.py). The bridge is left out: with titles on every
-# product it lowered type + colour precision; it stays a mode of its own. A missing list is absent.
+# List weights in the fusion, chosen on the tune half of shoppers' phrasings (benchmarks/text_phrasings.py):
+# "labels" is the sentence search within the catalog types the words mean (shoplens.text.expand). The
+# bridge is left out: with titles on every product it lowered type + colour precision, and it added
+# nothing on the phrasings once the type list was in; it stays a mode of its own. A missing list is absent.
 TEXT_WEIGHTS = {"keyword": 2.0, "semantic": 1.0, "bridge": 0.0, "imagebind": 2.0, "labels": 8.0}
 RRF_K = 60
 CANDIDATES = 100  # how deep each list goes before fusion
