@@ -313,3 +313,24 @@ def test_fused_with_the_type_list_by_hand():
     hits = hybrid.search_text(side, "the and of", k=2)
     assert store.searches[before:] == [(None, TEXT_VECTOR, None)]
     assert [h.score for h in hits] == pytest.approx([1 / 59.5 + 1 / 61, 1 / 60])
+
+
+def test_type_list_alike_on_both_stores(shop, tmp_path):
+    """Edge and a Qdrant server (qdrant-client in memory) read the same types and fuse alike."""
+    from shoplens.search import Searcher
+    from shoplens.store.edge import EdgeStore
+    from shoplens.store.remote import QdrantStore
+    from shoplens.sync import sync_catalog
+    from shoplens.textindex import TextIndexer
+
+    catalog, encoder, searchers = read_catalog(shop), InkEncoder(), []
+    for store in (EdgeStore(tmp_path / "edge"), QdrantStore(":memory:")):
+        sync_catalog(catalog, store, encoder, text=TextIndexer(), progress=False)
+        searchers.append(Searcher(store, store.read_meta(), _encoder=encoder))
+    edge, remote = (s.text_side for s in searchers)
+    assert edge.labels.labels == remote.labels.labels == ["Bags", "Jackets", "Shoes", "Ties", "Tshirts"]
+    for query in ("bag", "kicks", "something for the office", "warm coat"):
+        assert ([h.id for h in searchers[0].search_text(query, k=8).hits]
+                == [h.id for h in searchers[1].search_text(query, k=8).hits]), query
+    for s in searchers:
+        s.close()
