@@ -19,7 +19,7 @@ QUALITY = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 COMMAND = ("python -m shoplens evaluate ../shared/datasets/fashion-product-images-small --label article_type,colour "
            "--text-queries colour+article_type --text-queries title --json benchmarks/out/text_eval.json")
 TARGETS = {"article_type": 0.90, "article_type + colour": 0.60}  # fused search, all queries
-MODE_NAMES = {"fused": "**fused** (keyword 1 : semantic 2, RRF k=60)", "keyword": "keyword (BM25)",
+MODE_NAMES = {"fused": "**fused** (keyword 2 : semantic 1 : catalog types 8, RRF k=60)", "keyword": "keyword (BM25)",
               "semantic": "semantic (MiniLM)", "bridge": "bridge (MiniLM → image space, ridge)"}
 
 
@@ -35,11 +35,14 @@ def render(data: dict) -> str:
     verdict = ", ".join(f"{lab} {fused.get(lab, float('nan')):.3f} (target ≥ {t:.2f}: "
                         f"{'met' if fused.get(lab, 0) >= t else 'NOT met'})" for lab, t in TARGETS.items())
     return "\n".join([
+        "**Secondary figures** (the headline is [text_phrasings](#text_phrasings), shoppers' own words): "
+        "\"<colour> <article type>\" queries are built from the very label fields BM25 indexes, so they flatter "
+        "keyword search; titles are the catalog's own wording. The fusion was not tuned on these.", "",
         f"{data['held_out']:,} held-out products of the 9.6k set query the other {data['indexed']:,}, indexed by the "
         "real indexer (image vectors, BM25 and MiniLM text vectors, colours, the bridge fitted on the indexed "
         "products only). Each held-out product gives two queries: \"<colour> <article type>\" (\"navy blue "
         "tshirts\") and its own title. Relevant = same article type (and same colour).", "",
-        f"**Fused search, all queries: {verdict}.**", "", *lines, "",
+        f"**Fused search, both kinds of queries together: {verdict}.**", "", *lines, "",
         f"Indexing {data['seconds_indexing']} s, searching {data['seconds_searching']} s "
         f"(every mode). Command: `{COMMAND}`."])
 

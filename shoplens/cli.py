@@ -311,9 +311,9 @@ def cmd_encoders(_args) -> int:
 def add_evaluate_args(p) -> None:
     """The `evaluate` subcommand's options (the parser itself lives in cli.build_parser)."""
     p.add_argument("catalog", type=Path, nargs="?", help="labelled catalog (optional with --index)")
-    p.add_argument("--label", action="append", required=True, metavar="FIELD",
+    p.add_argument("--label", action="append", default=None, metavar="FIELD",
                    help="metadata field that defines relevance; repeat it or join with ',' for several "
-                        "(product_type,colour)")
+                        "(product_type,colour); required except with --text-phrasings")
     p.add_argument("--queries", type=Path, default=None,
                    help="a second catalog whose photos query CATALOG (e.g. shoppers' photos); default: leave-one-out")
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
@@ -339,6 +339,10 @@ def add_evaluate_args(p) -> None:
     p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
                    help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
                         "colour+article_type or title (repeatable); precision per search and label prefix")
+    p.add_argument("--text-phrasings", type=Path, default=None, metavar="FILE",
+                   help="evaluate text search on shoppers' phrasings with relevance rules (e.g. "
+                        "benchmarks/data/text_phrasings.csv): capped precision@10 per search and split; "
+                        "with --index DIR the index is kept there and reused")
     p.add_argument("--holdout", type=float, default=0.1, help="share of products held out with --text-queries")
     p.add_argument("--sample", type=int, default=None, help="evaluate a random sample of N queries (seeded)")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample and of --tune-folds (default 0)")
@@ -356,6 +360,12 @@ def cmd_evaluate(args) -> int:
     if args.catalog is None and args.index is None and args.qdrant_url is None:
         raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
     use_index = args.index is not None or args.qdrant_url is not None
+    if args.text_phrasings:
+        from shoplens.phrasings import cmd_evaluate_phrasings
+
+        return cmd_evaluate_phrasings(args)
+    if not args.label:
+        raise UserError("--label FIELD is required (the metadata field that defines relevance)")
     if args.text_queries:
         return _cmd_evaluate_text(args, use_index)
     if args.tune_folds is not None or args.tune_label or args.photos or args.method:

@@ -28,12 +28,15 @@ from shoplens.colour import (COLOURS_FIELD, RERANK_TOP, RERANK_WEIGHT, ColourWor
 from shoplens.errors import UserError
 from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.text.document import bm25_query
+from shoplens.text.expand import type_votes
 from shoplens.text.fusion import rrf
 from shoplens.textindex import MIN_BRIDGE_PAIRS
 
-# List weights in the fusion (benchmarks/text_probe.py). The bridge is left out: with titles on every
-# product it lowered type + colour precision; it stays a mode of its own. A missing list is absent.
-TEXT_WEIGHTS = {"keyword": 1.0, "semantic": 2.0, "bridge": 0.0, "imagebind": 2.0}
+# List weights in the fusion, chosen on the tune half of shoppers' phrasings (benchmarks/text_phrasings.py):
+# "labels" is the sentence search within the catalog types the words mean (shoplens.text.expand). The
+# bridge is left out: with titles on every product it lowered type + colour precision, and it added
+# nothing on the phrasings once the type list was in; it stays a mode of its own. A missing list is absent.
+TEXT_WEIGHTS = {"keyword": 2.0, "semantic": 1.0, "bridge": 0.0, "imagebind": 2.0, "labels": 8.0}
 RRF_K = 60
 CANDIDATES = 100  # how deep each list goes before fusion
 TIE_MARGIN = 10  # extra hits fetched so that ties at the cut-off are decided by id, the same on every store
@@ -73,6 +76,7 @@ class TextSide:
                 self.bridge = self.load_bridge()
                 self._bridge_loaded = True
         return self.bridge
+    labels: object = None  # shoplens.text.expand.LabelVocabulary: the catalog's product types, or None
 
 
 def colour_word_weight(side: TextSide) -> float:
@@ -93,17 +97,34 @@ def ranked_lists(side: TextSide, text: str, n: int, filters: Filters | None = No
     if side.embed_text is not None:
         if "keyword" in wanted:
             lists["keyword"] = side.store.search_keywords(bm25_query(text), n, filters, ids)
-        if wanted & {"semantic", "bridge"}:
+        if wanted & {"semantic", "bridge", "labels"}:
             sentence = side.embed_text(text)
             if "semantic" in wanted:
                 lists["semantic"] = side.store.search(sentence, n, filters, using=TEXT_VECTOR, ids=ids)
             bridge = side.get_bridge() if "bridge" in wanted else None
             if bridge is not None:
                 lists["bridge"] = side.store.search(bridge.project(sentence)[0], n, filters, ids=ids)
+            if "labels" in wanted and bm25_query(text)[0]:  # stopwords alone name no product type
+                lists.update(label_list(side, sentence, n, filters, ids, [lists.get("keyword"), lists.get("semantic")]))
     if side.image_text is not None and "imagebind" in wanted:
         lists["imagebind"] = side.store.search(side.image_text(text), n, filters, ids=ids)
     # Stores order tied scores differently; rank ties by point id so fusion is the same on every store.
     return {name: sorted(hits, key=lambda h: (-h.score, h.id)) for name, hits in lists.items()}
+
+
+def label_list(side: TextSide, sentence, n: int, filters: Filters | None, ids: list[str] | None,
+               evidence: list[list[Hit] | None] = ()) -> dict[str, list[Hit]]:
+    """{"labels": the semantic search within the catalog types the words mean} (shoplens.text.expand: by
+    the words' likeness to each type's name, and the types of the `evidence` lists' top hits); empty when
+    the index has no types, the words name none, or a filter already picks the type."""
+    vocabulary = side.labels
+    if vocabulary is None or vocabulary.field in (filters or {}):
+        return {}
+    chosen = vocabulary.match(sentence, votes=type_votes(vocabulary.field, evidence))
+    if not chosen:
+        return {}
+    return {"labels": side.store.search(sentence, n, {**(filters or {}), vocabulary.field: chosen},
+                                        using=TEXT_VECTOR, ids=ids)}
 
 
 def fuse(lists: dict[str, list[Hit]], weights: dict[str, float], limit: int) -> list[Hit]:
@@ -217,7 +238,9 @@ def search_photo(store: Store, vector: np.ndarray, k: int = 10, filters: Filters
         hits = photo_colour_rerank(store.search(vector, n, filters), query_colours)
     hits = without_colours(hits, read.excluded)
     if refine:
-        lists = {"image": hits, **ranked_lists(side, rest, len(hits), ids=[h.id for h in hits])}
+        # The catalog-type list is left out here: measured on words alone, not on photo + words.
+        words_lists = {name for name, weight in TEXT_WEIGHTS.items() if weight > 0 and name != "labels"}
+        lists = {"image": hits, **ranked_lists(side, rest, len(hits), ids=[h.id for h in hits], wanted=words_lists)}
         weights = {name: WORDS_WEIGHT * TEXT_WEIGHTS.get(name, 0.0) for name in lists}
         weights["image"] = 1.0
         similarity = {h.id: h.similarity for h in hits}

@@ -17,6 +17,7 @@ from shoplens.colour import COLOUR_VERSION, colour_profile
 from shoplens.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.minilm import MiniLM
+from shoplens.text.expand import LabelVocabulary
 from shoplens.textindex import TextIndexer, check_text
 from shoplens.tuneindex import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
                                 index_tuning)
@@ -221,18 +222,19 @@ class Searcher:
         lock, since a missing or stale file is re-fitted from every stored vector."""
         with self._lock:
             if self._text_side is None:
-                embed_text = load = None
+                embed_text = load = labels = None
                 if text_dim(self.meta):
                     indexer = TextIndexer(MiniLM(threads=1))  # one query: a second thread costs more than it saves
                     check_text(self.meta, indexer, self.store.location)
                     embed_text = indexer.embed_query
                     load = lambda: indexer.load_bridge(self.store, self.meta)  # noqa: E731
+                    labels = LabelVocabulary.from_store(self.store, indexer.model.embed_texts)  # embedded on first use
                 image_text = None
                 if self._encoder_supports_text():
                     image_text = lambda text: self.encoder.embed_text([text])[0]  # noqa: E731
                 names_colours = (self.meta.get("text") or {}).get("names_colours", True)
                 self._text_side = TextSide(self.store, embed_text, None, image_text, names_colours,
-                                           self.colour_names, load)
+                                           self.colour_names, load, labels=labels)
             return self._text_side
 
     def _encoder_supports_text(self) -> bool:

@@ -275,7 +275,8 @@ def by_score(hits):
 
 
 @pytest.mark.parametrize("query", FUSED_QUERIES)
-def test_fused_is_weighted_rrf_of_keyword_and_semantic(shop, text_indexer, query):
+def test_fused_is_weighted_rrf_of_keyword_and_semantic(shop, text_indexer, query, monkeypatch):
+    monkeypatch.setitem(TEXT_WEIGHTS, "labels", 0.0)  # the catalog-type list: tests/test_phrasings.py
     store = shop.store
     # Ties are ranked by point id, whatever order the store lists them in.
     keyword = ids(by_score(store.search_keywords(bm25_query(query), CANDIDATES)))
@@ -287,8 +288,10 @@ def test_fused_is_weighted_rrf_of_keyword_and_semantic(shop, text_indexer, query
     assert [h.score for h in got] == pytest.approx(scores[:8], rel=1e-6)
 
 
-def test_fused_worked_by_hand(shop):
-    # "backpack": keyword list [p15] only; semantic list p15 first. p15 scores 1/(1/1 + 59) + 1/(1/2 + 59).
+def test_fused_worked_by_hand(shop, monkeypatch):
+    monkeypatch.setitem(TEXT_WEIGHTS, "labels", 0.0)  # the catalog-type list: tests/test_phrasings.py
+    # "backpack": keyword list [p15] only (weight 2); semantic list p15 first (weight 1).
+    # p15 scores 1/(1/2 + 59) + 1/(1/1 + 59).
     got = shop.search_text("backpack", k=1).hits
     assert ids(got) == ["p15"]
     assert got[0].score == pytest.approx(1 / 60 + 1 / 59.5)
@@ -391,7 +394,8 @@ def test_bridge_written_and_searchable(bridge_shop, text_indexer):
 
 
 
-def test_fused_leaves_the_bridge_out(bridge_shop, text_indexer):
+def test_fused_leaves_the_bridge_out(bridge_shop, text_indexer, monkeypatch):
+    monkeypatch.setitem(TEXT_WEIGHTS, "labels", 0.0)  # the catalog-type list: tests/test_phrasings.py
     assert TEXT_WEIGHTS["bridge"] == 0
     store, query = bridge_shop.store, "comfortable walking sneakers"
     # Ties are ranked by point id, whatever order the store lists them in.
