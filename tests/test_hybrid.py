@@ -829,7 +829,8 @@ class ShapeTextEncoder(ShapeEncoder):
         return np.stack(rows)
 
 
-def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_indexer):
+def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_indexer, monkeypatch):
+    monkeypatch.setitem(TEXT_WEIGHTS, "labels", 0.0)  # the catalog-type list: tests/test_phrasings.py
     encoder = ShapeTextEncoder(tmp_path / "shapes")
     searcher, _ = build("edge", shop_dir, tmp_path / "idx", text_indexer, encoder)
     try:
@@ -844,8 +845,9 @@ def test_fusion_includes_the_image_encoders_text_list(shop_dir, tmp_path, text_i
         image = ids(by_score(store.search(encoder.embed_text([query])[0], CANDIDATES)))
         # The text tower ranks the round products (p03, p04, p08, p13, p15, p16) first.
         assert set(image[:6]) == {p for p, shape in SHAPE.items() if shape == "round"}
-        expected, scores = fused_by_hand([keyword, semantic, image], [1.0, 2.0, 2.0])
-        without, _ = fused_by_hand([keyword, semantic], [1.0, 2.0])
+        weights = [TEXT_WEIGHTS["keyword"], TEXT_WEIGHTS["semantic"], 2.0]
+        expected, scores = fused_by_hand([keyword, semantic, image], weights)
+        without, _ = fused_by_hand([keyword, semantic], weights[:2])
         assert expected[:8] != without[:8]  # so the list is seen to count
         got = searcher.search_text(query, k=8).hits
         assert ids(got) == expected[:8]
