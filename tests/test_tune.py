@@ -321,3 +321,31 @@ def test_folds_keep_groups_together_and_identity_labels_hold_out_photos_only():
     held = holdout_groups(data)
     assert held[0] == held[1] == -1
     assert held[2] == held[4] != held[3] and held[2] >= 0
+
+
+@pytest.mark.parametrize("method", ["lda", "lda-sqrt", "lda+untuned"])
+def test_numpy_methods_separate_the_toy_set_and_round_trip(method, tmp_path):
+    x, labels = toy_set()
+    y = np.array(labels)
+    tuning = fit_tuning(x, labels, ["kind"], META, method)
+    t = tuning.apply(x)
+    assert (y[nearest_other(t)] == y).all()
+    tuning.save(tmp_path / "t.npz")
+    again = load_tuning(tmp_path / "t.npz")
+    assert again.hash == tuning.hash and again.kind == method
+    np.testing.assert_array_equal(again.apply(x), t)
+
+
+def test_torch_head_is_seeded_and_deterministic():
+    pytest.importorskip("torch")
+    x, labels = toy_set()
+    y = np.array(labels)
+    options = {"epochs": 20, "dim": 4, "dropout": 0.0, "batch_size": 16, "lr": 1e-2}
+    a = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=3, options=options)
+    b = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=3, options=options)
+    assert a.hash == b.hash
+    c = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=4, options=options)
+    assert c.hash != a.hash
+    t = a.apply(x)
+    assert a.out_dim == 4 and np.all(t[:, 4:] == 0)
+    assert (y[nearest_other(t)] == y).mean() > (y[nearest_other(x)] == y).mean()
