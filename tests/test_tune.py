@@ -195,7 +195,7 @@ def test_tune_catalog_on_a_handmade_catalog(tmp_path):
     manifest = make_toy_catalog(tmp_path / "shop")
     result = tune_catalog(manifest, "patch", encoder="tiny", use_cache=False, holdout=0.5, seed=1)
     t = result.tuning
-    assert t.kind == "lda" and t.label == ["patch"] and t.encoder["encoder"] == "tiny" and t.dim == 48
+    assert t.kind == "lda-sqrt" and t.label == ["patch"] and t.encoder["encoder"] == "tiny" and t.dim == 48
     assert result.figures["metric"] == "precision@10"
     assert result.figures["after"]["precision@1"] == 1.0
     assert result.improved
@@ -235,11 +235,11 @@ def test_tune_command_writes_a_tuning_that_evaluate_applies(tmp_path, capsys):
     code, stdout, err = run_cli(["tune", manifest, "--label", "patch", "--encoder", "tiny", "--out", out,
                                  "--json", tmp_path / "t.json", "--no-cache", "--quiet", "--holdout", "0.5"], capsys)
     assert code == 0, err
-    assert "tuning lda on patch: 24 catalog products, 24 labelled, 2 values" in stdout
+    assert "tuning lda-sqrt on patch: 24 catalog products, 24 labelled, 2 values" in stdout
     assert "held-out (" in stdout and f"wrote {out}" in stdout
     tuning = load_tuning(out)
     report = json.loads((tmp_path / "t.json").read_text())
-    assert report["written"] is True and report["hash"] == tuning.hash and report["kind"] == "lda"
+    assert report["written"] is True and report["hash"] == tuning.hash and report["kind"] == "lda-sqrt"
     assert report["figures"]["after"]["precision@1"] == 1.0
 
     code, stdout, err = run_cli(["evaluate", manifest, "--label", "patch", "--encoder", "tiny", "--tuning", out,
