@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from shoplens.catalog import read_catalog
-from shoplens.encoders import l2_normalise
-from shoplens.tune import Tuning, TuningError, check_tuning, list_methods, load_tuning, tune_catalog
-from shoplens.tune.fit import fit_tuning, near_duplicate_groups, normalise_title
 from shoplens.catalog import Product
+from shoplens.encoders import l2_normalise
+from shoplens.tune import TuningError, check_tuning, list_methods, load_tuning, tune_catalog
+from shoplens.tune.fit import fit_tuning, near_duplicate_groups, normalise_title
 
 META = {"encoder": "toy", "encoder_version": "1", "dim": 8, "encoder_options": {}}
 
