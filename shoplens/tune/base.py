@@ -106,7 +106,9 @@ class Tuning:
             elif kind == "scale":
                 x = x * np.float32(op["value"])
             elif kind == "signed_power":  # power normalisation: damps the few dominant activations
-                x = np.sign(x) * np.abs(x) ** np.float32(op["value"])
+                mag = np.abs(x)
+                mag = np.sqrt(mag) if op["value"] == 0.5 else mag ** np.float32(op["value"])  # sqrt: 10x faster
+                x = np.copysign(mag, x)
             elif kind == "softmax":  # class posteriors as a vector: same predicted class -> high cosine
                 x = x - x.max(axis=1, keepdims=True)
                 x = np.exp(x)
