@@ -335,7 +335,7 @@ def add_evaluate_args(p) -> None:
     p.add_argument("--photos", action="append", type=Path, default=[], metavar="LABELLED_PHOTOS",
                    help="extra labelled photos to fit the tuning on (a catalog of any layout; repeatable)")
     p.add_argument("--photos-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --photos")
-    p.add_argument("--method", default=None, help="tuning method (default lda-family default; see `tune --help`)")
+    p.add_argument("--method", default=None, help="tuning method (default: tune's default, lda-sqrt; see `tune --help`)")
     p.add_argument("--text-queries", action="append", default=None, metavar="FIELDS",
                    help="evaluate text search instead: held-out products' FIELDS as queries, e.g. "
                         "colour+article_type or title (repeatable); precision per search and label prefix")

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from shoplens.catalog import read_catalog
-from shoplens.encoders import l2_normalise
-from shoplens.tune import Tuning, TuningError, check_tuning, list_methods, load_tuning, tune_catalog
-from shoplens.tune.fit import fit_tuning, near_duplicate_groups, normalise_title
 from shoplens.catalog import Product
+from shoplens.encoders import l2_normalise
+from shoplens.tune import TuningError, check_tuning, list_methods, load_tuning, tune_catalog
+from shoplens.tune.fit import fit_tuning, near_duplicate_groups, normalise_title
 
 META = {"encoder": "toy", "encoder_version": "1", "dim": 8, "encoder_options": {}}
 
@@ -195,7 +193,7 @@ def test_tune_catalog_on_a_handmade_catalog(tmp_path):
     manifest = make_toy_catalog(tmp_path / "shop")
     result = tune_catalog(manifest, "patch", encoder="tiny", use_cache=False, holdout=0.5, seed=1)
     t = result.tuning
-    assert t.kind == "lda" and t.label == ["patch"] and t.encoder["encoder"] == "tiny" and t.dim == 48
+    assert t.kind == "lda-sqrt" and t.label == ["patch"] and t.encoder["encoder"] == "tiny" and t.dim == 48
     assert result.figures["metric"] == "precision@10"
     assert result.figures["after"]["precision@1"] == 1.0
     assert result.improved
@@ -235,11 +233,11 @@ def test_tune_command_writes_a_tuning_that_evaluate_applies(tmp_path, capsys):
     code, stdout, err = run_cli(["tune", manifest, "--label", "patch", "--encoder", "tiny", "--out", out,
                                  "--json", tmp_path / "t.json", "--no-cache", "--quiet", "--holdout", "0.5"], capsys)
     assert code == 0, err
-    assert "tuning lda on patch: 24 catalog products, 24 labelled, 2 values" in stdout
+    assert "tuning lda-sqrt on patch: 24 catalog products, 24 labelled, 2 values" in stdout
     assert "held-out (" in stdout and f"wrote {out}" in stdout
     tuning = load_tuning(out)
     report = json.loads((tmp_path / "t.json").read_text())
-    assert report["written"] is True and report["hash"] == tuning.hash and report["kind"] == "lda"
+    assert report["written"] is True and report["hash"] == tuning.hash and report["kind"] == "lda-sqrt"
     assert report["figures"]["after"]["precision@1"] == 1.0
 
     code, stdout, err = run_cli(["evaluate", manifest, "--label", "patch", "--encoder", "tiny", "--tuning", out,
@@ -321,3 +319,31 @@ def test_folds_keep_groups_together_and_identity_labels_hold_out_photos_only():
     held = holdout_groups(data)
     assert held[0] == held[1] == -1
     assert held[2] == held[4] != held[3] and held[2] >= 0
+
+
+@pytest.mark.parametrize("method", ["lda", "lda-sqrt", "lda+untuned"])
+def test_numpy_methods_separate_the_toy_set_and_round_trip(method, tmp_path):
+    x, labels = toy_set()
+    y = np.array(labels)
+    tuning = fit_tuning(x, labels, ["kind"], META, method)
+    t = tuning.apply(x)
+    assert (y[nearest_other(t)] == y).all()
+    tuning.save(tmp_path / "t.npz")
+    again = load_tuning(tmp_path / "t.npz")
+    assert again.hash == tuning.hash and again.kind == method
+    np.testing.assert_array_equal(again.apply(x), t)
+
+
+def test_torch_head_is_seeded_and_deterministic():
+    pytest.importorskip("torch")
+    x, labels = toy_set()
+    y = np.array(labels)
+    options = {"epochs": 20, "dim": 4, "dropout": 0.0, "batch_size": 16, "lr": 1e-2}
+    a = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=3, options=options)
+    b = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=3, options=options)
+    assert a.hash == b.hash
+    c = fit_tuning(x, labels, ["kind"], META, "proxy-linear", seed=4, options=options)
+    assert c.hash != a.hash
+    t = a.apply(x)
+    assert a.out_dim == 4 and np.all(t[:, 4:] == 0)
+    assert (y[nearest_other(t)] == y).mean() > (y[nearest_other(x)] == y).mean()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "shoplens-tuning/1"
-OPS = {"affine", "relu", "scale", "l2", "softmax"}
+OPS = {"affine", "relu", "scale", "l2", "softmax", "signed_power"}
 # Header keys that describe the run rather than the transform: left out of the hash so that
 # the same parameters always hash the same.
 NOT_HASHED = {"figures", "created", "hash", "info"}
@@ -105,6 +105,10 @@ class Tuning:
                 x = np.maximum(x, 0)
             elif kind == "scale":
                 x = x * np.float32(op["value"])
+            elif kind == "signed_power":  # power normalisation: damps the few dominant activations
+                mag = np.abs(x)
+                mag = np.sqrt(mag) if op["value"] == 0.5 else mag ** np.float32(op["value"])  # sqrt: 10x faster
+                x = np.copysign(mag, x)
             elif kind == "softmax":  # class posteriors as a vector: same predicted class -> high cosine
                 x = x - x.max(axis=1, keepdims=True)
                 x = np.exp(x)
