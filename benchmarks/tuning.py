@@ -64,8 +64,8 @@ def main() -> None:
         started = time.perf_counter()
         before, after, _t, _left = query_evaluation(data, val.products, val.hashes, val.vectors, ["fine_id"],
                                                     ["fine_id"], meta, args.method, args.seed, options)
-        out["g"] = {"before": [before.summary["recall@1"], before.summary["recall@5"]],
-                    "after": [after.summary["recall@1"], after.summary["recall@5"]],
+        out["g"] = {"before": [before.summary["hit@1"], before.summary["hit@5"]],
+                    "after": [after.summary["hit@1"], after.summary["hit@5"]],
                     "seconds_fit": round(time.perf_counter() - started, 1)}
     print(json.dumps(out))
 

@@ -405,7 +405,7 @@ def _cmd_evaluate_tuned(args, use_index: bool) -> int:
     """evaluate --tune-folds K / --photos / --tune-label: figures of a tuning fitted here, never on its queries."""
     from shoplens.catalog import read_catalog as read
     from shoplens.embedcache import embed_products
-    from shoplens.evaluate import parse_label
+    from shoplens.evaluate import parse_label, with_recall_alias
     from shoplens.tune import DEFAULT_METHOD
     from shoplens.tune.crossval import cross_validate, query_evaluation
     from shoplens.tune.fit import gather
@@ -448,11 +448,11 @@ def _cmd_evaluate_tuned(args, use_index: bool) -> int:
         extra_info["tuning"]["protocol"] = after.protocol
     after.info.update(extra_info)
     print(after.table(args.rows))
-    metric = "recall@1" if args.queries is not None else "precision@10"
+    metric = "hit@1" if args.queries is not None else "precision@10"
     print(f"untuned {metric} {before.summary[metric]:.3f} -> tuned ({method} on {'+'.join(fit_fields)}) "
           f"{after.summary[metric]:.3f}")
-    _write_json(args.json, {**after.as_dict(), "untuned": before.summary,
-                            "untuned_per_label": before.per_label})
+    _write_json(args.json, {**after.as_dict(), "untuned": with_recall_alias(before.summary),
+                            "untuned_per_label": {k: with_recall_alias(v) for k, v in before.per_label.items()}})
     return 0
 
 
@@ -516,8 +516,8 @@ def cmd_tune(args) -> int:
         print(f"photos {extra['source']}: {extra['matched']} of {extra['photos']} match a catalog {label} value")
     metric = figures["metric"]
     before, after = figures["before"], figures["after"]
-    cells = ", ".join(f"{m} {before[m]:.3f} -> {after[m]:.3f}" for m in ("precision@1", "precision@10", "recall@1",
-                                                                          "recall@5", "map@10"))
+    cells = ", ".join(f"{m} {before[m]:.3f} -> {after[m]:.3f}" for m in ("precision@1", "precision@10", "hit@1",
+                                                                          "hit@5", "map@10"))
     print(f"held-out ({figures['queries']} photos of {args.holdout:.0%} of the groups): {cells}")
     written = result.improved or args.force
     if written:

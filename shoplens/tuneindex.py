@@ -165,9 +165,9 @@ def tuning_line(record: dict | None) -> str:
 
 
 def short_metric(metric: str) -> str:
-    """'precision@10' -> 'P@10', 'recall@1' -> 'R@1'; others unchanged."""
+    """'precision@10' -> 'P@10', 'recall@1' or 'hit@1' -> 'R@1'; others unchanged."""
     name, sep, k = metric.partition("@")
-    short = {"precision": "P", "recall": "R", "map": "mAP", "ndcg": "nDCG"}.get(name.lower())
+    short = {"precision": "P", "recall": "R", "hit": "R", "map": "mAP", "ndcg": "nDCG"}.get(name.lower())
     return f"{short}{sep}{k}" if short and sep else metric
 
 

@@ -168,12 +168,12 @@ def fit_tuning(vectors: np.ndarray, labels: list[str], fields: list[str], encode
 
 
 def choose_metric(data: LabelledSet) -> str:
-    """precision@10 when label values have several catalog products; recall@1 when each names one product."""
+    """precision@10 when label values have several catalog products; hit@1 when each names one product."""
     counts: dict[str, int] = {}
     for v in data.labels[:data.n_catalog]:
         if v:
             counts[v] = counts.get(v, 0) + 1
-    return "recall@1" if counts and max(counts.values()) == 1 else "precision@10"
+    return "hit@1" if counts and max(counts.values()) == 1 else "precision@10"
 
 
 def score(data: LabelledSet, query_rows, eval_fields: list[str], encoder_meta: dict,
@@ -199,7 +199,7 @@ def holdout_groups(data: LabelledSet) -> np.ndarray:
     on and the extra photos are held out, grouped by photo content hash.
     """
     n_extra = len(data.products) - data.n_catalog
-    if n_extra and choose_metric(data) == "recall@1":
+    if n_extra and choose_metric(data) == "hit@1":
         ids = {h: k for k, h in enumerate(dict.fromkeys(data.hashes[data.n_catalog:]))}
         return np.array([-1] * data.n_catalog + [ids[h] for h in data.hashes[data.n_catalog:]], dtype=np.int64)
     return data.groups
