@@ -516,8 +516,11 @@ def cmd_tune(args) -> int:
         print(f"photos {extra['source']}: {extra['matched']} of {extra['photos']} match a catalog {label} value")
     metric = figures["metric"]
     before, after = figures["before"], figures["after"]
-    cells = ", ".join(f"{m} {before[m]:.3f} -> {after[m]:.3f}" for m in ("precision@1", "precision@10", "hit@1",
-                                                                          "hit@5", "map@10"))
+    def fig(value) -> str:  # None: no held-out query had a relevant product left to find
+        return "-" if value is None else f"{value:.3f}"
+
+    cells = ", ".join(f"{m} {fig(before[m])} -> {fig(after[m])}" for m in ("precision@1", "precision@10", "hit@1",
+                                                                            "hit@5", "map@10"))
     print(f"held-out ({figures['queries']} photos of {args.holdout:.0%} of the groups): {cells}")
     written = result.improved or args.force
     if written:
@@ -526,11 +529,11 @@ def cmd_tune(args) -> int:
               f"{result.seconds:.1f} s (vectors {info['seconds_vectors']} s, held-out fit {info['seconds_measure']} s, "
               f"fit {info['seconds_fit']} s)")
         if not result.improved:
-            print(f"warning: held-out {metric} did not improve ({before[metric]:.3f} -> {after[metric]:.3f}); "
+            print(f"warning: held-out {metric} did not improve ({fig(before[metric])} -> {fig(after[metric])}); "
                   "written because of --force", file=sys.stderr)
     else:
-        print(f"not written: the tuned held-out {metric} ({after[metric]:.3f}) is not better than the untuned "
-              f"({before[metric]:.3f}); --force writes it anyway", file=sys.stderr)
+        print(f"not written: the tuned held-out {metric} ({fig(after[metric])}) is not better than the untuned "
+              f"({fig(before[metric])}); --force writes it anyway", file=sys.stderr)
     _write_json(args.json, {"written": bool(written), "out": str(args.out), **tuning.describe(),
                             "out_dim": tuning.out_dim, "seconds": result.seconds, "info": info})
     return 0 if written else 1

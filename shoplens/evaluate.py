@@ -68,12 +68,15 @@ class Ranking:
 
 def rank(queries: np.ndarray, catalog: np.ndarray, query_labels: list[str], catalog_labels: list[str], k: int,
          query_groups: np.ndarray | None = None, catalog_groups: np.ndarray | None = None,
-         near_duplicate: float | None = None) -> Ranking:
+         near_duplicate: float | None = None,
+         duplicate_vectors: tuple[np.ndarray, np.ndarray] | None = None) -> Ranking:
     """Exact cosine top-k of each query among the catalog rows.
 
     Catalog rows whose group equals the query's group (same content hash in leave-one-out), and
     with `near_duplicate` set rows whose cosine to the query is above it, are excluded from both
-    the ranking and the relevant count. Empty labels never match.
+    the ranking and the relevant count. Empty labels never match. `duplicate_vectors` (query rows,
+    catalog rows) are the vectors near-duplicates are judged on when the ranked ones are tuned: a
+    tuning pulls every product of a label together, so on tuned vectors all of them would look like copies.
     """
     names = {v: i for i, v in enumerate(sorted(set(query_labels) | set(catalog_labels)))}
     qlab = np.array([names[v] if v else -1 for v in query_labels], dtype=np.int64)
@@ -91,7 +94,8 @@ def rank(queries: np.ndarray, catalog: np.ndarray, query_labels: list[str], cata
             same = np.zeros(sims.shape, bool) if query_groups is None else \
                 query_groups[start:stop, None] == catalog_groups[None, :]
             if near_duplicate is not None:
-                near = sims > near_duplicate
+                near = (sims if duplicate_vectors is None else
+                        duplicate_vectors[0][start:stop] @ duplicate_vectors[1].T) > near_duplicate
                 near_counts[start:stop] = (near & ~same).sum(axis=1)
                 same |= near
             sims[same] = -np.inf
@@ -175,9 +179,11 @@ class Evaluation:
 def build_evaluation(protocol: str, fields: list[str], encoder_info: dict, queries: list[Product],
                      query_vectors: np.ndarray, catalog: list[Product], catalog_vectors: np.ndarray,
                      k: int = 10, query_hashes: list[str] | None = None, catalog_hashes: list[str] | None = None,
-                     ks=metrics.KS, near_duplicate: float | None = None) -> Evaluation:
+                     ks=metrics.KS, near_duplicate: float | None = None,
+                     duplicate_vectors: tuple[np.ndarray, np.ndarray] | None = None) -> Evaluation:
     """Rank, score and summarise. With hashes given, same-hash catalog rows are excluded per query; with
-    `near_duplicate`, so are rows whose cosine to the query is above it (leave-one-out: NEAR_DUPLICATE)."""
+    `near_duplicate`, so are rows whose cosine to the query is above it (leave-one-out: NEAR_DUPLICATE),
+    judged on `duplicate_vectors` (the untuned query and catalog vectors) when they are given."""
     label = "+".join(fields)
     qlabels_all = [label_of(p.metadata, fields) for p in queries]
     keep = [i for i, v in enumerate(qlabels_all) if v]
@@ -187,8 +193,10 @@ def build_evaluation(protocol: str, fields: list[str], encoder_info: dict, queri
     if query_hashes is not None and catalog_hashes is not None:
         ids = {h: i for i, h in enumerate(dict.fromkeys([*catalog_hashes, *query_hashes]))}
         groups = (np.array([ids[query_hashes[i]] for i in keep]), np.array([ids[h] for h in catalog_hashes]))
+    if duplicate_vectors is not None:
+        duplicate_vectors = (duplicate_vectors[0][keep], duplicate_vectors[1])
     ranking = rank(query_vectors[keep], catalog_vectors, qlabels, clabels, max(k, *ks), *groups,
-                   near_duplicate=near_duplicate)
+                   near_duplicate=near_duplicate, duplicate_vectors=duplicate_vectors)
     scores = metrics.per_query(ranking.rel, ranking.n_relevant, ks)
     summary = metrics.summarise(scores)
     per_label = {}
@@ -264,6 +272,16 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
     return found.embedded, found.meta
 
 
+def cached_vectors(encoder: Encoder, hashes: list[str]) -> np.ndarray | None:
+    """The untuned vectors of these photos from the embedding cache, or None when any is missing."""
+    from shoplens.embedcache import cache_file, load_cache
+
+    known = load_cache(cache_file(encoder))
+    if not hashes or any(h not in known for h in hashes):
+        return None
+    return np.stack([known[h] for h in hashes]).astype(np.float32)
+
+
 def sample_products(products: list[Product], n: int | None, seed: int = 0) -> list[Product]:
     """A reproducible random subset of n products (all of them when n is None or too big), in catalog order."""
     if not n or n >= len(products):
@@ -305,6 +323,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
             rows = [i for i, p in enumerate(catalog_emb.products) if id(p) in keep]
             catalog_emb = Embedded([catalog_emb.products[i] for i in rows], [catalog_emb.hashes[i] for i in rows],
                                    catalog_emb.vectors[rows])
+        raw_vectors = catalog_emb.vectors if tuning is None else None
     else:
         if catalog is None:
             raise UserError("give a catalog folder or an existing index (--index)")
@@ -319,6 +338,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         products = sample_products(cat.products, sample, seed) if queries is None else cat.products
         catalog_emb = embed_products(products, enc, batch_size, progress, use_cache)
         failed += catalog_emb.failed
+        raw_vectors = catalog_emb.vectors
         if tuning is not None:
             catalog_emb = Embedded(catalog_emb.products, catalog_emb.hashes, tuning.apply(catalog_emb.vectors),
                                    catalog_emb.failed)
@@ -331,9 +351,14 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
     if tuning is not None:
         info["tuning"] = {k: v for k, v in tuning.describe().items() if k != "encoder"}
     if queries is None:
+        if raw_vectors is None:  # a tuned index stores tuned vectors: the untuned ones are in the embedding cache
+            raw_vectors = cached_vectors(enc, catalog_emb.hashes)
+            if raw_vectors is None:
+                info["near_duplicates_judged_on"] = "tuned vectors (untuned ones not in the embedding cache)"
+        duplicates = None if raw_vectors is None else (raw_vectors, raw_vectors)
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
                                   catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes,
-                                  near_duplicate=NEAR_DUPLICATE)
+                                  near_duplicate=NEAR_DUPLICATE, duplicate_vectors=duplicates)
     else:
         qcat = queries if isinstance(queries, Catalog) else read_catalog(queries, queries_layout)
         query_emb = embed_products(sample_products(qcat.products, sample, seed), query_enc, batch_size, progress,

@@ -19,7 +19,7 @@ import numpy as np
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.embedcache import embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-from shoplens.evaluate import Evaluation, build_evaluation, label_of, parse_label
+from shoplens.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
 from shoplens.tune.base import Tuning, TuningError
 from shoplens.tune.methods import get_method
 
@@ -180,13 +180,15 @@ def score(data: LabelledSet, query_rows, eval_fields: list[str], encoder_meta: d
           tuning: Tuning | None = None, protocol: str = "held-out") -> Evaluation:
     """Rows `query_rows` query the whole catalog (tuned when `tuning` is given); each query's own photo left out."""
     query_rows = np.asarray(query_rows, dtype=np.int64)
-    cat_vec = data.vectors[:data.n_catalog]
-    q_vec = data.vectors[query_rows]
+    raw = (data.vectors[query_rows], data.vectors[:data.n_catalog])
+    q_vec, cat_vec = raw
     if tuning is not None:
         cat_vec, q_vec = tuning.apply(cat_vec), tuning.apply(q_vec)
+    # As in leave-one-out: near-duplicate photos of a query (untuned cosine > NEAR_DUPLICATE) are copies of it,
+    # not neighbours to find, before and after tuning alike.
     return build_evaluation(protocol, eval_fields, encoder_meta, [data.products[i] for i in query_rows], q_vec,
                             data.products[:data.n_catalog], cat_vec, 10, [data.hashes[i] for i in query_rows],
-                            data.hashes[:data.n_catalog])
+                            data.hashes[:data.n_catalog], near_duplicate=NEAR_DUPLICATE, duplicate_vectors=raw)
 
 
 def holdout_groups(data: LabelledSet) -> np.ndarray:
