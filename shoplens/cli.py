@@ -1,4 +1,4 @@
-"""Command line: python -m shoplens {index,search,info} ..."""
+"""Command line: python -m shoplens {index,search,info,check,encoders,evaluate} ..."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="what an index holds")
     add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("check", help="verify an index (vectors, payloads, counts, derived files); --repair fixes it")
+    add_store_args(p)
+    p.add_argument("--repair", action="store_true",
+                   help="fix what can be fixed without the catalog, and name the indexer run for the rest")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
@@ -222,6 +228,19 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_check(args) -> int:
+    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix)."""
+    from shoplens.check import repair, verify
+
+    with open_store(args.index, args.qdrant_url, args.collection) as store:
+        report = repair(store) if args.repair else verify(store)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
 def cmd_encoders(_args) -> int:
     for name, text in list_encoders().items():
         mark = " (default)" if name == DEFAULT_ENCODER else ""
@@ -235,7 +254,7 @@ def cmd_evaluate(args) -> int:
     return body(args)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders,
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check, "encoders": cmd_encoders,
             "evaluate": cmd_evaluate}
 
 

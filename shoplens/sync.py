@@ -22,7 +22,8 @@ from shoplens.catalog import Catalog, Product
 from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_profile
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
-from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id, text_dim
+from shoplens.store import SCHEMA_VERSION, IndexDamagedError, PointData, Store, check_encoder, point_id, text_dim
+from shoplens.store.space import bytes_needed, ensure_space
 from shoplens.textindex import TextIndexer, check_text
 
 # Fields never offered as filters: free text, ids, file paths.
@@ -158,10 +159,16 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
     dominant colours in its payload (off: they are removed). `known_vectors` (content
     hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos."""
-    known_vectors = known_vectors or {}
+    known_vectors = dict(known_vectors or {})
     started = time.perf_counter()
     summary = Summary()
+    disk = getattr(store, "path", None)  # an embedded index's folder; a server minds its own disk
+    text_size = text.model.dim if text is not None else None
+    if disk is not None and store.read_meta() is None:
+        ensure_space(disk, bytes_needed(len(catalog.products), encoder.dim, text_size),
+                     f"indexing {len(catalog.products)} products")
     meta = ensure_index(store, encoder, catalog, text)
+    damaged = _damage(store, meta, summary)
     if text is not None and not text_dim(meta):
         summary.notes.append(f"the index at {store.location} was built without text vectors; text search stays off "
                              "(re-index into a new folder to turn it on)")
@@ -171,17 +178,33 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         text = TextIndexer()
         check_text(meta, text, store.location)
     existing = store.states()
+    text_size = text_dim(meta)
+    if disk is not None:
+        new = sum(point_id(p.id) not in existing for p in catalog.products) + len(damaged.no_image)
+        ensure_space(disk, bytes_needed(new, encoder.dim, text_size), f"writing {new} products")
+    rewrite = damaged.no_image | damaged.bad_payload  # re-encoded (or taken from the embedding cache)
+    if rewrite:
+        known_vectors = {**_cached_vectors(encoder), **known_vectors}
+    to_prepare = {pid: payload for pid, payload in existing.items() if pid not in rewrite}
+    encoded: dict[str, np.ndarray] = {}
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
+    summary.notes.extend(getattr(catalog, "notes", []))
 
     seen: set[str] = set()
     batch: list[Prepared] = []
     bar = _progress(len(catalog.products), progress)
 
     def flush_batch() -> None:
+        if disk is not None:  # the disk may fill up during the run (other writers, changed photos)
+            ensure_space(disk, bytes_needed(len(batch), encoder.dim, text_size),
+                         f"writing the next {len(batch)} products (those before them are kept; run it again "
+                         "to finish)")
         todo = [item.image for item in batch if item.payload["content_hash"] not in known_vectors]
         fresh = iter(encoder.embed_batch(todo) if todo else [])
         vectors = [known_vectors.get(item.payload["content_hash"]) for item in batch]
         vectors = [next(fresh) if vec is None else vec for vec in vectors]
+        encoded.update((item.payload["content_hash"], vec) for item, vec in zip(batch, vectors)
+                       if item.payload["content_hash"] not in known_vectors)
         texts = text.vectors([item.payload for item in batch]) if text else [(None, None)] * len(batch)
         store.upsert([PointData(item.point, vec, item.payload, *tv) for item, vec, tv in zip(batch, vectors, texts)])
         for item in batch:
@@ -193,7 +216,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         batch.clear()
 
     stored_colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
-    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours,
+    for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
                           stored_colours_ok):
         bar.update(1)
         if item.point in seen:
@@ -202,11 +225,11 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         seen.add(item.point)
         if item.error:
             summary.failed.append((item.product.rel_path, item.error))
-        elif item.image is not None:
+        elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
             batch.append(item)
             if len(batch) >= batch_size:
                 flush_batch()
-        elif existing[item.point] == item.payload:
+        elif existing[item.point] == item.payload and item.point not in damaged.no_text:
             summary.unchanged += 1
         else:
             store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
@@ -216,6 +239,12 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     if batch:
         flush_batch()
     bar.close()
+    if rewrite:
+        summary.notes.append(f"re-wrote {len(rewrite)} damaged products (image vector or payload missing or "
+                             "unreadable)")
+    if damaged.no_text:
+        summary.notes.append(f"re-wrote the text vectors of {len(damaged.no_text)} products that had lost them")
+    _save_cached_vectors(encoder, encoded)
 
     if prune:
         gone = [pid for pid in existing if pid not in seen]
@@ -236,10 +265,46 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         meta.pop("colours", None)
     if text and (summary.added or summary.updated or summary.removed or not text.has_bridge(store, meta)):
         meta["text"] = text.fit_bridge(store, meta)
-    store.write_meta(meta)
     store.finish()
+    meta["points"] = store.count()  # what `shoplens check` compares the store with
+    store.write_meta(meta)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _damage(store: Store, meta: dict, summary: Summary):
+    """The integrity check before syncing: points to re-write; refuses a store it cannot read."""
+    from shoplens.check import Report, verify
+
+    if meta.get("points") is None and not meta.get("updated"):
+        return Report(store.location)  # a new index: nothing to check
+    report = verify(store)
+    fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
+    if fatal:
+        raise IndexDamagedError(fatal[0].line())
+    if report.kinds() & {"image", "text", "payload", "count", "bridge"}:
+        summary.notes.append("the index was damaged: " + "; ".join(p.text for p in report.problems)
+                             + " (repaired by this run where the catalog has the product)")
+    return report
+
+
+def _cached_vectors(encoder: Encoder) -> dict[str, np.ndarray]:
+    from shoplens.embedcache import cache_file, load_cache
+
+    return load_cache(cache_file(encoder))
+
+
+def _save_cached_vectors(encoder: Encoder, vectors: dict[str, np.ndarray]) -> None:
+    """Add this run's vectors to the embedding cache, so a damaged index can be repaired without encoding."""
+    if not vectors:
+        return
+    from shoplens.embedcache import cache_file, load_cache, save_cache
+
+    try:
+        path = cache_file(encoder)
+        save_cache(path, {**load_cache(path), **vectors}, encoder.dim)
+    except OSError:
+        pass  # a cache is a convenience: a full or read-only cache folder must not fail the run
 
 
 def _now() -> str:

@@ -14,9 +14,10 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from shoplens.check import verify
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
 from shoplens.search import Searcher
-from shoplens.store import StoreError
+from shoplens.store import IndexDamagedError, StoreError
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
 from shoplens.web.ui import CSS, PAGE_SIZE, build, build_message
 
@@ -57,17 +58,30 @@ def how_to_build(reason: str, where: str) -> str:
             f"or do both at once: `python app.py --catalog CATALOG_DIR {where}`.")
 
 
+def damaged_page(problems: str) -> str:
+    """The page for an index that fails `shoplens check`: what is wrong, and the commands that repair it."""
+    body = problems.replace("`", "'")  # shown verbatim in a code block, never as markdown or HTML
+    return (f"### This index is damaged; it is not served\n\nSearching it would miss products. Problems found:\n\n"
+            f"```\n{body}\n```\n\nRepair it, then start the app again.")
+
+
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
            page_size: int = PAGE_SIZE) -> WebApp:
     """Open the index once and build the page; a missing, empty or unreachable index gives a page that says so."""
     where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
     try:
         searcher = Searcher.open(index, qdrant_url, collection)
+        report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
+        if not report.ok:
+            searcher.close()
+            return WebApp(build_message(damaged_page(report.summary())))
         shop = Shop(searcher, page_size)
         if shop.count() == 0:
             searcher.close()
             return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
         demo = build(shop, page_size)
+    except IndexDamagedError as exc:
+        return WebApp(build_message(damaged_page(str(exc))))
     except StoreError as exc:
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
     allowed = [str(shop.root)] if shop.root else []
