@@ -222,7 +222,7 @@ def repair(store: Store) -> Report:
         _repair_points_remote(store, before, done)
     else:
         _repair_edge(store, before, done)
-    store.close()
+        store.close()  # reopened by the next read: the shard may have been swapped
     after = verify(store)
     if "text" in after.kinds() and after.meta:
         done += _refill_text(store, after)
