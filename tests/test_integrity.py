@@ -172,6 +172,15 @@ def damage(path: Path, mode: str) -> None:
             fh.write(b"\0" * size)
 
 
+def record(case: str, **steps) -> None:
+    """With SHOPLENS_CORRUPTION_REPORT=FILE, append how a case ended (for docs/integrity.md)."""
+    path = os.environ.get("SHOPLENS_CORRUPTION_REPORT")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"case": case, **{k: (v.returncode, (v.stdout.strip() or v.stderr.strip())[:600])
+                                                  for k, v in steps.items()}}) + "\n")
+
+
 def all_cases() -> list[tuple[str, str, str]]:
     if not os.environ.get("SHOPLENS_CORRUPTION_FULL"):
         return CASES
@@ -195,13 +204,16 @@ def test_damaged_file_ends_in_a_message_or_a_repaired_index(built, tmp_path, lay
     assert_clean(info, allowed=(0, 2))
     check = run(["-m", "shoplens", "check", *where], cache)
     assert_clean(check, allowed=(0, 1))
+    case = f"{layout} {pattern} {mode}"
     if check.returncode == 0:
+        record(case, info=info, check=check)
         # "ok" must be true: the damage touched nothing the index uses (e.g. an unused part of a file).
         same_index(dump(index, cache), want)
         return
     problems = check.stdout.strip().splitlines()
     assert problems and all(line.startswith(("damaged: ", "note: ")) for line in problems), check.stdout
-    assert all("fix: python" in line for line in problems if line.startswith("damaged: ")), check.stdout
+    assert all("; fix: " in line and ("python indexer.py" in line or "python -m shoplens check" in line)
+               for line in problems if line.startswith("damaged: ")), check.stdout
 
     repaired = run(["-m", "shoplens", "check", *where, "--repair"], cache)
     assert_clean(repaired, allowed=(0, 1))
@@ -210,6 +222,7 @@ def test_damaged_file_ends_in_a_message_or_a_repaired_index(built, tmp_path, lay
     reindex = run(["indexer.py", str(built["catalog"]), *where, "--quiet"], cache)
     assert_clean(reindex, allowed=(0,))
     final = run(["-m", "shoplens", "check", *where], cache)
+    record(case, info=info, check=check, repair=repaired, reindex=reindex, final=final)
     assert_clean(final, allowed=(0,))
     same_index(dump(index, cache), want)
 
@@ -287,7 +300,7 @@ def test_verify_reports_each_defect_and_repair_fixes_it_on_qdrant_client(tmp_pat
         report = verify(store)
         assert report.kinds() == {"image", "payload", "bridge"}, report.lines()
         assert report.no_image == {lost_vector.id} and report.bad_payload == {lost_payload.id}
-        assert all("fix: python" in line for line in report.lines() if line.startswith("damaged"))
+        assert all("python -m shoplens check" in line for line in report.lines() if line.startswith("damaged"))
 
         fixed = repair(store)
         # The two damaged products were dropped; only the catalog brings them back, and the report says so.
