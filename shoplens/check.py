@@ -115,8 +115,9 @@ def verify(store: Store, scan: bool = True) -> Report:
         from shoplens.store.edge import META_BACKUP, read_json
 
         backup = not is_remote(store) and read_json(Path(store.path) / META_BACKUP) is not None
-        report.problems.append(Problem("meta", str(exc).split("; ")[0], check_command(store) if backup else
-                                       f"rebuild the index: {indexer_command(store, None)}", backup))
+        rebuild = "rebuild it into a new folder: python indexer.py CATALOG --index NEW_DIR"
+        report.problems.append(Problem("meta", str(exc).split("; ")[0], check_command(store) if backup else rebuild,
+                                       backup))
         return report
     if meta is None:
         report.problems.append(Problem("meta", f"no index at {store.location}",
@@ -151,8 +152,8 @@ def _check_count(store: Store, report: Report) -> None:
     if count < recorded:
         report.problems.append(Problem(
             "count", f"{recorded - count} of the {recorded} products indexed by the last run are missing "
-                     f"(the store holds {count})", f"re-add them from the catalog: {indexer_command(store, report.meta)}",
-            False))
+                     f"(the store holds {count})",
+            f"re-add them from the catalog: {indexer_command(store, report.meta)}", False))
     elif count > recorded:
         report.notes.append(f"the store holds {count} products, {count - recorded} more than the last finished "
                             f"indexing run recorded (a run was interrupted); run the indexer again: "

@@ -418,3 +418,44 @@ def test_full_disk_gives_one_line_and_no_signal(built, small_disk, tmp_path):
     assert "disk" in more.stderr and len(more.stderr.strip().splitlines()) == 1, more.stderr
     (small_disk / "filler").unlink()
     same_index(dump(index, cache), built["appendable-dump"])
+
+
+def test_metadata_without_a_backup_names_a_rebuild_into_a_new_folder(built, tmp_path):
+    """An index made before index.backup.json existed: a zeroed index.json cannot be restored; every command
+    says so in one line, and the rebuild it names works."""
+    index = tmp_path / "index"
+    shutil.copytree(built["appendable"], index)
+    (index / "index.backup.json").unlink()
+    damage(index / "index.json", "zero")
+    cache = tmp_path / "cache"
+    for args, allowed in ((["-m", "shoplens", "check", "--index", str(index)], (1,)),
+                          (["-m", "shoplens", "check", "--index", str(index), "--repair"], (1,)),
+                          (["-m", "shoplens", "info", "--index", str(index)], (2,)),
+                          (["indexer.py", str(built["catalog"]), "--index", str(index), "--quiet"], (2,))):
+        done = run(args, cache)
+        assert_clean(done, allowed=allowed)
+        assert "python indexer.py CATALOG --index NEW_DIR" in done.stdout + done.stderr, args
+    rebuilt = run(["indexer.py", str(built["catalog"]), "--index", str(tmp_path / "new"), "--encoder", "tiny",
+                   "--quiet"], cache)
+    assert_clean(rebuilt, allowed=(0,))
+    same_index(dump(tmp_path / "new", cache), built["appendable-dump"])
+
+
+def test_text_search_refits_a_truncated_bridge_instead_of_a_traceback(built, tmp_path, monkeypatch):
+    """A half text-bridge.npz used to raise BadZipFile on every text search, and no re-run repaired it."""
+    from shoplens.search import Searcher
+    from shoplens.textindex import BRIDGE_FILE
+
+    monkeypatch.setenv("SHOPLENS_CACHE", str(built["cache"]))
+    index = tmp_path / "index"
+    shutil.copytree(built["appendable"], index)
+    damage(index / BRIDGE_FILE, "half")
+    searcher = Searcher.open(index)
+    try:
+        hits = searcher.search_text("red top", k=5, mode="bridge").hits
+        assert len(hits) == 5
+    finally:
+        searcher.close()
+    from shoplens.text.bridge import load_bridge
+
+    assert load_bridge(index / BRIDGE_FILE).fitted_on == N_PRODUCTS  # written back whole

@@ -96,7 +96,7 @@ class EdgeStore(Store):
             return meta
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             fix = (f"repair it with: {repair_command(str(self.path))}" if read_json(self.path / META_BACKUP)
-                   else f"rebuild the index: python indexer.py CATALOG --index {self.path}")
+                   else "rebuild it into a new folder: python indexer.py CATALOG --index NEW_DIR")
             raise IndexDamagedError(f"{meta_file}: unreadable index metadata ({exc}); {fix}") from None
 
     def write_meta(self, meta: dict) -> None:
