@@ -295,7 +295,8 @@ def _repair_edge(store, report: Report, done: list[str]) -> None:
             return
         done.append(f"copied {copied} whole products into a fresh shard"
                     + (f" ({len(refilled)} image vectors refilled from the embedding cache)" if refilled else "")
-                    + (f"; dropped {dropped} that could not be read (the indexer re-adds them)" if dropped else ""))
+                    + (f"; dropped {dropped} that could not be read or had no usable image vector (the indexer "
+                       "re-adds them)" if dropped else ""))
     if folder:
         done.append(f"damaged files were moved to {folder[0]} (delete it once the index is whole again)")
 

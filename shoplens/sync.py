@@ -22,7 +22,8 @@ from shoplens.catalog import Catalog, Product
 from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_profile
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
-from shoplens.store import SCHEMA_VERSION, IndexDamagedError, PointData, Store, check_encoder, point_id, text_dim
+from shoplens.store import (SCHEMA_VERSION, DiskSpaceError, IndexDamagedError, PointData, Store, check_encoder, point_id,
+                            text_dim)
 from shoplens.store.space import bytes_needed, ensure_space
 from shoplens.textindex import TextIndexer, check_text
 
@@ -245,6 +246,10 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     if damaged.no_text:
         summary.notes.append(f"re-wrote the text vectors of {len(damaged.no_text)} products that had lost them")
     _save_cached_vectors(encoder, encoded)
+    orphans = sorted(damaged.bad_payload - seen)
+    if orphans:  # no catalog product owns these points, and their payload says nothing: drop them
+        store.delete(orphans)
+        summary.notes.append(f"removed {len(orphans)} damaged points that belong to no product of the catalog")
 
     if prune:
         gone = [pid for pid in existing if pid not in seen]
@@ -281,7 +286,7 @@ def _damage(store: Store, meta: dict, summary: Summary):
     report = verify(store)
     fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
     if fatal:
-        raise IndexDamagedError(fatal[0].line())
+        raise (DiskSpaceError if fatal[0].kind == "disk" else IndexDamagedError)(fatal[0].line())
     if report.kinds() & {"image", "text", "payload", "count", "bridge"}:
         summary.notes.append("the index was damaged: " + "; ".join(p.text for p in report.problems)
                              + " (repaired by this run where the catalog has the product)")
