@@ -233,7 +233,10 @@ def cmd_check(args) -> int:
     from shoplens.check import repair, verify
 
     with open_store(args.index, args.qdrant_url, args.collection) as store:
-        report = repair(store) if args.repair else verify(store)
+        try:
+            report = repair(store) if args.repair else verify(store)
+        except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
+            raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

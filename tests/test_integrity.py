@@ -459,3 +459,31 @@ def test_text_search_refits_a_truncated_bridge_instead_of_a_traceback(built, tmp
     from shoplens.text.bridge import load_bridge
 
     assert load_bridge(index / BRIDGE_FILE).fitted_on == N_PRODUCTS  # written back whole
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant"])
+def test_indexer_drops_a_damaged_point_no_product_owns(folder_catalog, tmp_path, monkeypatch, kind):
+    """A point with an empty payload whose id is no catalog product's: the check flags it, the indexer
+    removes it (nothing could ever find or re-write it), and the index is whole again."""
+    from shoplens.catalog import read_catalog
+    from shoplens.check import verify
+    from shoplens.encoders import create_encoder
+    from shoplens.store import PointData
+    from shoplens.store.edge import EdgeStore
+    from shoplens.store.remote import QdrantStore
+    from shoplens.sync import sync_catalog
+
+    monkeypatch.setenv("SHOPLENS_CACHE", str(tmp_path / "cache"))
+    catalog = read_catalog(folder_catalog)
+    store = EdgeStore(tmp_path / "index") if kind == "edge" else QdrantStore(":memory:")
+    try:
+        sync_catalog(catalog, store, create_encoder("tiny"), progress=False)
+        junk = "00000000-0000-5000-8000-000000000001"
+        store.upsert([PointData(junk, np.full(48, 0.1, np.float32), {})])
+        report = verify(store)
+        assert report.bad_payload == {junk} and report.kinds() == {"payload"}, report.lines()
+        summary = sync_catalog(catalog, store, create_encoder("tiny"), progress=False)
+        assert summary.unchanged == 8 and any("belong to no product" in n for n in summary.notes), summary.notes
+        assert verify(store).ok and store.count() == 8
+    finally:
+        store.close()
