@@ -487,3 +487,20 @@ def test_indexer_drops_a_damaged_point_no_product_owns(folder_catalog, tmp_path,
         assert verify(store).ok and store.count() == 8
     finally:
         store.close()
+
+
+def test_check_on_a_whole_index_exits_0_and_speaks_json(built, tmp_path, capsys, monkeypatch):
+    from shoplens.cli import main
+
+    monkeypatch.setenv("SHOPLENS_CACHE", str(built["cache"]))
+    index = tmp_path / "index"
+    shutil.copytree(built["optimised"], index)
+    assert main(["check", "--index", str(index)]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: the index at {index} is whole ({N_PRODUCTS} products)"
+    assert main(["check", "--index", str(index), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["points"] == report["recorded"] == report["scanned"] == N_PRODUCTS
+    assert main(["check", "--index", str(index), "--repair"]) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+    assert main(["check", "--index", str(tmp_path / "nothing-here")]) == 1
+    assert "no index at" in capsys.readouterr().out
