@@ -252,7 +252,7 @@ def _repair_edge(store, report: Report, done: list[str]) -> None:
         if restored is None:
             return
         done.append(restored)
-        report = verify(store, scan=False)
+        report = verify(store)
     meta = report.meta
     if meta is None:
         return
