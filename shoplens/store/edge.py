@@ -86,6 +86,8 @@ class EdgeStore(Store):
     def read_meta(self) -> dict | None:
         meta_file = self.path / META_FILE
         if not meta_file.exists():
+            if read_json(self.path / META_BACKUP):
+                raise IndexDamagedError(f"{meta_file} is missing; repair it with: {repair_command(str(self.path))}")
             if self.path.exists() and any(self.path.iterdir()):
                 raise StoreError(f"{self.path} is not a shoplens index (no {META_FILE}); pick an empty or new folder")
             return None
