@@ -48,7 +48,7 @@ class Catalog:
     layout: str
     products: list[Product]
     missing: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # things the indexer should tell the user (id collisions)
+    notes: list[str] = field(default_factory=list)  # what the indexer should tell the user (id collisions, columns)
 
     def __len__(self) -> int:
         return len(self.products)
@@ -58,6 +58,34 @@ def snake(name: str) -> str:
     """'ProductTitle' -> 'product_title', 'baseColour' -> 'base_colour', 'Sub Category' -> 'sub_category'."""
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name.strip())
     return re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+
+
+def column_notes(header: list[str], source: Path) -> list[str]:
+    """Columns that mean the same canonical field ('name' and 'title', 'Color' and 'colour'): the first is
+    used (clean_row keeps it), and the note says so instead of dropping the others silently."""
+    by_key: dict[str, list[str]] = {}
+    for column in header:
+        if column:
+            key = snake(column)
+            by_key.setdefault(RENAMES.get(key, key), []).append(column)
+    return [f"{source.name}: columns {', '.join(repr(c) for c in columns)} all mean {key!r}; {columns[0]!r} is used, "
+            f"the others are ignored" for key, columns in by_key.items() if len(columns) > 1]
+
+
+def csv_encoding(path: Path) -> str:
+    """The text encoding of a CSV: UTF-8 (with or without a BOM) or UTF-16 with a BOM; anything else
+    is refused with a message rather than read as garbled column names."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if head.count(b"\x00") > len(head) // 4:
+        raise CatalogError(f"{path}: looks like UTF-16 without a byte-order mark; save it as UTF-8 (or UTF-16 with a "
+                           "BOM)")
+    return "utf-8-sig"
 
 
 def clean_row(row: dict[str, str | None]) -> dict[str, str]:
@@ -82,10 +110,14 @@ def product_id(meta: dict[str, str], rel_path: str) -> str:
     return str(Path(rel_path).with_suffix("")).replace("\\", "/")
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path, notes: list[str] | None = None) -> list[dict[str, str]]:
+    """Rows with cleaned keys; `notes` collects columns that clash (see column_notes)."""
     try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-            return [clean_row(row) for row in csv.DictReader(fh)]
+        with open(path, newline="", encoding=csv_encoding(path), errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            if notes is not None:
+                notes.extend(column_notes(list(reader.fieldnames or []), path))
+            return [clean_row(row) for row in reader]
     except csv.Error as exc:
         raise CatalogError(f"{path}: not a readable CSV ({exc})") from None
 
@@ -102,28 +134,28 @@ def read_fashion_images(root: Path) -> Catalog:
     """Kaggle fashion-images: data/fashion.csv + data/<Category>_<Gender>/Images/images_with_product_ids/<id>.jpg."""
     data = root / "data" if (root / "data" / "fashion.csv").exists() else root
     photos = {p.stem: p for p in sorted(data.glob("*/Images/images_with_product_ids/*")) if _is_image(p)}
-    products, missing = [], []
-    for meta in _read_csv(data / "fashion.csv"):
+    products, missing, notes = [], [], []
+    for meta in _read_csv(data / "fashion.csv", notes):
         pid = meta.get("product_id", "")
         photo = photos.get(pid)
         if photo is None:
             missing.append(f"product {pid}: no image under {data}")
             continue
         products.append(Product(pid, photo, _rel(photo, root), meta))
-    return Catalog(root, "fashion-images", products, missing)
+    return Catalog(root, "fashion-images", products, missing, notes)
 
 
 def read_fashion_product_images(root: Path) -> Catalog:
     """Kaggle Fashion Product Images: styles.csv + images/<id>.jpg."""
-    products, missing = [], []
-    for meta in _read_csv(root / "styles.csv"):
+    products, missing, notes = [], [], []
+    for meta in _read_csv(root / "styles.csv", notes):
         pid = meta.get("id", "")
         photo = root / "images" / f"{pid}.jpg"
         if not photo.is_file():
             missing.append(f"product {pid}: no images/{pid}.jpg")
             continue
         products.append(Product(pid, photo, _rel(photo, root), meta))
-    return Catalog(root, "fashion-product-images", products, missing)
+    return Catalog(root, "fashion-product-images", products, missing, notes)
 
 
 def read_folders(root: Path) -> Catalog:
@@ -134,7 +166,13 @@ def read_folders(root: Path) -> Catalog:
     shirt.png) cannot all have it: each of them is identified by its path (tops/shirt.jpg), which a move
     changes, and the catalog notes it.
     """
-    photos = sorted(p for p in root.rglob("*") if _is_image(p))
+    photos, skipped = [], []
+    for photo in sorted(p for p in root.rglob("*") if _is_image(p)):
+        rel = _rel(photo, root)
+        if utf8_name(rel):
+            photos.append(photo)
+        else:  # cannot be stored (payloads are UTF-8 JSON): skip it, name it, index the rest
+            skipped.append(f"{printable(rel)}: file name is not valid UTF-8; rename it to index it")
     stems = Counter(p.stem for p in photos)
     products = []
     for photo in photos:
@@ -147,13 +185,42 @@ def read_folders(root: Path) -> Catalog:
              f"{' ...' if len(shared) > 5 else ''}): their product ids are their paths, so moving one to another "
              "folder makes it a new product (--prune removes the old one); rename them to keep ids across moves"
              ] if shared else []
-    return Catalog(root, "folders", products, notes=notes)
+    return Catalog(root, "folders", products, skipped, notes=notes)
+
+
+def _skip_undecodable(catalog: Catalog) -> Catalog:
+    """Move products whose path or metadata cannot be written as UTF-8 to `missing`, so one odd file name
+    never aborts a run."""
+    keep = []
+    for product in catalog.products:
+        if utf8_name(product.rel_path) and all(utf8_name(f"{k}{v}") for k, v in product.metadata.items()):
+            keep.append(product)
+        else:
+            catalog.missing.append(f"{printable(product.rel_path)}: file name is not valid UTF-8; rename it to "
+                                   "index it")
+    catalog.products = keep
+    return catalog
+
+
+def utf8_name(name: str) -> bool:
+    """Whether a file name read from disk is valid UTF-8 (Python keeps other bytes as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """A file name with its undecodable bytes shown as \\xNN, for messages."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_manifest(csv_path: Path) -> Catalog:
     """A CSV manifest: a `path` column (relative to the CSV, or absolute) plus any metadata columns."""
     root = csv_path.parent
-    rows = _read_csv(csv_path)
+    notes: list[str] = []
+    rows = _read_csv(csv_path, notes)
     if rows and "path" not in rows[0]:
         raise CatalogError(f"{csv_path}: a manifest needs a 'path' column; it has {', '.join(rows[0])}")
     products, missing = [], []
@@ -168,7 +235,7 @@ def read_manifest(csv_path: Path) -> Catalog:
         except ValueError:
             rel = photo.as_posix()  # an absolute path outside the manifest's folder
         products.append(Product(product_id(meta, rel), photo, rel, meta))
-    return Catalog(root, "csv", products, missing)
+    return Catalog(root, "csv", products, missing, notes)
 
 
 def _grocery_classes(root: Path) -> dict[str, dict[str, str]]:
@@ -250,7 +317,11 @@ def detect_layout(source: Path) -> str:
 
 def _manifest_in(folder: Path) -> Path | None:
     for candidate in sorted(folder.glob("*.csv")):
-        with open(candidate, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        try:
+            encoding = csv_encoding(candidate)
+        except CatalogError:
+            continue  # not a CSV this reads; a manifest given by name says why
+        with open(candidate, newline="", encoding=encoding, errors="replace") as fh:
             header = next(csv.reader(fh), [])
         if "path" in [snake(h) for h in header]:
             return candidate
@@ -270,12 +341,13 @@ def read_catalog(source: str | Path, layout: str = "auto") -> Catalog:
         manifest = source if source.is_file() else _manifest_in(source)
         if manifest is None:
             raise CatalogError(f"{source}: no CSV with a 'path' column found")
-        return read_manifest(manifest)
+        return _skip_undecodable(read_manifest(manifest))
     if layout == "grocery-photos" and source.is_file():
-        return read_grocery_photos(source)
+        return _skip_undecodable(read_grocery_photos(source))
     if not source.is_dir():
         raise CatalogError(f"{source}: layout {layout!r} needs a folder")
     catalog = LAYOUTS[layout](source)
+    _skip_undecodable(catalog)
     if not catalog.products and not catalog.missing:
         raise CatalogError(f"{source}: no product photos found (layout {layout})")
     return catalog

@@ -1,4 +1,4 @@
-"""Command line: python -m shoplens {index,search,info,encoders,evaluate,tune} ..."""
+"""Command line: python -m shoplens {index,search,info,check,encoders,evaluate,tune} ..."""
 
 from __future__ import annotations
 
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="what an index holds")
     add_store_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("check", help="verify an index (vectors, payloads, counts, derived files); --repair fixes it")
+    add_store_args(p)
+    p.add_argument("--repair", action="store_true",
+                   help="fix what can be fixed without the catalog, and name the indexer run for the rest")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
@@ -299,6 +305,22 @@ def tuning_summary(info: dict) -> str:
         return "none (untuned backbone vectors)"
     figures = tuning_line(record).partition(": ")[2]
     return describe_tuning(record) + (f"; {figures}" if figures else "")
+
+
+def cmd_check(args) -> int:
+    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix)."""
+    from shoplens.check import repair, verify
+
+    with open_store(args.index, args.qdrant_url, args.collection) as store:
+        try:
+            report = repair(store) if args.repair else verify(store)
+        except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
+            raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print("\n".join(report.lines()))
+    return 0 if report.ok else 1
 
 
 def cmd_encoders(_args) -> int:
@@ -539,7 +561,7 @@ def cmd_tune(args) -> int:
     return 0 if written else 1
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "encoders": cmd_encoders,
+COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check, "encoders": cmd_encoders,
             "evaluate": cmd_evaluate, "tune": cmd_tune}
 
 

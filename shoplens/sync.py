@@ -23,7 +23,9 @@ from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_
 from shoplens.embedcache import cache_file, load_cache, save_cache
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
-from shoplens.store import SCHEMA_VERSION, PointData, Store, check_encoder, point_id, text_dim
+from shoplens.store import (SCHEMA_VERSION, DiskSpaceError, IndexDamagedError, PointData, Store, check_encoder, point_id,
+                            text_dim)
+from shoplens.store.space import bytes_needed, ensure_space
 from shoplens.textindex import TextIndexer, check_text
 from shoplens.tuneindex import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
                                 read_kept_tuning)
@@ -190,10 +192,16 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     tuning.apply(backbone vector); a new tuning, or none, first re-projects the stored vectors from their
     cached backbone vectors (shoplens.tuneindex). With `cache`, every vector encoded is written to the
     embedding cache (what re-projection and `tune` read)."""
-    known_vectors = known_vectors or {}
+    known_vectors = dict(known_vectors or {})
     started = time.perf_counter()
     summary = Summary()
+    disk = getattr(store, "path", None)  # an embedded index's folder; a server minds its own disk
+    text_size = text.model.dim if text is not None else None
+    if disk is not None and store.read_meta() is None:
+        ensure_space(disk, bytes_needed(len(catalog.products), encoder.dim, text_size),
+                     f"indexing {len(catalog.products)} products")
     meta = ensure_index(store, encoder, catalog, text)
+    damaged = _damage(store, meta, summary)
     if text is not None and not text_dim(meta):
         summary.notes.append(f"the index at {store.location} was built without text vectors; text search stays off "
                              "(re-index into a new folder to turn it on)")
@@ -212,8 +220,16 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
                                 "back to untuned vectors"))
     tuned = {TUNING_FIELD: target.hash} if target is not None else {}
     raw_cache: dict | None = None  # the embedding cache, loaded when the first photo is encoded
+    text_size = text_dim(meta)
+    if disk is not None:
+        new = sum(point_id(p.id) not in existing for p in catalog.products) + len(damaged.no_image)
+        ensure_space(disk, bytes_needed(new, encoder.dim, text_size), f"writing {new} products")
+    rewrite = damaged.no_image | damaged.bad_payload  # re-encoded (or taken from the embedding cache)
+    if rewrite:
+        known_vectors = {**load_cache(cache_file(encoder)), **known_vectors}
+    to_prepare = {pid: payload for pid, payload in existing.items() if pid not in rewrite}
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
-    summary.notes.extend(catalog.notes)
+    summary.notes.extend(getattr(catalog, "notes", []))
 
     seen: set[str] = set()
     batch: list[Prepared] = []
@@ -221,6 +237,10 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
 
     def flush_batch() -> None:
         nonlocal raw_cache
+        if disk is not None:  # the disk may fill up during the run (other writers, changed photos)
+            ensure_space(disk, bytes_needed(len(batch), encoder.dim, text_size),
+                         f"writing the next {len(batch)} products (those before them are kept; run it again "
+                         "to finish)")
         todo = [item.image for item in batch if item.payload["content_hash"] not in known_vectors]
         fresh = iter(encoder.embed_batch(todo) if todo else [])
         vectors = [known_vectors.get(item.payload["content_hash"]) for item in batch]
@@ -231,7 +251,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
             raw_cache.update((item.payload["content_hash"], np.asarray(vec, np.float32))
                              for item, vec in zip(batch, vectors))
             if (summary.encoded + len(todo)) // CACHE_EVERY > summary.encoded // CACHE_EVERY:
-                save_cache(cache_file(encoder), raw_cache, encoder.dim)  # a killed run keeps what it encoded
+                _save_raw(encoder, raw_cache)  # a killed run keeps what it encoded
         if target is not None:
             vectors = list(target.apply(np.stack(vectors)))
         texts = text.vectors([item.payload for item in batch]) if text else [(None, None)] * len(batch)
@@ -245,7 +265,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         batch.clear()
 
     stored_colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
-    for item in _prepared(catalog.products, existing, encoder.draft_size, workers, batch_size * 2, colours,
+    for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
                           stored_colours_ok):
         bar.update(1)
         if item.payload is not None:
@@ -256,11 +276,11 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         seen.add(item.point)
         if item.error:
             summary.failed.append((item.product.rel_path, item.error))
-        elif item.image is not None:
+        elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
             batch.append(item)
             if len(batch) >= batch_size:
                 flush_batch()
-        elif existing[item.point] == item.payload:
+        elif existing[item.point] == item.payload and item.point not in damaged.no_text:
             summary.unchanged += 1
         else:
             store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
@@ -271,7 +291,16 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         flush_batch()
     bar.close()
     if raw_cache is not None:
-        save_cache(cache_file(encoder), raw_cache, encoder.dim)
+        _save_raw(encoder, raw_cache)
+    if rewrite:
+        summary.notes.append(f"re-wrote {len(rewrite)} damaged products (image vector or payload missing or "
+                             "unreadable)")
+    if damaged.no_text:
+        summary.notes.append(f"re-wrote the text vectors of {len(damaged.no_text)} products that had lost them")
+    orphans = sorted(damaged.bad_payload - seen)
+    if orphans:  # no catalog product owns these points, and their payload says nothing: drop them
+        store.delete(orphans)
+        summary.notes.append(f"removed {len(orphans)} damaged points that belong to no product of the catalog")
 
     if prune:
         gone = [pid for pid in existing if pid not in seen]
@@ -292,10 +321,36 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         meta.pop("colours", None)
     if text and (summary.added or summary.updated or summary.removed or not text.has_bridge(store, meta)):
         meta["text"] = text.fit_bridge(store, meta)
-    store.write_meta(meta)
     store.finish()
+    meta["points"] = store.count()  # what `shoplens check` compares the store with
+    store.write_meta(meta)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _damage(store: Store, meta: dict, summary: Summary):
+    """The integrity check before syncing: points to re-write; refuses a store it cannot read."""
+    from shoplens.check import Report, verify
+
+    if meta.get("points") is None and not meta.get("updated"):
+        return Report(store.location)  # a new index: nothing to check
+    report = verify(store)
+    fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
+    if fatal:
+        raise (DiskSpaceError if fatal[0].kind == "disk" else IndexDamagedError)(fatal[0].line())
+    if report.kinds() & {"image", "text", "payload", "count", "bridge"}:
+        summary.notes.append("the index was damaged: " + "; ".join(p.text for p in report.problems)
+                             + " (repaired by this run where the catalog has the product)")
+    return report
+
+
+def _save_raw(encoder: Encoder, vectors: dict[str, np.ndarray]) -> None:
+    """Write the embedding cache; a cache is a convenience, so a full or read-only cache folder never fails
+    the run (re-projection and repair then re-encode the photos they need)."""
+    try:
+        save_cache(cache_file(encoder), vectors, encoder.dim)
+    except OSError:
+        pass
 
 
 def _now() -> str:

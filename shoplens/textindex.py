@@ -11,6 +11,7 @@ that a query's colour words are read as colours only where they describe somethi
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -27,6 +28,8 @@ BRIDGE_ALPHA = 0.1  # ridge penalty, from benchmarks/text_probe.py
 BRIDGE_NEIGHBOURS = 1
 MIN_BRIDGE_PAIRS = 50  # fewer pairs than this fit noise, not a map
 NAMES_COLOURS_SHARE = 0.5  # a catalog "names colours" when at least this share of its texts has a colour word
+# What reading a damaged or foreign .npz raises (a truncated zip, a zeroed header, a missing array).
+BRIDGE_READ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
 def image_encoder_key(meta: dict) -> str:
@@ -94,7 +97,7 @@ class TextIndexer:
         fitted = text.get("bridge")
         if not fitted or "version" not in fitted or "colour_names" not in text:
             return False
-        return fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS or store.artifact_path(BRIDGE_FILE).exists()
+        return fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS or bridge_readable(store, meta) is None
 
     def fit_bridge(self, store: Store, meta: dict) -> dict:
         """Fit the bridge on every product with both vectors, save it, and return the new meta['text'].
@@ -141,10 +144,27 @@ class TextIndexer:
             bridge = load_bridge(path, self.key, image_encoder_key(meta))
             if (bridge.version == fitted["version"]) if "version" in fitted else (bridge.fitted_on == fitted["pairs"]):
                 return bridge
-        except (OSError, ValueError, KeyError):
+        except BRIDGE_READ_ERRORS:
             pass  # missing, unreadable or for other models: fit it again from the stored vectors
         self.fit_bridge(store, meta)
         return load_bridge(path, self.key, image_encoder_key(meta))
+
+
+def bridge_readable(store: Store, meta: dict) -> str | None:
+    """None when the index's saved bridge loads and matches its models; else what is wrong with the file."""
+    path = store.artifact_path(BRIDGE_FILE)
+    if not path.exists():
+        return "is missing"
+    try:
+        bridge = load_bridge(path, f"{meta['text'].get('model')}@{meta['text'].get('version')}",
+                             image_encoder_key(meta))
+    except BRIDGE_READ_ERRORS as exc:
+        return f"cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+    except Exception as exc:  # noqa: BLE001 - numpy raises assorted errors on garbage
+        return f"cannot be read ({type(exc).__name__})"
+    if not (np.isfinite(bridge.weights).all() and np.isfinite(bridge.bias).all()):
+        return "holds values that are not finite"
+    return None
 
 
 def check_text(meta: dict, text: TextIndexer, location: str = "") -> None:

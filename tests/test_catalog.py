@@ -113,3 +113,46 @@ def test_shared_grocery_as_folders(datasets_dir):
     cat = read_catalog(datasets_dir / "grocery-store" / "val", layout="folders")
     assert len(cat) == 296
     assert {p.category for p in cat.products} == {"Fruit", "Packages", "Vegetables"}
+
+
+# --- bad input that used to abort a run or lose data silently (issue 14) ---
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_named_the_rest_indexed(folder_catalog, tmp_path):
+    import os
+
+    from shoplens.encoders import create_encoder
+    from shoplens.store.edge import EdgeStore
+    from shoplens.sync import sync_catalog
+
+    bad = os.path.join(os.fsencode(folder_catalog / "reds"), b"caf\xe9.jpg")
+    with open(bad, "wb") as fh:
+        fh.write((folder_catalog / "reds" / "red.jpg").read_bytes())
+    cat = read_catalog(folder_catalog)
+    assert len(cat) == 8  # the 8 good photos; the odd one is listed, not indexed
+    assert cat.missing == ["reds/caf\\xe9.jpg: file name is not valid UTF-8; rename it to index it"]
+    with EdgeStore(tmp_path / "index") as store:
+        summary = sync_catalog(cat, store, create_encoder("tiny"), progress=False)
+        assert summary.added == 8 and store.count() == 8
+    assert summary.failed == [("reds/caf\\xe9.jpg", "file name is not valid UTF-8; rename it to index it")]
+
+
+def test_manifest_columns_meaning_the_same_field_keep_the_first_and_say_so(tmp_path):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    (tmp_path / "m.csv").write_text("path,name,title,Color,colour\na.jpg,The name,The title,Red,Blue\n")
+    cat = read_catalog(tmp_path / "m.csv")
+    assert cat.products[0].metadata == {"title": "The name", "colour": "Red"}
+    assert cat.notes == ["m.csv: columns 'name', 'title' all mean 'title'; 'name' is used, the others are ignored",
+                         "m.csv: columns 'Color', 'colour' all mean 'colour'; 'Color' is used, the others are "
+                         "ignored"]
+
+
+def test_utf16_manifest_is_read_and_utf16_without_bom_refused(tmp_path):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    text = "path,title,colour\na.jpg,Grüne Jacke,Grün\n"
+    (tmp_path / "m.csv").write_bytes(text.encode("utf-16"))  # Python writes a BOM first
+    cat = read_catalog(tmp_path / "m.csv")
+    assert cat.products[0].metadata == {"title": "Grüne Jacke", "colour": "Grün"}
+    (tmp_path / "m.csv").write_bytes(text.encode("utf-16-le"))  # no BOM
+    with pytest.raises(CatalogError, match="UTF-16 without a byte-order mark; save it as UTF-8"):
+        read_catalog(tmp_path / "m.csv")

@@ -29,6 +29,20 @@ class IndexMismatchError(StoreError):
     """The index was built by another encoder than the one asked for."""
 
 
+class IndexDamagedError(StoreError):
+    """Index files are damaged (truncated, zeroed, unreadable); the message names the command that repairs it."""
+
+
+class DiskSpaceError(StoreError):
+    """Not enough free disk space to write (or even open) the index; nothing was changed."""
+
+
+def repair_command(location: str, qdrant: bool = False) -> str:
+    """The command that checks and repairs the index at `location`."""
+    where = f"--qdrant-url {location.split(' (collection')[0]}" if qdrant else f"--index {location}"
+    return f"python -m shoplens check {where} --repair"
+
+
 def point_id(product_id: str) -> str:
     """Deterministic point id (uuid5 of the product id): re-indexing never duplicates."""
     return str(uuid.uuid5(POINT_NAMESPACE, str(product_id)))

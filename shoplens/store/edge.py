@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from typing import Sequence
 
-from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
-                                 StoreError, normalise_filters, record_hit, text_dim)
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, DiskSpaceError, Filters, Hit,
+                                 IndexDamagedError, PointData, Sparse, Store, StoreError, normalise_filters, record_hit,
+                                 repair_command, text_dim)
+from shoplens.store.space import free_bytes, human
 
 META_FILE = "index.json"
+# A second copy of index.json, written with it: a truncated or zeroed index.json is restored from it.
+META_BACKUP = "index.backup.json"
 SHARD_DIR = "shard"
+CONFIG_FILE = "edge_config.json"  # Qdrant Edge's own, inside SHARD_DIR
+CONFIG_BACKUP = "edge_config.backup.json"  # our copy of it, beside index.json
+# Opening a shard can write (it replays the WAL of an unfinished run) through memory maps: on a full disk
+# that is a SIGBUS. Below this much free space the open is tried in a child process first.
+OPEN_RESERVE = 64 * 2**20
+# Not errors of the index: let them through when turning Rust panics (BaseException) into messages.
+_PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def _edge():
@@ -53,14 +68,16 @@ class EdgeStore(Store):
     """Index folder = index.json (metadata) + shard/ (the Qdrant Edge shard with its WAL)."""
 
     def __init__(self, path: str | Path, *, hnsw_config=None, quantization_config=None,
-                 on_disk_vectors: bool | None = None, search_params=None):
+                 on_disk_vectors: bool | None = None, search_params=None, optimizers_config=None):
         """The tuning options (qdrant_edge.HnswIndexConfig, e.g. ScalarQuantizationConfig, vectors mmapped from
-        disk) only apply when the index is created; None keeps Qdrant's defaults. An existing shard keeps its own.
+        disk, qdrant_edge.EdgeOptimizersConfig) only apply when the index is created; None keeps Qdrant's
+        defaults. An existing shard keeps its own.
         `search_params` (qdrant_edge.SearchParams: hnsw_ef, quantization rescoring) applies to non-exact searches."""
         self.path = Path(path)
         self.location = str(self.path)
         self._shard = None
-        self._tuning = {"hnsw_config": hnsw_config, "quantization_config": quantization_config}
+        self._tuning = {"hnsw_config": hnsw_config, "quantization_config": quantization_config,
+                        "optimizers": optimizers_config}
         self._on_disk_vectors = on_disk_vectors
         self._search_params = search_params
 
@@ -69,19 +86,26 @@ class EdgeStore(Store):
     def read_meta(self) -> dict | None:
         meta_file = self.path / META_FILE
         if not meta_file.exists():
+            if read_json(self.path / META_BACKUP):
+                raise IndexDamagedError(f"{meta_file} is missing; repair it with: {repair_command(str(self.path))}")
             if self.path.exists() and any(self.path.iterdir()):
                 raise StoreError(f"{self.path} is not a shoplens index (no {META_FILE}); pick an empty or new folder")
             return None
         try:
-            return json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise StoreError(f"{meta_file}: unreadable index metadata ({exc})") from None
+            meta = json.loads(meta_file.read_text())
+            if not isinstance(meta, dict) or "dim" not in meta:
+                raise ValueError("not an index record")
+            return meta
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            fix = (f"repair it with: {repair_command(str(self.path))}" if read_json(self.path / META_BACKUP)
+                   else "rebuild it into a new folder: python indexer.py CATALOG --index NEW_DIR")
+            raise IndexDamagedError(f"{meta_file}: unreadable index metadata ({exc}); {fix}") from None
 
     def write_meta(self, meta: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self.path / f"{META_FILE}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        os.replace(tmp, self.path / META_FILE)
+        text = json.dumps(meta, indent=2, sort_keys=True)
+        for name in (META_FILE, META_BACKUP):  # one after the other: one of them is always whole
+            write_atomically(self.path / name, text)
 
     def create(self, meta: dict) -> None:
         qe = _edge()
@@ -94,11 +118,19 @@ class EdgeStore(Store):
             vectors[TEXT_VECTOR] = qe.EdgeVectorParams(size=text_dim(meta), distance=qe.Distance.Cosine)
             sparse = {KEYWORD_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
         config = qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse, **self._tuning)
-        if any(shard_dir.iterdir()):
-            self._shard = qe.EdgeShard.load(str(shard_dir), config)  # a run killed before index.json was written
-        else:
-            self._shard = qe.EdgeShard.create(str(shard_dir), config)
+        with _edge_errors(self.path):
+            if any(shard_dir.iterdir()):
+                self._shard = qe.EdgeShard.load(str(shard_dir), config)  # a run killed before index.json was written
+            else:
+                self._shard = qe.EdgeShard.create(str(shard_dir), config)
         self.write_meta(meta)
+        self.backup_config()
+
+    def backup_config(self) -> None:
+        """Keep a copy of Qdrant Edge's config (vectors, tuning) to restore a damaged one from."""
+        config = read_json(self.path / SHARD_DIR / CONFIG_FILE)
+        if config:
+            write_atomically(self.path / CONFIG_BACKUP, json.dumps(config))
 
     @property
     def shard(self):
@@ -106,11 +138,24 @@ class EdgeStore(Store):
             shard_dir = self.path / SHARD_DIR
             if not (self.path / META_FILE).exists() or not shard_dir.exists():
                 raise StoreError(f"no index at {self.path}; build one with: python indexer.py CATALOG --index {self.path}")
-            try:
+            if free_bytes(self.path) < OPEN_RESERVE:
+                self._probe_open(shard_dir)
+            with _edge_errors(self.path, opening=True):
                 self._shard = _edge().EdgeShard.load(str(shard_dir))
-            except Exception as exc:  # the Rust side raises plain Exceptions
-                raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
         return self._shard
+
+    def _probe_open(self, shard_dir: Path) -> None:
+        """On a nearly full disk, open the shard in a child process first: a SIGBUS kills the child, not us."""
+        code = "import sys, qdrant_edge as q; q.EdgeShard.load(sys.argv[1]).close()"
+        try:
+            done = subprocess.run([sys.executable, "-c", code, str(shard_dir)], capture_output=True, text=True,
+                                  timeout=600)
+        except (OSError, subprocess.TimeoutExpired):
+            return  # cannot tell: the open below reports what it finds
+        if done.returncode < 0:
+            raise DiskSpaceError(f"the disk holding {self.path} is full ({human(free_bytes(self.path))} free): Qdrant "
+                                 "Edge has to write to open this index (it finishes the last run's writes); free some "
+                                 "space and run the command again")
 
     # writes
 
@@ -119,7 +164,11 @@ class EdgeStore(Store):
             return
         qe = _edge()
         ops = [qe.Point(p.id, edge_vectors(p), p.payload) for p in points]
-        self.shard.update(qe.UpdateOperation.upsert_points(ops))
+        self._update(qe.UpdateOperation.upsert_points(ops))
+
+    def _update(self, operation) -> None:
+        with _edge_errors(self.path):
+            self.shard.update(operation)
 
     def update_text(self, points: list[PointData]) -> None:
         qe = _edge()
@@ -131,9 +180,9 @@ class EdgeStore(Store):
             else:  # the product lost its words: its old ones must stop matching
                 emptied.append(p.id)
         if ops:
-            self.shard.update(qe.UpdateOperation.update_vectors(ops))
+            self._update(qe.UpdateOperation.update_vectors(ops))
         if emptied:
-            self.shard.update(qe.UpdateOperation.delete_vectors(emptied, [TEXT_VECTOR, KEYWORD_VECTOR]))
+            self._update(qe.UpdateOperation.delete_vectors(emptied, [TEXT_VECTOR, KEYWORD_VECTOR]))
 
     def set_vectors(self, ids: list[str], vectors: np.ndarray) -> None:
         qe = _edge()
@@ -151,15 +200,15 @@ class EdgeStore(Store):
             self.shard.update(qe.UpdateOperation.set_payload(list(ids), {key: value}))
 
     def set_payload(self, point: str, payload: dict) -> None:
-        self.shard.update(_edge().UpdateOperation.overwrite_payload([point], payload))
+        self._update(_edge().UpdateOperation.overwrite_payload([point], payload))
 
     def delete(self, ids: list[str]) -> None:
         if ids:
-            self.shard.update(_edge().UpdateOperation.delete_points(list(ids)))
+            self._update(_edge().UpdateOperation.delete_points(list(ids)))
 
     def create_keyword_index(self, field_name: str) -> None:
         qe = _edge()
-        self.shard.update(qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword))
+        self._update(qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword))
 
     def artifact_path(self, name: str) -> Path:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -186,8 +235,10 @@ class EdgeStore(Store):
         return f"--index {self.path}"
 
     def finish(self) -> None:
-        self.shard.optimize()
-        self.shard.flush()
+        with _edge_errors(self.path):
+            self.shard.optimize()
+            self.shard.flush()
+        self.backup_config()
 
     def close(self) -> None:
         if self._shard is not None:
@@ -226,20 +277,104 @@ class EdgeStore(Store):
     def scroll(self, filters: Filters | None = None, limit: int = 100, offset: str | None = None,
                with_vector: bool = False) -> tuple[list[Hit], str | None]:
         qe = _edge()
-        records, next_offset = self.shard.scroll(qe.ScrollRequest(offset=offset, limit=limit, filter=edge_filter(filters),
-                                                                  with_payload=True, with_vector=with_vector))
+        request = qe.ScrollRequest(offset=offset, limit=limit, filter=edge_filter(filters), with_payload=True,
+                                   with_vector=with_vector)
+        with _edge_errors(self.path, reading=True):
+            records, next_offset = self.shard.scroll(request)
         hits = [record_hit(r, with_vector) for r in records]
         return hits, (str(next_offset) if next_offset is not None else None)
 
     def retrieve(self, ids: list[str], with_vector: bool = False) -> list[Hit]:
         if not ids:
             return []
-        records = self.shard.retrieve(list(ids), with_payload=True, with_vector=with_vector)
+        with _edge_errors(self.path, reading=True):
+            records = self.shard.retrieve(list(ids), with_payload=True, with_vector=with_vector)
         return [record_hit(r, with_vector) for r in records]
 
     def count(self, filters: Filters | None = None) -> int:
-        return int(self.shard.count(_edge().CountRequest(exact=True, filter=edge_filter(filters))))
+        with _edge_errors(self.path, reading=True):
+            return int(self.shard.count(_edge().CountRequest(exact=True, filter=edge_filter(filters))))
 
     def facet(self, field_name: str, filters: Filters | None = None, limit: int = 1000) -> list[tuple[str, int]]:
-        response = self.shard.facet(_edge().FacetRequest(field_name, limit=limit, exact=True, filter=edge_filter(filters)))
+        request = _edge().FacetRequest(field_name, limit=limit, exact=True, filter=edge_filter(filters))
+        with _edge_errors(self.path, reading=True):
+            response = self.shard.facet(request)
         return [(str(h.value), int(h.count)) for h in response.hits]
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when it is missing or unreadable."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) and value else None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader (or a crash) sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == 28:  # ENOSPC
+            raise DiskSpaceError(f"the disk holding {path.parent} is full: free some space and run the command "
+                                 "again") from None
+        raise StoreError(f"cannot write {path}: {exc}") from None
+
+
+def first_line(text: str, limit: int = 240) -> str:
+    line = next((x.strip() for x in str(text).splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send file descriptor 2 to a temporary file for the duration: Rust panics print a backtrace there
+    before Python sees the exception. Yields a function returning what was printed."""
+    captured = tempfile.TemporaryFile(mode="w+b")
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (e.g. some embedded interpreters)
+        yield lambda: ""
+        captured.close()
+        return
+    os.dup2(captured.fileno(), 2)
+    try:
+        yield lambda: (captured.seek(0), captured.read().decode(errors="replace"))[1]
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.close()
+
+
+@contextlib.contextmanager
+def _edge_errors(path: Path, opening: bool = False, reading: bool = False):
+    """Turn Qdrant Edge's errors (plain Exceptions, and Rust panics, which are BaseExceptions) into one-line
+    StoreErrors that say what to do: free disk space, or repair the index. Only an open hides what Rust prints
+    (a panic's backtrace): it happens once, before any other thread uses the store, and fd 2 is process-wide."""
+    with (_quiet_stderr() if opening else contextlib.nullcontext(lambda: "")) as printed:
+        try:
+            yield
+        except StoreError:
+            raise
+        except _PASS_THROUGH:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - pyo3's PanicException derives from BaseException
+            reason = first_line(str(exc)) or first_line(printed()) or type(exc).__name__
+            if "No space left" in reason or "os error 28" in reason:
+                raise DiskSpaceError(f"the disk holding {path} is full ({reason}); free some space and run the "
+                                     "command again") from None
+            if opening:
+                raise IndexDamagedError(f"the index at {path} is damaged and cannot be opened ({reason}); repair it "
+                                        f"with: {repair_command(str(path))}") from None
+            if reading:
+                raise IndexDamagedError(f"the index at {path} is damaged: some products cannot be read ({reason}); "
+                                        f"repair it with: {repair_command(str(path))}") from None
+            raise StoreError(f"writing to the index at {path} failed: {reason}") from None

@@ -18,9 +18,10 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 from starlette.middleware import Middleware
 
+from shoplens.check import verify
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
 from shoplens.search import Searcher
-from shoplens.store import StoreError
+from shoplens.store import IndexDamagedError, StoreError
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
 from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
@@ -74,6 +75,13 @@ def is_locked(exc: Exception) -> bool:
     return "WouldBlock" in str(exc)
 
 
+def damaged_page(problems: str) -> str:
+    """The page for an index that fails `shoplens check`: what is wrong, and the commands that repair it."""
+    body = problems.replace("`", "'")  # shown verbatim in a code block, never as markdown or HTML
+    return (f"### This index is damaged; it is not served\n\nSearching it would miss products. Problems found:\n\n"
+            f"```\n{body}\n```\n\nRepair it, then start the app again.")
+
+
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
            page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> WebApp:
     """Open the index once and build the page; a missing, empty, busy or unreachable index gives a page that says so.
@@ -83,12 +91,18 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
     where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
     try:
         searcher = Searcher.open(index, qdrant_url, collection)
+        report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
+        if not report.ok:
+            searcher.close()
+            return WebApp(build_message(damaged_page(report.summary())))
         if searcher.store.count() == 0:
             searcher.close()
             return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
         shop = Shop(searcher, page_size)
         photos = shop.photos  # the allow-list follows the index opened here
         demo = build(shop, page_size, cache_expiry)
+    except IndexDamagedError as exc:
+        return WebApp(build_message(damaged_page(str(exc))))
     except StoreError as exc:
         if is_locked(exc):
             return WebApp(build_message(in_use(f"`{exc}`", where)))

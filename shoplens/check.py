@@ -1,0 +1,353 @@
+"""Index integrity: verify that every product's point is whole and that the counts agree; repair what can be.
+
+`verify(store)` reads the index metadata, opens the store, compares its point count with the count the
+last indexing run recorded, reads every point (payload, image vector, text vectors where the index has
+text) and loads the derived files (the text bridge). Each problem is one line naming the command that
+fixes it. `repair(store)` fixes what needs no catalog: restores the metadata and Qdrant Edge's config
+from their copies, moves a damaged WAL or segment aside, copies the readable points into a fresh shard
+(refilling image vectors from the embedding cache, recomputing text vectors from the payload), and refits
+the bridge; products it had to drop are re-added by the indexer, whose command it prints.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, Store, StoreError, point_id, repair_command,
+                            text_dim)
+
+EXAMPLES = 3  # product ids named per problem
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the index: what, the command that fixes it, and whether `repair` can."""
+
+    kind: str  # meta, open, disk, count, unreadable, image, text, payload, bridge
+    text: str
+    fix: str
+    repairable: bool = True
+
+    def line(self) -> str:
+        return f"{self.text}; fix: {self.fix}"
+
+
+@dataclass
+class Report:
+    """What `verify` found (and, after `repair`, what was done)."""
+
+    location: str
+    meta: dict | None = None
+    points: int | None = None  # the store's count
+    recorded: int | None = None  # the count the last indexing run recorded
+    scanned: int | None = None  # points read one by one
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    # point ids by defect, for the indexer to re-write exactly these
+    no_image: set[str] = field(default_factory=set)
+    no_text: set[str] = field(default_factory=set)
+    bad_payload: set[str] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
+
+    def lines(self) -> list[str]:
+        """One line per problem (or 'ok'), then what was repaired and any notes."""
+        out = [f"repaired: {r}" for r in self.repaired]
+        if self.ok:
+            count = f"{self.points} products" if self.points is not None else "no products"
+            out.append(f"ok: the index at {self.location} is whole ({count})")
+        out += [f"damaged: {p.line()}" for p in self.problems]
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
+    def summary(self) -> str:
+        """The problems on one line each, for an error message or a page."""
+        return "\n".join(p.line() for p in self.problems)
+
+    def as_dict(self) -> dict:
+        return {"location": self.location, "ok": self.ok, "points": self.points, "recorded": self.recorded,
+                "scanned": self.scanned, "repaired": list(self.repaired), "notes": list(self.notes),
+                "problems": [{"kind": p.kind, "problem": p.text, "fix": p.fix, "repairable": p.repairable}
+                             for p in self.problems]}
+
+
+def is_remote(store: Store) -> bool:
+    return not hasattr(store, "path")
+
+
+def where_args(store: Store) -> str:
+    """The --index / --qdrant-url arguments naming this store."""
+    if is_remote(store):
+        return f"--qdrant-url {getattr(store, 'url', store.location)} --collection {getattr(store, 'collection', '')}"
+    return f"--index {shlex.quote(str(store.path))}"
+
+
+def indexer_command(store: Store, meta: dict | None) -> str:
+    """The indexer run that re-adds products from the catalog."""
+    catalog = (meta or {}).get("catalog_root") or "CATALOG"
+    return f"python indexer.py {shlex.quote(str(catalog))} {where_args(store)}"
+
+
+def check_command(store: Store) -> str:
+    return (repair_command(str(store.path)) if not is_remote(store)
+            else f"python -m shoplens check {where_args(store)} --repair")
+
+
+def verify(store: Store, scan: bool = True) -> Report:
+    """Check the index; never raises for a damaged index (each problem is in the report).
+
+    `scan` reads every point (vectors and payloads); without it only the metadata, the store's opening,
+    the counts and the derived files are checked."""
+    report = Report(store.location)
+    try:
+        meta = store.read_meta()
+    except StoreError as exc:
+        from shoplens.store.edge import META_BACKUP, read_json
+
+        backup = not is_remote(store) and read_json(Path(store.path) / META_BACKUP) is not None
+        rebuild = "rebuild it into a new folder: python indexer.py CATALOG --index NEW_DIR"
+        report.problems.append(Problem("meta", str(exc).split("; ")[0], check_command(store) if backup else rebuild,
+                                       backup))
+        return report
+    if meta is None:
+        report.problems.append(Problem("meta", f"no index at {store.location}",
+                                       f"build one: {indexer_command(store, None)}", False))
+        return report
+    report.meta = meta
+    report.recorded = meta.get("points")
+    try:
+        report.points = store.count()
+    except DiskSpaceError as exc:
+        report.problems.append(Problem("disk", str(exc), "free some disk space", False))
+        return report
+    except StoreError as exc:
+        report.problems.append(Problem("open", _reason(exc), check_command(store)))
+        return report
+    _check_count(store, report)
+    if scan:
+        _scan(store, meta, report)
+    _check_bridge(store, meta, report)
+    return report
+
+
+def _reason(exc: Exception) -> str:
+    # Our messages end with "; repair it with: ..."; the report names the fix itself.
+    return str(exc).split("; repair it with")[0]
+
+
+def _check_count(store: Store, report: Report) -> None:
+    recorded, count = report.recorded, report.points
+    if recorded is None or count is None:
+        return
+    if count < recorded:
+        report.problems.append(Problem(
+            "count", f"{recorded - count} of the {recorded} products indexed by the last run are missing "
+                     f"(the store holds {count})",
+            f"re-add them from the catalog: {indexer_command(store, report.meta)}", False))
+    elif count > recorded:
+        report.notes.append(f"the store holds {count} products, {count - recorded} more than the last finished "
+                            f"indexing run recorded (a run was interrupted); run the indexer again: "
+                            f"{indexer_command(store, report.meta)}")
+
+
+def _scan(store: Store, meta: dict, report: Report) -> None:
+    from shoplens.text.document import product_text
+
+    dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta))
+    examples: dict[str, list[str]] = {"image": [], "text": [], "payload": []}
+    scanned = 0
+    try:
+        for hit in store.iterate(with_vector=True, page=256):
+            scanned += 1
+            pid = str(hit.payload.get("product_id", "")) if hit.payload else ""
+            name = pid or hit.id
+            if not pid or not hit.payload.get("content_hash") or point_id(pid) != hit.id:
+                report.bad_payload.add(hit.id)
+                examples["payload"].append(name)
+            vec = hit.vector
+            if vec is None or vec.shape[-1] != dim or not np.isfinite(vec).all() or not np.any(vec):
+                report.no_image.add(hit.id)
+                examples["image"].append(name)
+            if with_text and hit.payload and product_text(hit.payload):
+                tv = hit.text_vector
+                if tv is None or not np.isfinite(tv).all() or not np.any(tv):
+                    report.no_text.add(hit.id)
+                    examples["text"].append(name)
+    except StoreError as exc:
+        report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
+        return
+    report.scanned = scanned
+    if report.points is not None and scanned != report.points:
+        report.problems.append(Problem("count", f"the store counts {report.points} products but {scanned} can be "
+                                                "read", check_command(store)))
+    fix = check_command(store)
+    for kind, ids, what in (("image", report.no_image, "have no usable image vector (missing, zero or not finite)"),
+                            ("text", report.no_text, "have words but no text vector"),
+                            ("payload", report.bad_payload, "have a missing or damaged payload (product id, "
+                                                            "content hash)")):
+        if ids:
+            shown = ", ".join(examples[kind][:EXAMPLES]) + (" ..." if len(ids) > EXAMPLES else "")
+            report.problems.append(Problem(kind, f"{len(ids)} products {what}: {shown}", fix))
+
+
+def _check_bridge(store: Store, meta: dict, report: Report) -> None:
+    from shoplens.textindex import BRIDGE_FILE, MIN_BRIDGE_PAIRS, bridge_readable
+
+    fitted = (meta.get("text") or {}).get("bridge") or {}
+    if fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS:
+        return
+    reason = bridge_readable(store, meta)
+    if reason:
+        report.problems.append(Problem("bridge", f"derived file {BRIDGE_FILE} {reason}", check_command(store)))
+
+
+def repair(store: Store) -> Report:
+    """Fix what can be fixed without the catalog, then verify again; the report lists what was done and
+    what is left (products to re-add from the catalog, with the indexer command)."""
+    before = verify(store)
+    if before.ok:
+        before.notes.append("nothing to repair")
+        return before
+    done: list[str] = []
+    if is_remote(store):
+        _repair_points_remote(store, before, done)
+    else:
+        _repair_edge(store, before, done)
+        store.close()  # reopened by the next read: the shard may have been swapped
+    after = verify(store)
+    if "text" in after.kinds() and after.meta:
+        done += _refill_text(store, after)
+        after = verify(store)
+    if "bridge" in after.kinds() and after.meta:
+        done += _refit_bridge(store, after.meta)
+        after = verify(store)
+    after.repaired = done
+    if not after.ok and not done:
+        after.notes.append("nothing could be repaired without the catalog")
+    return after
+
+
+def _repair_edge(store, report: Report, done: list[str]) -> None:
+    from shoplens.store import edgerepair
+
+    folder: list[Path] = []
+
+    def aside() -> Path:
+        if not folder:
+            folder.append(edgerepair.damaged_dir(store.path))
+        return folder[0]
+
+    if "meta" in report.kinds():
+        restored = edgerepair.restore_meta(store.path)
+        if restored is None:
+            return
+        done.append(restored)
+        report = verify(store)
+    meta = report.meta
+    if meta is None:
+        return
+    _keep_recorded_count(store, report)
+    if "open" in report.kinds():
+        store.close()
+        actions, still = edgerepair.repair_open(store.path, meta, aside)
+        done += actions
+        if still is not None:
+            return
+        report = verify(store)
+    if report.kinds() & {"unreadable", "image", "payload", "count"} and report.problems:
+        known = _cached_vectors(meta)
+        dim = int(meta["dim"])
+        refilled = []
+
+        def keep(pid: str, payload: dict, vectors: dict) -> dict | None:
+            product = str(payload.get("product_id", ""))
+            if not product or not payload.get("content_hash") or point_id(product) != pid:
+                return None  # the indexer re-adds it from the catalog
+            image = edgerepair.usable_vector(vectors.get(IMAGE_VECTOR), dim)
+            if image is None:
+                image = known.get(payload["content_hash"])
+                if image is None:
+                    return None
+                refilled.append(pid)
+            out = {k: v for k, v in vectors.items() if k != IMAGE_VECTOR}
+            text = out.get(TEXT_VECTOR)
+            if text is not None and edgerepair.usable_vector(text, len(text)) is None:
+                out.pop(TEXT_VECTOR)  # recomputed from the payload below
+            out[IMAGE_VECTOR] = np.asarray(image, np.float32).tolist()
+            return out
+
+        if "count" in report.kinds() and not report.kinds() & {"unreadable", "image", "payload"}:
+            return  # every stored point is whole: only the catalog can bring back the missing ones
+        try:
+            copied, dropped = edgerepair.rebuild_shard(store, meta, keep, aside)
+        except RuntimeError as exc:
+            report.notes.append(str(exc))
+            return
+        done.append(f"copied {copied} whole products into a fresh shard"
+                    + (f" ({len(refilled)} image vectors refilled from the embedding cache)" if refilled else "")
+                    + (f"; dropped {dropped} that could not be read or had no usable image vector (the indexer "
+                       "re-adds them)" if dropped else ""))
+    if folder:
+        done.append(f"damaged files were moved to {folder[0]} (delete it once the index is whole again)")
+
+
+def _repair_points_remote(store, report: Report, done: list[str]) -> None:
+    """A Qdrant server keeps its own files; here only points without a usable vector or payload are dropped."""
+    drop = sorted(report.bad_payload | report.no_image)
+    _keep_recorded_count(store, report)
+    if drop:
+        store.delete(drop)
+        done.append(f"dropped {len(drop)} damaged products (the indexer re-adds them)")
+
+
+def _keep_recorded_count(store: Store, report: Report) -> None:
+    """Record the count before dropping anything, so the dropped products show as missing until re-added."""
+    meta = report.meta
+    if meta is not None and report.points is not None and (report.recorded or 0) < report.points:
+        meta["points"] = report.points
+        store.write_meta(meta)
+
+
+def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
+    """content hash -> image vector from the embedding cache of the index's encoder (empty when unknown)."""
+    try:
+        from shoplens.embedcache import cache_file, load_cache
+        from shoplens.encoders import create_encoder
+
+        encoder = create_encoder(meta["encoder"], **dict(meta.get("encoder_options") or {}))
+        if (encoder.version, encoder.dim) != (meta.get("encoder_version"), int(meta["dim"])):
+            return {}
+        return load_cache(cache_file(encoder))
+    except Exception:  # noqa: BLE001 - an unknown encoder or no cache: nothing to refill from
+        return {}
+
+
+def _refill_text(store: Store, report: Report) -> list[str]:
+    from shoplens.store import PointData
+    from shoplens.textindex import TextIndexer
+
+    hits = store.retrieve(sorted(report.no_text))
+    text = TextIndexer()
+    vectors = text.vectors([h.payload for h in hits])
+    store.update_text([PointData(h.id, None, h.payload, *tv) for h, tv in zip(hits, vectors)])
+    store.finish()
+    return [f"recomputed the text vectors of {len(hits)} products from their payloads"]
+
+
+def _refit_bridge(store: Store, meta: dict) -> list[str]:
+    from shoplens.textindex import BRIDGE_FILE, TextIndexer
+
+    meta = dict(meta)
+    meta["text"] = TextIndexer().fit_bridge(store, meta)
+    store.write_meta(meta)
+    return [f"refitted {BRIDGE_FILE} from the stored vectors"]
