@@ -63,3 +63,173 @@ def test_a_searcher_sees_writes_made_through_the_same_store(small_index):
     assert searcher.store.count() == 25
     assert searcher.store.search(vec, 1)[0].payload["product_id"] == "new-one"
     searcher.close()
+
+
+# --- an indexer beside a serving app ---
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import stat  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from conftest import REPO, make_product_photo  # noqa: E402
+from shoplens.channel import SOCKET_NAME, Channel, ChannelError, connect, request  # noqa: E402
+from shoplens.store import point_id  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*argv, entry="indexer.py", **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, entry, *map(str, argv)] if entry.endswith(".py") else [sys.executable, "-m", entry,
+                                                                                      *map(str, argv)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def serving(small_index):
+    """The app serving small_index on 127.0.0.1 (its channel open); always shut down."""
+    from shoplens.web.serve import create, launch
+
+    app = create(small_index, page_size=4)
+    assert app.live is not None
+    launch(app, host="127.0.0.1", port=free_port(), block=False, quiet=True)
+    yield app
+    app.close()
+
+
+def add_product(catalog: Path, pid: str, colour, rel: str) -> None:
+    make_product_photo(catalog / rel, colour, "round")
+    with open(catalog / "products.csv", "a") as fh:
+        fh.write(f"{pid},{rel},Cyan bag,Bags,Cyan,Men\n")
+
+
+def drop_product(catalog: Path, pid: str) -> None:
+    lines = (catalog / "products.csv").read_text().splitlines()
+    (catalog / "products.csv").write_text("\n".join(l for l in lines if not l.startswith(f"{pid},")) + "\n")
+
+
+def test_the_channel_is_the_owners_only(serving, small_index):
+    mode = os.stat(small_index / SOCKET_NAME).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    serving.close()
+    assert not (small_index / SOCKET_NAME).exists()  # removed when the app stops
+
+
+def test_another_uid_is_refused(small_index, monkeypatch):
+    import shoplens.channel as channel
+
+    ran = []
+    server = Channel(small_index, {"sync": lambda args, reply: ran.append(1)}).start()
+    try:
+        monkeypatch.setattr(channel.os, "getuid", lambda: 10 ** 6)  # as if the peer were another user
+        with pytest.raises(ChannelError, match="owner's processes only"):
+            request(connect(small_index), "sync", {})
+        assert ran == []
+    finally:
+        server.close()
+
+
+def test_indexer_hands_the_sync_to_the_serving_app(serving, small_index, tmp_path):
+    catalog = tmp_path / "catalog"
+    add_product(catalog, "zz", (10, 200, 200), "photos/new/zz.jpg")
+    drop_product(catalog, "trm")  # the red top for men
+    done = run_cli(catalog, "--index", small_index, "--prune")
+    assert done.returncode == 0, done.stderr
+    # 24 products + zz - trm: zz added, trm removed, 23 untouched (the same line a direct run prints).
+    assert done.stdout.startswith("added 1, updated 0, unchanged 23, removed 1, failed 0, ")
+    assert "runs this sync" in done.stderr and "indexing: 100%" in done.stderr  # the app's bar, on our stderr
+    store = serving.searcher.store
+    assert store.count() == 24
+    assert not store.retrieve([point_id("trm")])
+    # The new photo finds itself first, through the app's own searcher (searches never stopped).
+    results = serving.searcher.search_image(catalog / "photos/new/zz.jpg", k=1, crop="off")
+    assert results.hits[0].product_id == "zz"
+    # The allow-list follows: the new photo may be served, the withdrawn one no more.
+    assert serving.photos.find("photos/new/zz.jpg") is not None
+    assert serving.photos.find("photos/tops/trm.jpg") is None
+
+
+def test_json_summary_through_the_app(serving, small_index, tmp_path):
+    done = run_cli(tmp_path / "catalog", "--index", small_index, "--json", "--quiet")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["added"], summary["updated"], summary["unchanged"], summary["removed"]) == (0, 0, 24, 0)
+    assert "indexing" not in done.stderr  # --quiet: no bar
+
+
+def test_read_only_commands_beside_the_app(serving, small_index, tmp_path):
+    before = set(Path(tempfile.gettempdir()).glob("shoplens-snapshot-*"))
+    info = run_cli("info", "--index", small_index, "--json", entry="shoplens")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["count"] == 24
+    found = run_cli("search", tmp_path / "catalog/photos/bags/bgw.jpg", "--index", small_index, "-k", "1",
+                    "--crop", "off", "--json", entry="shoplens")
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["results"][0]["id"] == "bgw"
+    assert set(Path(tempfile.gettempdir()).glob("shoplens-snapshot-*")) <= before  # the snapshots are removed
+
+
+def test_second_indexer_waits_for_the_running_sync(serving, small_index, tmp_path):
+    serving.live.sync_lock.acquire()  # a sync under way
+    proc = subprocess.Popen([sys.executable, "indexer.py", str(tmp_path / "catalog"), "--index", str(small_index)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        seen = ""
+        while "another sync is running" not in seen and time.time() < deadline:
+            seen += proc.stderr.readline()
+        assert "another sync is running in the app" in seen
+        assert proc.poll() is None  # waiting, not failed
+    finally:
+        serving.live.sync_lock.release()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out.startswith("added 0, updated 0, unchanged 24")
+
+
+def test_stale_socket_of_a_dead_app(small_index, tmp_path):
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(small_index / SOCKET_NAME))  # bound, never listening: what a killed app leaves
+    dead.close()
+    done = run_cli(tmp_path / "catalog", "--index", small_index, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "no longer running; removed it" in done.stderr
+    assert done.stdout.startswith("added 0, updated 0, unchanged 24")
+    assert not (small_index / SOCKET_NAME).exists()
+
+
+def test_index_held_by_a_process_that_is_not_an_app(small_index, tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, qdrant_edge; s = qdrant_edge.EdgeShard.load(sys.argv[1]);"
+                               " print('held', flush=True); sys.stdin.read()", str(small_index / "shard")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = run_cli(tmp_path / "catalog", "--index", small_index, "--quiet")
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1].startswith("error: the index at")
+        assert "not a serving shoplens app" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_app_that_stops_mid_sync(small_index, tmp_path):
+    # An "app" that starts the sync, draws a bit of bar, then dies (its connection closes without a summary).
+    def dying(args, reply):
+        reply.write("indexing:  10%\r")
+        reply._conn.shutdown(socket.SHUT_RDWR)  # as a killed process's socket: closed with no final line
+        reply.gone = True
+    server = Channel(small_index, {"sync": dying}).start()
+    done = run_cli(tmp_path / "catalog", "--index", small_index, "--quiet")
+    server.close()
+    assert done.returncode == 2
+    assert "stopped during the sync" in done.stderr and "run the same command again" in done.stderr
+    again = run_cli(tmp_path / "catalog", "--index", small_index, "--quiet")  # no app now: the next run does it
+    assert again.returncode == 0 and again.stdout.startswith("added 0, updated 0, unchanged 24")

@@ -58,6 +58,13 @@ class Photos:
         """Every product's `image_path` in the store (one pass over the payloads, at app start)."""
         return cls(root, (str(hit.payload.get("image_path") or "") for hit in store.iterate(page=1000)))
 
+    def update(self, other: "Photos") -> None:
+        """Take `other`'s photos (the index after a sync) in place: the gate and Gradio keep this object and list."""
+        self.root = other.root
+        self._paths = other._paths  # one assignment: a request sees the old list or the new one
+        for folder in other._folders:
+            self._cover(folder)
+
     def __len__(self) -> int:
         return len(self._paths)
 

@@ -19,6 +19,8 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
+from shoplens.encoders import create_encoder
+from shoplens.live import LiveIndex
 from shoplens.search import Searcher
 from shoplens.store import StoreError
 from shoplens.web.photos import PhotoGate, Photos
@@ -46,9 +48,12 @@ class WebApp:
     photos: Photos = field(default_factory=lambda: Photos(None, []))
     url: str = ""
     warming: threading.Thread | None = None
+    live: LiveIndex | None = None  # the local channel: indexer syncs and snapshots (an Edge index only)
 
     def close(self) -> None:
         """Stop the server and release the index."""
+        if self.live is not None:
+            self.live.close()
         self.demo.close()
         if self.warming is not None:
             self.warming.join(timeout=60)  # exiting while ONNX loads its weights aborts the process
@@ -93,7 +98,20 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
         if is_locked(exc):
             return WebApp(build_message(in_use(f"`{exc}`", where)))
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
-    return WebApp(demo, photos.folders(), searcher, photos)
+    live = None
+    if qdrant_url is None:  # a Qdrant server takes writes from the indexer itself
+        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
+    return WebApp(demo, photos.folders(), searcher, photos, live=live)
+
+
+def reusing_encoder(searcher: Searcher):
+    """How the app's syncs get an encoder: the one it searches with when it is the same, else a new one."""
+    def get(name: str, **options):
+        enc = searcher._encoder
+        if enc is not None and name == searcher.meta.get("encoder") and options == searcher._encoder_options:
+            return enc
+        return create_encoder(name, **options)
+    return get
 
 
 def warm_up(searcher: Searcher) -> threading.Thread:
@@ -126,6 +144,12 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)
+    if app.live is not None:
+        try:
+            app.live.start()
+        except StoreError as exc:
+            app.demo.close()
+            raise StoreError(f"{exc}; this app does not take syncs") from None
     app.url = app.demo.local_url
     if not quiet:
         print(f"shoplens: serving on {app.url}", flush=True)

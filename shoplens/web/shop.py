@@ -72,6 +72,19 @@ class Shop:
             self._photos = Photos.from_store(self.searcher.store, self.root)
         return self._photos
 
+    def refresh(self) -> None:
+        """After a sync in this process: read the metadata, the allow-list of photos and the category lists again."""
+        self.searcher.reload()
+        self.fields = self.searcher.filter_fields
+        self.root = self.searcher.catalog_root.resolve() if self.searcher.catalog_root else None
+        fresh = Photos.from_store(self.searcher.store, self.root)
+        if self._photos is None:
+            self._photos = fresh
+        else:
+            self._photos.update(fresh)
+        with self._ids_lock:
+            self._ids.clear()
+
     # index facts
 
     def count(self) -> int:
