@@ -233,3 +233,32 @@ def test_app_that_stops_mid_sync(small_index, tmp_path):
     assert "stopped during the sync" in done.stderr and "run the same command again" in done.stderr
     again = run_cli(tmp_path / "catalog", "--index", small_index, "--quiet")  # no app now: the next run does it
     assert again.returncode == 0 and again.stdout.startswith("added 0, updated 0, unchanged 24")
+
+
+# --- writes never come from the web page ---
+
+# Every endpoint the page offers; each only reads the index. A new one must be added here knowingly.
+READ_ONLY_ENDPOINTS = {"/search", "/select_result", "/more_like_this", "/browse", "/browse_values", "/next_page",
+                       "/previous_page", "/select_product", "/find_similar", "/product", "/show_items", "/pick_item",
+                       "/select_item", "/search_text"}
+
+
+def test_the_channel_is_not_reachable_through_gradio(serving, small_index):
+    import httpx
+    from gradio_client import Client
+
+    client = Client(serving.url, download_files=False, verbose=False, analytics_enabled=False)
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert names <= READ_ONLY_ENDPOINTS, names - READ_ONLY_ENDPOINTS
+    paths = [getattr(route, "path", "") for route in serving.demo.app.routes]
+    assert not [p for p in paths if "sync" in p or "snapshot" in p or "channel" in p]
+    sock = small_index / SOCKET_NAME
+    meta_before = (small_index / "index.json").read_bytes()
+    for url in (f"/gradio_api/file={sock}", f"/gradio_api/file/{sock}", f"/gradio_api/file={small_index}/index.json",
+                f"/file={sock}"):
+        assert httpx.get(serving.url.rstrip("/") + url, timeout=10).status_code == 404, url
+    for op in ("sync", "snapshot", "ping"):
+        response = httpx.post(f"{serving.url.rstrip('/')}/gradio_api/call/{op}", json={"data": []}, timeout=10)
+        assert not response.is_success, op  # Gradio knows no such function (it answers 500 for unknown names)
+    assert (small_index / "index.json").read_bytes() == meta_before
+    assert serving.searcher.store.count() == 24
