@@ -200,3 +200,58 @@ class LiveIndex:
                 shard.flush()  # everything written so far is in the files copied
             shutil.copytree(self.index, copy, ignore=shutil.ignore_patterns(SOCKET_NAME, "*.tmp"))
         return str(copy)
+
+
+class Watcher:
+    """`app.py --catalog DIR --watch SECONDS`: the app syncs the catalog into its index on a timer.
+
+    Withdrawn products are removed (prune), as a shop that deletes a photo expects. A catalog that cannot be
+    read (the folder vanished, an unreadable manifest) is logged once, and once more when it is back; nothing
+    is removed meanwhile and the app keeps serving."""
+
+    def __init__(self, live: LiveIndex, catalog: str | Path, seconds: float, layout: str = "auto"):
+        self.live = live
+        self.seconds = seconds
+        self.options = {name: None for name in SYNC_OPTIONS}
+        self.options.update(catalog=str(Path(catalog).resolve()), layout=layout, batch_size=32, prune=True,
+                            text="auto", no_colours=False, no_tuning=False, force=False, photos=[], quiet=True)
+        self.failing: str | None = None
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Watcher":
+        self._thread = threading.Thread(target=self._loop, name="shoplens-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            self.tick()
+
+    def tick(self):
+        """One sync of the catalog; its Summary, or None when it could not run (logged once per outage)."""
+        try:
+            summary = self.live.sync(self.options)
+        except StoreError as exc:
+            if self.failing is None:
+                log.warning("watch: cannot sync %s: %s; still serving the index as it is, trying again every %g s",
+                            self.options["catalog"], exc, self.seconds)
+            self.failing = str(exc)
+            return None
+        except Exception:  # noqa: BLE001 - a bug must not stop the timer or the app
+            log.exception("watch: the sync of %s failed", self.options["catalog"])
+            return None
+        finally:
+            self.runs += 1
+        if self.failing is not None:
+            log.info("watch: %s is readable again", self.options["catalog"])
+            self.failing = None
+        if summary.added or summary.updated or summary.removed or summary.failed:
+            log.info("watch: %s", summary.line().splitlines()[0])
+        return summary

@@ -262,3 +262,55 @@ def test_the_channel_is_not_reachable_through_gradio(serving, small_index):
         assert not response.is_success, op  # Gradio knows no such function (it answers 500 for unknown names)
     assert (small_index / "index.json").read_bytes() == meta_before
     assert serving.searcher.store.count() == 24
+
+
+# --- app.py --catalog DIR --watch SECONDS ---
+
+def test_watch_syncs_on_a_timer(serving, tmp_path):
+    from shoplens.live import Watcher
+
+    catalog = tmp_path / "catalog"
+    watcher = Watcher(serving.live, catalog, 0.3).start()
+    try:
+        add_product(catalog, "zz", (10, 200, 200), "photos/new/zz.jpg")
+        # A sync under way now may have read the catalog before; the one after it has read it after.
+        wanted = serving.live.syncs + 2
+        deadline = time.time() + 30
+        while serving.live.syncs < wanted and time.time() < deadline:
+            time.sleep(0.2)
+        assert serving.searcher.store.count() == 25
+        assert serving.searcher.product("zz") is not None
+        assert serving.photos.find("photos/new/zz.jpg") is not None
+    finally:
+        watcher.stop()
+
+
+def test_watch_survives_a_vanishing_catalog(serving, tmp_path, caplog):
+    import logging
+    from shoplens.live import Watcher
+
+    catalog = tmp_path / "catalog"
+    watcher = Watcher(serving.live, catalog, 3600)  # ticks by hand
+    hidden = tmp_path / "hidden"
+    catalog.rename(hidden)
+    with caplog.at_level(logging.INFO, logger="shoplens.live"):
+        assert watcher.tick() is None
+        assert watcher.tick() is None
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "still serving" in warnings[0].getMessage()
+        assert len(warnings[0].getMessage().splitlines()) == 1
+        assert serving.searcher.store.count() == 24  # nothing removed
+        assert serving.searcher.search_image(hidden / "photos/bags/bgw.jpg", k=1, crop="off").hits
+        hidden.rename(catalog)
+        summary = watcher.tick()
+    assert (summary.added, summary.unchanged, summary.removed) == (0, 24, 0)
+    assert any("readable again" in r.getMessage() for r in caplog.records)
+
+
+def test_watch_needs_a_catalog():
+    from shoplens.web.serve import build_parser, check_options
+
+    assert "give --catalog" in check_options(build_parser().parse_args(["--watch", "--port", "1"]))
+    args = build_parser().parse_args(["--catalog", "x", "--watch", "0.1", "--port", "1"])
+    assert "at most once a second" in check_options(args)
+    assert build_parser().parse_args(["--catalog", "x", "--watch"]).watch == 60.0

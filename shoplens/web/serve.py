@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
 from shoplens.encoders import create_encoder
-from shoplens.live import LiveIndex
+from shoplens.live import LiveIndex, Watcher
 from shoplens.search import Searcher
 from shoplens.store import StoreError
 from shoplens.web.photos import PhotoGate, Photos
@@ -31,6 +31,7 @@ log = logging.getLogger("shoplens.web")
 
 # Encoding is CPU-bound: a few at a time keeps 2-8 cores busy without thrashing; the rest wait in line.
 CONCURRENCY = 4
+WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
@@ -49,9 +50,12 @@ class WebApp:
     url: str = ""
     warming: threading.Thread | None = None
     live: LiveIndex | None = None  # the local channel: indexer syncs and snapshots (an Edge index only)
+    watcher: Watcher | None = None  # app.py --watch
 
     def close(self) -> None:
         """Stop the server and release the index."""
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.live is not None:
             self.live.close()
         self.demo.close()
@@ -185,6 +189,13 @@ def check_options(args) -> str | None:
         return f"--port {args.port}: a port is a number from 1 to 65535"
     if args.concurrency < 1:
         return f"--concurrency {args.concurrency}: at least 1 search must run at a time"
+    if getattr(args, "watch", None) is not None:
+        if args.catalog is None:
+            return "--watch syncs a catalog: give --catalog DIR too"
+        if args.qdrant_url is not None:
+            return "--watch works on an embedded --index folder (a Qdrant server takes the indexer's writes itself)"
+        if not args.watch >= 1:
+            return f"--watch {args.watch:g}: sync at most once a second"
     if not 1 <= args.page_size <= MAX_PAGE_SIZE:
         return f"--page-size {args.page_size}: pick from 1 to {MAX_PAGE_SIZE} products per page"
     return port_busy(args.host, args.port)
@@ -219,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"searches run at once (default {CONCURRENCY})")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"products per browse page (default {PAGE_SIZE})")
+    parser.add_argument("--watch", type=float, nargs="?", const=WATCH_SECONDS, default=None, metavar="SECONDS",
+                        help=f"with --catalog: sync the catalog again every SECONDS (default {WATCH_SECONDS:g}) while "
+                             "serving; products that left it are removed")
     return parser
 
 
@@ -245,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.catalog is not None:
             sync_first(args)
         app = create(args.index, args.qdrant_url, args.collection, args.page_size)
+        if args.watch is not None and app.live is not None:
+            app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
+            print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
         launch(app, args.host, args.port, args.share, args.concurrency)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
