@@ -198,7 +198,7 @@ class LiveIndex:
             shard = getattr(self.store, "shard", None)
             if shard is not None:
                 shard.flush()  # everything written so far is in the files copied
-            shutil.copytree(self.index, copy, ignore=shutil.ignore_patterns(SOCKET_NAME, "*.tmp"))
+            shutil.copytree(self.index, copy, ignore=shutil.ignore_patterns(SOCKET_NAME, "*.tmp", "thumbs"))
         return str(copy)
 
 

@@ -314,3 +314,71 @@ def test_watch_needs_a_catalog():
     args = build_parser().parse_args(["--catalog", "x", "--watch", "0.1", "--port", "1"])
     assert "at most once a second" in check_options(args)
     assert build_parser().parse_args(["--catalog", "x", "--watch"]).watch == 60.0
+
+
+# --- thumbnails ---
+
+def big_photo(path: Path, colour, seed: int) -> Path:
+    """An 1800x2400 phone-sized product photo with some texture (so its JPEG is photo-sized)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 40, (2400 // 8, 1800 // 8, 3), dtype=np.uint8)
+    img = Image.fromarray(noise).resize((1800, 2400), Image.BILINEAR)
+    img.paste(Image.new("RGB", (1000, 1400), colour), (400, 500))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", quality=90)
+    return path
+
+
+@pytest.fixture
+def big_index(tmp_path) -> Path:
+    for n, colour in enumerate([(200, 30, 30), (30, 30, 200), (30, 180, 30)]):
+        big_photo(tmp_path / "big" / f"p{n}.jpg", colour, n)
+    with open_store(tmp_path / "bigindex") as store:
+        sync_catalog(read_catalog(tmp_path / "big"), store, create_encoder("tiny"), progress=False, text=None)
+    return tmp_path / "bigindex"
+
+
+def test_galleries_show_thumbnails_and_the_product_its_photo(big_index, tmp_path):
+    from PIL import Image
+    from shoplens.web.shop import Shop
+
+    shop = Shop(Searcher.open(big_index))
+    hits = shop.page(None, None, 0).hits
+    tiles = shop.gallery(hits)
+    assert len(tiles) == 3
+    for (tile, _), hit in zip(tiles, hits):
+        tile = Path(tile)
+        assert tile.parent.parent == big_index / "thumbs"
+        assert tile.name.startswith(hit.payload["content_hash"])
+        with Image.open(tile) as im:
+            assert im.size == (240, 320)  # 1800x2400 scaled so its longest side is 320
+        original = tmp_path / "big" / hit.payload["image_path"]
+        assert tile.stat().st_size * 10 < original.stat().st_size
+        assert shop.photos.lookup(str(tile)) == tile  # served through the allow-list
+        assert shop.photo(hit) == str(original.resolve())  # an opened product shows the full photo
+    made = Path(tiles[0][0]).stat().st_mtime_ns
+    assert Path(shop.gallery(hits[:1])[0][0]).stat().st_mtime_ns == made  # made once
+    assert shop.photos.lookup(str(big_index / "thumbs" / "index.json")) is None
+    assert shop.photos.lookup(str(big_index / "index.json")) is None
+    shop.searcher.close()
+
+
+def test_a_replaced_photo_gets_a_new_thumbnail(big_index, tmp_path):
+    from shoplens.web.shop import Shop
+
+    live = Shop(Searcher.open(big_index))
+    hit = live.product("p0")
+    old = Path(live.gallery([hit])[0][0])
+    big_photo(tmp_path / "big" / "p0.jpg", (250, 250, 0), 7)  # the shop replaces the photo
+    sync_catalog(read_catalog(tmp_path / "big"), live.searcher.store, create_encoder("tiny"), progress=False)
+    live.refresh()
+    new = Path(live.gallery([live.product("p0")])[0][0])
+    assert new != old and new.is_file()
+    from PIL import Image
+
+    with Image.open(new) as im:  # the yellow photo, not the red one
+        r, g, b = im.convert("RGB").getpixel((120, 160))
+    assert r > 200 and g > 200 and b < 80
+    live.searcher.close()

@@ -48,6 +48,7 @@ class Photos:
             if key is not None:
                 self._paths[key] = ABSOLUTE if os.path.isabs(raw) else RELATIVE
         self._folders: list[str] = []
+        self._thumbs: set[str] = set()  # thumbnails made of these photos (shoplens.web.thumbs)
         folders = {(os.path.realpath(os.path.dirname(k)), kind) for k, kind in self._paths.items()}
         for folder, kind in sorted(folders):
             if kind == ABSOLUTE or _inside(folder, self.root):  # `../` entries are never served
@@ -94,10 +95,20 @@ class Photos:
         return self._check(key) if key else None
 
     def lookup(self, requested: str) -> Path | None:
-        """The file behind a requested path, when it names an indexed product's photo; else None."""
+        """The file behind a requested path, when it names an indexed product's photo or a thumbnail made of
+        one; else None."""
         if not requested or "\0" in requested:
             return None
-        return self._check(_normal(requested))
+        key = _normal(requested)
+        if key in self._thumbs:
+            return Path(key) if os.path.isfile(key) and not os.path.islink(key) else None
+        return self._check(key)
+
+    def allow_thumbnail(self, path: str | Path) -> None:
+        """Let a thumbnail we made of an allowed photo be served (and copied by Gradio) like the photo."""
+        key = _normal(str(path))
+        self._thumbs.add(key)
+        self._cover(os.path.dirname(os.path.dirname(key)))  # the thumbnails folder, above its hash prefixes
 
     def folders(self) -> list[str]:
         """The folders holding the photos (resolved; never the catalog root for its own sake): Gradio copies a

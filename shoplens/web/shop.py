@@ -23,6 +23,7 @@ from shoplens.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.tuneindex import tuning_line
 from shoplens.web.photos import Photos
+from shoplens.web.thumbs import THUMB_DIR, Thumbnails
 from shoplens.web.views import caption
 
 log = logging.getLogger("shoplens.web")
@@ -55,8 +56,11 @@ class Page:
 class Shop:
     """Everything the page asks of the index, for an opened Searcher."""
 
-    def __init__(self, searcher: Searcher, page_size: int = 24, photos: Photos | None = None):
+    def __init__(self, searcher: Searcher, page_size: int = 24, photos: Photos | None = None,
+                 thumbnails: bool = True):
+        """`thumbnails`: galleries show small copies kept beside the index (off: the full photos)."""
         self.searcher = searcher
+        self.thumbnails = Thumbnails(searcher.store.artifact_path(THUMB_DIR)) if thumbnails else None
         self.page_size = page_size
         self.root = searcher.catalog_root.resolve() if searcher.catalog_root else None
         self._photos = photos
@@ -233,9 +237,21 @@ class Shop:
         path = self.photos.find(hit.payload.get("image_path", ""))
         return str(path) if path else str(self.placeholder())
 
+    def thumbnail(self, hit: Hit) -> str:
+        """A small copy of the product's photo for a gallery tile (the photo itself when none can be made)."""
+        path = self.photos.find(hit.payload.get("image_path", ""))
+        if path is None:
+            return str(self.placeholder())
+        if self.thumbnails is not None:
+            thumb = self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            if thumb is not None:
+                self.photos.allow_thumbnail(thumb)
+                return str(thumb)
+        return str(path)
+
     def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
-        """(photo, caption) pairs for a Gradio gallery."""
-        return [(self.photo(h), caption(h, with_score)) for h in hits]
+        """(thumbnail, caption) pairs for a Gradio gallery; the full photo is sent when a product is opened."""
+        return [(self.thumbnail(h), caption(h, with_score)) for h in hits]
 
     def placeholder(self) -> Path:
         """A plain 'no photo' tile, written once per process to a private temp folder."""
