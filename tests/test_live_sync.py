@@ -382,3 +382,25 @@ def test_a_replaced_photo_gets_a_new_thumbnail(big_index, tmp_path):
         r, g, b = im.convert("RGB").getpixel((120, 160))
     assert r > 200 and g > 200 and b < 80
     live.searcher.close()
+
+
+def test_a_page_loaded_after_a_sync_shows_the_new_counts_and_values(serving, small_index, tmp_path):
+    add_product(tmp_path / "catalog", "zz", (10, 200, 200), "photos/new/zz.jpg")
+    assert run_cli(tmp_path / "catalog", "--index", small_index, "--quiet").returncode == 0
+    load = next(f.fn for f in serving.demo.fns.values() if getattr(f.fn, "__name__", "") == "refreshed")
+    out = load()
+    header = next(v for v in out.values() if isinstance(v, str))
+    assert "**25** products" in header
+    colours = next(u["choices"] for u in out.values() if isinstance(u, dict) and
+                   any("Cyan" in str(c) for c in u["choices"]))
+    assert len(colours) == 5  # Red, Blue, Green, Yellow and the new Cyan
+
+
+def test_a_photo_smaller_than_a_thumbnail_is_shown_as_it_is(small_index, tmp_path):
+    from shoplens.web.shop import Shop
+
+    shop = Shop(Searcher.open(small_index))
+    hit = shop.product("bgw")
+    assert shop.gallery([hit])[0][0] == str((tmp_path / "catalog/photos/bags/bgw.jpg").resolve())  # 160x200
+    assert not (small_index / "thumbs").exists() or not any((small_index / "thumbs").rglob("*.jpg"))
+    shop.searcher.close()

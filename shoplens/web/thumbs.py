@@ -14,6 +14,8 @@ import re
 import threading
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from shoplens.images import ImageError, load_image
 
 log = logging.getLogger("shoplens.web")
@@ -38,13 +40,17 @@ class Thumbnails:
         return self.folder / content_hash[:2] / f"{content_hash}-{self.size}.jpg"
 
     def get(self, photo: str | Path, content_hash: str) -> Path | None:
-        """The thumbnail of `photo` (made now when missing), or None when it cannot be made (show the photo)."""
+        """The thumbnail of `photo` (made now when missing), or None: the photo is small already, or no thumbnail
+        can be made of it (show the photo)."""
         target = self.path(content_hash)
         if target is None:
             return None
         if target.is_file():
             return target
         try:
+            with Image.open(photo) as header:  # reads the header only
+                if max(header.size) <= self.size:
+                    return None  # already small: the photo itself is the thumbnail
             # The draft decode reads a 1800x2400 JPEG at 1/4 scale or so: a few ms, not a full decode.
             image = load_image(Path(photo), draft_size=self.size)
             image.thumbnail((self.size, self.size))
@@ -52,7 +58,7 @@ class Thumbnails:
             tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             image.save(tmp, "JPEG", quality=QUALITY, optimize=True)
             os.replace(tmp, target)  # two requests making the same one: either file is whole
-        except (ImageError, OSError) as exc:
+        except (ImageError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             log.warning("no thumbnail for %s: %s", photo, exc)
             return None
         return target
