@@ -404,3 +404,58 @@ def test_a_photo_smaller_than_a_thumbnail_is_shown_as_it_is(small_index, tmp_pat
     assert shop.gallery([hit])[0][0] == str((tmp_path / "catalog/photos/bags/bgw.jpg").resolve())  # 160x200
     assert not (small_index / "thumbs").exists() or not any((small_index / "thumbs").rglob("*.jpg"))
     shop.searcher.close()
+
+
+def test_app_killed_mid_sync_then_the_next_run_finishes(tmp_path):
+    # The real thing: app.py takes the sync, is SIGKILLed halfway, the indexer says so, the next run completes.
+    import re
+    import signal
+
+    from conftest import PALETTE, make_photo
+
+    colours = list(PALETTE.values())
+    for i in range(240):
+        make_photo(tmp_path / "catalog" / f"group{i % 4}" / f"item{i:04d}.jpg", colours[i % len(colours)],
+                   size=(16 + i % 7, 16))
+    catalog, index = read_catalog(tmp_path / "catalog"), tmp_path / "index"
+    catalog.products = catalog.products[:8]  # the app needs something to serve
+    with open_store(index) as store:
+        sync_catalog(catalog, store, create_encoder("tiny"), progress=False)
+    env = {**os.environ, "SHOPLENS_PLUGINS": "slow_encoder",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    app = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(free_port())], cwd=REPO,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 90
+        while not (index / SOCKET_NAME).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert (index / SOCKET_NAME).exists(), "the app did not open its channel"
+        cmd = [sys.executable, "indexer.py", str(tmp_path / "catalog"), "--index", str(index), "--batch-size", "8"]
+        proc = subprocess.Popen(cmd + ["--encoder", "slow-tiny"], cwd=REPO, env=env, stderr=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        seen, buf = 0, b""
+        deadline = time.time() + 90
+        while seen < 60 and proc.poll() is None and time.time() < deadline:
+            buf = (buf + os.read(proc.stderr.fileno(), 256))[-4096:]
+            counts = re.findall(rb"(\d+)/240", buf)
+            seen = int(counts[-1]) if counts else 0
+        assert proc.poll() is None, "the sync ended before the app could be killed"
+        os.kill(app.pid, signal.SIGKILL)
+        app.wait()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2
+        assert b"stopped during the sync" in (buf + err) and b"Traceback" not in err
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    done = subprocess.run(cmd + ["--encoder", "tiny", "--json", "--quiet"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no longer running" in done.stderr  # the dead app's socket, removed
+    summary = json.loads(done.stdout)
+    assert summary["failed"] == 0 and summary["added"] + summary["unchanged"] == 240
+    assert summary["unchanged"] >= 8 + 8, "what the app wrote before it was killed was lost"
+    with open_store(index) as store:
+        ids = [h.product_id for h in store.iterate()]
+    assert len(ids) == 240 and len(set(ids)) == 240
