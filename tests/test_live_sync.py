@@ -459,3 +459,20 @@ def test_app_killed_mid_sync_then_the_next_run_finishes(tmp_path):
     with open_store(index) as store:
         ids = [h.product_id for h in store.iterate()]
     assert len(ids) == 240 and len(set(ids)) == 240
+
+
+def test_a_product_written_mid_sync_shows_its_photo_at_once(small_index, tmp_path):
+    from shoplens.store import PointData
+    from shoplens.web.shop import Shop
+
+    shop = Shop(Searcher.open(small_index))
+    assert len(shop.photos) == 24
+    new = make_product_photo(tmp_path / "catalog/photos/new/zz.jpg", (10, 200, 200), "round")
+    vec = np.full(48, 0.1, np.float32)
+    shop.searcher.store.upsert([PointData(point_id("zz"), vec, {"product_id": "zz", "image_path": "photos/new/zz.jpg"}),
+                                PointData(point_id("bad"), vec, {"product_id": "bad", "image_path": "../secret.txt"})])
+    assert shop.photo(shop.product("zz")) == str(new.resolve())  # before any refresh of the allow-list
+    assert shop.photos.lookup(str(new)) == new.resolve()
+    assert shop.photo(shop.product("bad")) == str(shop.placeholder())  # same rules as at start: never out of the root
+    assert shop.photos.lookup(str(tmp_path / "secret.txt")) is None
+    shop.searcher.close()

@@ -59,6 +59,18 @@ class Photos:
         """Every product's `image_path` in the store (one pass over the payloads, at app start)."""
         return cls(root, (str(hit.payload.get("image_path") or "") for hit in store.iterate(page=1000)))
 
+    def admit(self, image_path: str) -> None:
+        """Allow the photo of a product the index holds now (a hit read from the store during a sync in this
+        process), before the allow-list is read again at the sync's end; same rules as at start."""
+        key = self._key(str(image_path or ""))
+        if key is None or key in self._paths:
+            return
+        kind = ABSOLUTE if os.path.isabs(image_path) else RELATIVE
+        folder = os.path.realpath(os.path.dirname(key))
+        if kind == ABSOLUTE or _inside(folder, self.root):
+            self._paths = {**self._paths, key: kind}  # a new dict in one assignment, as in update()
+            self._cover(folder)
+
     def update(self, other: "Photos") -> None:
         """Take `other`'s photos (the index after a sync) in place: the gate and Gradio keep this object and list."""
         self.root = other.root

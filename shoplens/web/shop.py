@@ -232,14 +232,24 @@ class Shop:
 
     # photos
 
+    def _find(self, hit: Hit) -> Path | None:
+        # A hit comes from the index, which is what the allow-list is read from: a product written by a sync
+        # under way here is admitted now rather than shown as "no photo" until the sync ends.
+        image_path = str(hit.payload.get("image_path") or "")
+        path = self.photos.find(image_path)
+        if path is None and image_path:
+            self.photos.admit(image_path)
+            path = self.photos.find(image_path)
+        return path
+
     def photo(self, hit: Hit) -> str:
         """The product's photo (an allow-listed file), or a neutral placeholder."""
-        path = self.photos.find(hit.payload.get("image_path", ""))
+        path = self._find(hit)
         return str(path) if path else str(self.placeholder())
 
     def thumbnail(self, hit: Hit) -> str:
         """A small copy of the product's photo for a gallery tile (the photo itself when none can be made)."""
-        path = self.photos.find(hit.payload.get("image_path", ""))
+        path = self._find(hit)
         if path is None:
             return str(self.placeholder())
         if self.thumbnails is not None:
