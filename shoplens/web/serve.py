@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
 from shoplens.encoders import create_encoder
-from shoplens.live import LiveIndex, Watcher
+from shoplens.live import LiveIndex, Watcher, is_locked
 from shoplens.search import Searcher
 from shoplens.store import StoreError
 from shoplens.web.photos import PhotoGate, Photos
@@ -76,11 +76,6 @@ def in_use(reason: str, where: str) -> str:
     return (f"### This index is in use by another process\n\n{reason}\n\nAnother app (or the indexer) has it "
             f"open; only one process can open an index at a time. Stop the other one, or serve a copy of the "
             f"index, then start the app again (`python app.py {where}`).")
-
-
-def is_locked(exc: Exception) -> bool:
-    """Whether opening the index failed because another process holds its write-ahead log."""
-    return "WouldBlock" in str(exc)
 
 
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
