@@ -115,9 +115,34 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_index(args) -> int:
-    from shoplens.sync import KEEP, sync_catalog
-    from shoplens.textindex import TextIndexer, catalog_has_text
+    """Body of `indexer.py`: a direct sync, or, while an app serves the index, the same sync run by the app."""
+    from shoplens.live import hand_over_sync, index_locked_message, is_locked
 
+    check_index_args(args)
+    if args.tuning is not None:
+        from shoplens.tune import load_tuning
+
+        load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+    if args.download:
+        download_fashion_images(args.catalog)
+    summary = hand_over_sync(args) if args.qdrant_url is None else None
+    if summary is None:
+        try:
+            with open_store(args.index, args.qdrant_url, args.collection) as store:
+                summary = index_catalog(args, store)
+        except StoreError as exc:
+            if is_locked(exc):
+                raise StoreError(index_locked_message(args.index or DEFAULT_INDEX)) from None
+            raise
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(summary.line())
+    return 0
+
+
+def check_index_args(args) -> None:
+    """Refuse bad indexing options in one line (and fill those a hand-made Namespace, e.g. app.py's, leaves out)."""
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     # Callers that build their own Namespace (app.py --catalog) may leave the tuning options out: keep the tuning.
@@ -129,41 +154,44 @@ def cmd_index(args) -> int:
         raise UserError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
     if args.force and not args.tune_label:
         raise UserError("--force applies a tuning fitted by --tune-label: give --tune-label FIELD too")
+
+
+def index_catalog(args, store, encoders=None, progress=None):
+    """Sync args.catalog into an opened store with the indexer's options; returns the sync's Summary.
+
+    The indexer runs it on the store it opened; a serving app on its own store (`encoders`: how the app gets
+    an encoder, to reuse the one it searches with; `progress`: where the bar is drawn, the indexer's stderr)."""
+    from shoplens.sync import KEEP, sync_catalog
+    from shoplens.textindex import TextIndexer, catalog_has_text
+
+    encoders = encoders or create_encoder
     tuning = KEEP
     if args.tuning is not None:
         from shoplens.tune import load_tuning
 
-        tuning = load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+        tuning = load_tuning(args.tuning)
     elif args.no_tuning:
         tuning = None
-    if args.download:
-        download_fashion_images(args.catalog)
     catalog = read_catalog(args.catalog, args.layout)
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
-        meta = store.read_meta() or {}
-        # A new index follows a given tuning's encoder (it only fits that one).
-        fitted = tuning.encoder if tuning not in (KEEP, None) and not meta else {}
-        name = args.encoder or meta.get("encoder") or fitted.get("encoder") or DEFAULT_ENCODER
-        options = dict(meta.get("encoder_options", {})) if name == meta.get("encoder") else {}
-        if fitted and name == fitted.get("encoder"):
-            options = dict(fitted.get("encoder_options") or {})
-        if args.fit:
-            options["fit"] = args.fit
-        encoder = create_encoder(name, **options)
-        text = None
-        if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
-            text = TextIndexer()
-        known = None
-        if args.tune_label:
-            tuning, known = tune_for_index(catalog, args, encoder)
-        summary = sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
-                               batch_size=args.batch_size, prune=args.prune, progress=not args.quiet,
-                               tuning=tuning, known_vectors=known)
-    if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
-    else:
-        print(summary.line())
-    return 0
+    meta = store.read_meta() or {}
+    # A new index follows a given tuning's encoder (it only fits that one).
+    fitted = tuning.encoder if tuning not in (KEEP, None) and not meta else {}
+    name = args.encoder or meta.get("encoder") or fitted.get("encoder") or DEFAULT_ENCODER
+    options = dict(meta.get("encoder_options", {})) if name == meta.get("encoder") else {}
+    if fitted and name == fitted.get("encoder"):
+        options = dict(fitted.get("encoder_options") or {})
+    if args.fit:
+        options["fit"] = args.fit
+    encoder = encoders(name, **options)
+    text = None
+    if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
+        text = TextIndexer()
+    known = None
+    if args.tune_label:
+        tuning, known = tune_for_index(catalog, args, encoder)
+    return sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
+                        batch_size=args.batch_size, prune=args.prune,
+                        progress=False if args.quiet else (progress or True), tuning=tuning, known_vectors=known)
 
 
 def tune_for_index(catalog, args, encoder):
@@ -270,6 +298,8 @@ def index_info(store) -> dict:
 def cmd_info(args) -> int:
     with open_store(args.index, args.qdrant_url, args.collection) as store:
         info = index_info(store)
+    if getattr(args, "snapshot_of", None) is not None:
+        info["location"] = f"{args.snapshot_of} (a snapshot from the app serving it)"
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -577,9 +607,29 @@ def run(command, args) -> int:
         return 130
 
 
+# Commands that only read an index: beside a serving app they read a snapshot it makes (shoplens.live).
+READ_ONLY = ("search", "info", "evaluate")
+
+
+def beside_app(command):
+    """`command` run on a snapshot of args.index when an app serves that index, else on the index itself."""
+    def wrapped(args) -> int:
+        from shoplens.live import readable_index
+
+        if args.qdrant_url is not None or (args.command == "evaluate" and args.index is None):
+            return command(args)
+        with readable_index(args.index) as index:
+            if index != args.index:
+                args.snapshot_of = args.index  # messages name the served index, not the copy
+            args.index = index
+            return command(args)
+    return wrapped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run(COMMANDS[args.command], args)
+    command = COMMANDS[args.command]
+    return run(beside_app(command) if args.command in READ_ONLY else command, args)
 
 
 def index_main(argv: list[str] | None = None) -> int:

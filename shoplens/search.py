@@ -248,5 +248,18 @@ class Searcher:
         hits = search_text(self.text_side, text, k, filters, mode)
         return Results(hits, time.perf_counter() - started)
 
+    def reload(self) -> None:
+        """Read the index's metadata again after a sync in this process (filters, text bridge, tuning may have
+        changed); the encoder's weights are kept, what depends on the metadata is set up again on first use."""
+        meta = self.store.read_meta()
+        if meta is None:
+            return
+        with self._lock:
+            tuning_changed = meta.get("tuning") != self.meta.get("tuning")
+            self.meta = meta
+            self._text_side = None
+            if tuning_changed:
+                self._tuning, self._tuning_loaded, self._query_encoder = None, False, None
+
     def close(self) -> None:
         self.store.close()

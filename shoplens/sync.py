@@ -185,7 +185,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
 
     `text` adds keyword and sentence vectors of each product's title and attributes (and a text-to-image
     bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
-    dominant colours in its payload (off: they are removed). `known_vectors` (content
+    dominant colours in its payload (off: they are removed). `progress`: a bar on stderr, or on the text
+    stream given. `known_vectors` (content
     hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos.
 
     `tuning` (a shoplens.tune.Tuning, None for none, KEEP for the index's own): stored vectors are
@@ -212,7 +213,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         check_text(meta, text, store.location)
     target = index_target_tuning(store, meta, tuning)
     existing = store.states()
-    summary.reprojected = change_tuning(store, meta, encoder, target, progress=progress, states=existing)
+    summary.reprojected = change_tuning(store, meta, encoder, target, progress=bool(progress), states=existing)
     if summary.reprojected:
         existing = store.states()  # their bookkeeping field changed
         summary.notes.append(f"re-projected {summary.reprojected} stored vectors "
@@ -357,7 +358,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled, file=sys.stderr, mininterval=0.5)
+    # `enabled` may be a text stream to draw on instead of stderr (an app drawing an indexer's bar for it).
+    stream = enabled if hasattr(enabled, "write") else sys.stderr
+    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled, file=stream, mininterval=0.5)

@@ -272,7 +272,8 @@ def test_no_usable_index_gives_a_page_that_says_how_to_build_one(tmp_path, where
 
 
 def test_store_failing_mid_request_gives_a_message(shop_index, tmp_path):
-    shutil.copytree(shop_index, tmp_path / "index")  # the module's app holds shop_index open
+    shutil.copytree(shop_index, tmp_path / "index",  # the module's app holds shop_index open (and its socket)
+                    ignore=shutil.ignore_patterns(".shoplens-app.sock"))
     app = create(tmp_path / "index", page_size=4)
     assert app.searcher is not None
     url = serve(app)

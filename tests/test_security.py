@@ -306,7 +306,8 @@ def test_a_huge_data_url_is_reported_as_too_large(hostile):
 # --- Gradio's upload cache expires ---
 
 def test_uploads_and_cached_photos_expire(hostile, tmp_path):
-    shutil.copytree(hostile[0].searcher.store.location, tmp_path / "index")  # the module's app holds its index
+    shutil.copytree(hostile[0].searcher.store.location, tmp_path / "index",  # the module's app holds its index
+                    ignore=shutil.ignore_patterns(".shoplens-app.sock"))
     app = create(tmp_path / "index", cache_expiry=(1, 3))
     url = serve(app)
     try:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,9 @@ class EdgeStore(Store):
         self.path = Path(path)
         self.location = str(self.path)
         self._shard = None
+        # The shard opens on first use; two threads opening it at once would both load the WAL and the second
+        # would fail on the first one's lock (WouldBlock): one opens, the others wait and share it.
+        self._open_lock = threading.Lock()
         self._tuning = {"hnsw_config": hnsw_config, "quantization_config": quantization_config,
                         "optimizers": optimizers_config}
         self._on_disk_vectors = on_disk_vectors
@@ -134,6 +138,14 @@ class EdgeStore(Store):
 
     @property
     def shard(self):
+        shard = self._shard
+        if shard is not None:
+            return shard
+        with self._open_lock:
+            return self._open_shard()
+
+    def _open_shard(self):
+        # Called under self._open_lock.
         if self._shard is None:
             shard_dir = self.path / SHARD_DIR
             if not (self.path / META_FILE).exists() or not shard_dir.exists():
@@ -241,9 +253,10 @@ class EdgeStore(Store):
         self.backup_config()
 
     def close(self) -> None:
-        if self._shard is not None:
-            self._shard.close()
-            self._shard = None
+        with self._open_lock:
+            if self._shard is not None:
+                self._shard.close()
+                self._shard = None
 
     # reads
 

@@ -48,6 +48,7 @@ class Photos:
             if key is not None:
                 self._paths[key] = ABSOLUTE if os.path.isabs(raw) else RELATIVE
         self._folders: list[str] = []
+        self._thumbs: set[str] = set()  # thumbnails made of these photos (shoplens.web.thumbs)
         folders = {(os.path.realpath(os.path.dirname(k)), kind) for k, kind in self._paths.items()}
         for folder, kind in sorted(folders):
             if kind == ABSOLUTE or _inside(folder, self.root):  # `../` entries are never served
@@ -57,6 +58,25 @@ class Photos:
     def from_store(cls, store, root: str | Path | None) -> "Photos":
         """Every product's `image_path` in the store (one pass over the payloads, at app start)."""
         return cls(root, (str(hit.payload.get("image_path") or "") for hit in store.iterate(page=1000)))
+
+    def admit(self, image_path: str) -> None:
+        """Allow the photo of a product the index holds now (a hit read from the store during a sync in this
+        process), before the allow-list is read again at the sync's end; same rules as at start."""
+        key = self._key(str(image_path or ""))
+        if key is None or key in self._paths:
+            return
+        kind = ABSOLUTE if os.path.isabs(image_path) else RELATIVE
+        folder = os.path.realpath(os.path.dirname(key))
+        if kind == ABSOLUTE or _inside(folder, self.root):
+            self._paths = {**self._paths, key: kind}  # a new dict in one assignment, as in update()
+            self._cover(folder)
+
+    def update(self, other: "Photos") -> None:
+        """Take `other`'s photos (the index after a sync) in place: the gate and Gradio keep this object and list."""
+        self.root = other.root
+        self._paths = other._paths  # one assignment: a request sees the old list or the new one
+        for folder in other._folders:
+            self._cover(folder)
 
     def __len__(self) -> int:
         return len(self._paths)
@@ -87,10 +107,20 @@ class Photos:
         return self._check(key) if key else None
 
     def lookup(self, requested: str) -> Path | None:
-        """The file behind a requested path, when it names an indexed product's photo; else None."""
+        """The file behind a requested path, when it names an indexed product's photo or a thumbnail made of
+        one; else None."""
         if not requested or "\0" in requested:
             return None
-        return self._check(_normal(requested))
+        key = _normal(requested)
+        if key in self._thumbs:
+            return Path(key) if os.path.isfile(key) and not os.path.islink(key) else None
+        return self._check(key)
+
+    def allow_thumbnail(self, path: str | Path) -> None:
+        """Let a thumbnail we made of an allowed photo be served (and copied by Gradio) like the photo."""
+        key = _normal(str(path))
+        self._thumbs.add(key)
+        self._cover(os.path.dirname(os.path.dirname(key)))  # the thumbnails folder, above its hash prefixes
 
     def folders(self) -> list[str]:
         """The folders holding the photos (resolved; never the catalog root for its own sake): Gradio copies a

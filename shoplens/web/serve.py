@@ -20,6 +20,8 @@ from starlette.middleware import Middleware
 
 from shoplens.check import verify
 from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
+from shoplens.encoders import create_encoder
+from shoplens.live import LiveIndex, Watcher, is_locked
 from shoplens.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
 from shoplens.web.photos import PhotoGate, Photos
@@ -30,6 +32,7 @@ log = logging.getLogger("shoplens.web")
 
 # Encoding is CPU-bound: a few at a time keeps 2-8 cores busy without thrashing; the rest wait in line.
 CONCURRENCY = 4
+WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
@@ -47,9 +50,15 @@ class WebApp:
     photos: Photos = field(default_factory=lambda: Photos(None, []))
     url: str = ""
     warming: threading.Thread | None = None
+    live: LiveIndex | None = None  # the local channel: indexer syncs and snapshots (an Edge index only)
+    watcher: Watcher | None = None  # app.py --watch
 
     def close(self) -> None:
         """Stop the server and release the index."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.live is not None:
+            self.live.close()
         self.demo.close()
         if self.warming is not None:
             self.warming.join(timeout=60)  # exiting while ONNX loads its weights aborts the process
@@ -68,11 +77,6 @@ def in_use(reason: str, where: str) -> str:
     return (f"### This index is in use by another process\n\n{reason}\n\nAnother app (or the indexer) has it "
             f"open; only one process can open an index at a time. Stop the other one, or serve a copy of the "
             f"index, then start the app again (`python app.py {where}`).")
-
-
-def is_locked(exc: Exception) -> bool:
-    """Whether opening the index failed because another process holds its write-ahead log."""
-    return "WouldBlock" in str(exc)
 
 
 def damaged_page(problems: str) -> str:
@@ -107,7 +111,20 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
         if is_locked(exc):
             return WebApp(build_message(in_use(f"`{exc}`", where)))
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
-    return WebApp(demo, photos.folders(), searcher, photos)
+    live = None
+    if qdrant_url is None:  # a Qdrant server takes writes from the indexer itself
+        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
+    return WebApp(demo, photos.folders(), searcher, photos, live=live)
+
+
+def reusing_encoder(searcher: Searcher):
+    """How the app's syncs get an encoder: the one it searches with when it is the same, else a new one."""
+    def get(name: str, **options):
+        enc = searcher._encoder
+        if enc is not None and name == searcher.meta.get("encoder") and options == searcher._encoder_options:
+            return enc
+        return create_encoder(name, **options)
+    return get
 
 
 def warm_up(searcher: Searcher) -> threading.Thread:
@@ -140,6 +157,12 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)
+    if app.live is not None:
+        try:
+            app.live.start()
+        except StoreError as exc:
+            app.demo.close()
+            raise StoreError(f"{exc}; this app does not take syncs") from None
     app.url = app.demo.local_url
     if not quiet:
         print(f"shoplens: serving on {app.url}", flush=True)
@@ -175,6 +198,13 @@ def check_options(args) -> str | None:
         return f"--port {args.port}: a port is a number from 1 to 65535"
     if args.concurrency < 1:
         return f"--concurrency {args.concurrency}: at least 1 search must run at a time"
+    if getattr(args, "watch", None) is not None:
+        if args.catalog is None:
+            return "--watch syncs a catalog: give --catalog DIR too"
+        if args.qdrant_url is not None:
+            return "--watch works on an embedded --index folder (a Qdrant server takes the indexer's writes itself)"
+        if not args.watch >= 1:
+            return f"--watch {args.watch:g}: sync at most once a second"
     if not 1 <= args.page_size <= MAX_PAGE_SIZE:
         return f"--page-size {args.page_size}: pick from 1 to {MAX_PAGE_SIZE} products per page"
     return port_busy(args.host, args.port)
@@ -209,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"searches run at once (default {CONCURRENCY})")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"products per browse page (default {PAGE_SIZE})")
+    parser.add_argument("--watch", type=float, nargs="?", const=WATCH_SECONDS, default=None, metavar="SECONDS",
+                        help=f"with --catalog: sync the catalog again every SECONDS (default {WATCH_SECONDS:g}) while "
+                             "serving; products that left it are removed")
     return parser
 
 
@@ -235,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.catalog is not None:
             sync_first(args)
         app = create(args.index, args.qdrant_url, args.collection, args.page_size)
+        if args.watch is not None and app.live is not None:
+            app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
+            print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
         launch(app, args.host, args.port, args.share, args.concurrency)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from shoplens.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.tuneindex import tuning_line
 from shoplens.web.photos import Photos
+from shoplens.web.thumbs import THUMB_DIR, Thumbnails
 from shoplens.web.views import caption
 
 log = logging.getLogger("shoplens.web")
@@ -55,8 +56,11 @@ class Page:
 class Shop:
     """Everything the page asks of the index, for an opened Searcher."""
 
-    def __init__(self, searcher: Searcher, page_size: int = 24, photos: Photos | None = None):
+    def __init__(self, searcher: Searcher, page_size: int = 24, photos: Photos | None = None,
+                 thumbnails: bool = True):
+        """`thumbnails`: galleries show small copies kept beside the index (off: the full photos)."""
         self.searcher = searcher
+        self.thumbnails = Thumbnails(searcher.store.artifact_path(THUMB_DIR)) if thumbnails else None
         self.page_size = page_size
         self.root = searcher.catalog_root.resolve() if searcher.catalog_root else None
         self._photos = photos
@@ -71,6 +75,19 @@ class Shop:
         if self._photos is None:
             self._photos = Photos.from_store(self.searcher.store, self.root)
         return self._photos
+
+    def refresh(self) -> None:
+        """After a sync in this process: read the metadata, the allow-list of photos and the category lists again."""
+        self.searcher.reload()
+        self.fields = self.searcher.filter_fields
+        self.root = self.searcher.catalog_root.resolve() if self.searcher.catalog_root else None
+        fresh = Photos.from_store(self.searcher.store, self.root)
+        if self._photos is None:
+            self._photos = fresh
+        else:
+            self._photos.update(fresh)
+        with self._ids_lock:
+            self._ids.clear()
 
     # index facts
 
@@ -215,14 +232,36 @@ class Shop:
 
     # photos
 
+    def _find(self, hit: Hit) -> Path | None:
+        # A hit comes from the index, which is what the allow-list is read from: a product written by a sync
+        # under way here is admitted now rather than shown as "no photo" until the sync ends.
+        image_path = str(hit.payload.get("image_path") or "")
+        path = self.photos.find(image_path)
+        if path is None and image_path:
+            self.photos.admit(image_path)
+            path = self.photos.find(image_path)
+        return path
+
     def photo(self, hit: Hit) -> str:
         """The product's photo (an allow-listed file), or a neutral placeholder."""
-        path = self.photos.find(hit.payload.get("image_path", ""))
+        path = self._find(hit)
         return str(path) if path else str(self.placeholder())
 
+    def thumbnail(self, hit: Hit) -> str:
+        """A small copy of the product's photo for a gallery tile (the photo itself when none can be made)."""
+        path = self._find(hit)
+        if path is None:
+            return str(self.placeholder())
+        if self.thumbnails is not None:
+            thumb = self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            if thumb is not None:
+                self.photos.allow_thumbnail(thumb)
+                return str(thumb)
+        return str(path)
+
     def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
-        """(photo, caption) pairs for a Gradio gallery."""
-        return [(self.photo(h), caption(h, with_score)) for h in hits]
+        """(thumbnail, caption) pairs for a Gradio gallery; the full photo is sent when a product is opened."""
+        return [(self.thumbnail(h), caption(h, with_score)) for h in hits]
 
     def placeholder(self) -> Path:
         """A plain 'no photo' tile, written once per process to a private temp folder."""

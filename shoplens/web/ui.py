@@ -132,8 +132,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
         how = "by photo or by words" if shop.has_text else "by photo"
-        gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
-                    elem_classes="sl-header")
+        header = gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
+                             elem_classes="sl-header")
         if shop.tuning_line:  # which tuning the index's vectors carry, with its held-out figures
             gr.Markdown(html.escape(shop.tuning_line), elem_id="tuning", elem_classes="sl-tuning")
         with gr.Tabs():
@@ -455,6 +455,17 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
             return result_row(hit, 1)["metadata"] if hit else {"error": f"no product {product_id!r}"}
 
         gr.api(product_details, api_name="product")
+
+        def refreshed() -> dict:
+            # The index changes under a running app (a sync handed over by the indexer, --watch): each page load
+            # shows today's product count and filter values, not those of the day the app started.
+            now = shop.facets()
+            out = {header: f"# shoplens\nFind products {how} in a catalog of **{shop.count():,}** products."}
+            for name, dropdown in zip(fields, dropdowns):
+                out[dropdown] = gr.update(choices=facet_choices(now.get(name, [])))
+            return out
+
+        demo.load(refreshed, outputs=[header, *dropdowns], api_visibility="private", queue=False)
     return demo
 
 

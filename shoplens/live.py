@@ -1,0 +1,257 @@
+"""A serving app and the command line on one index: syncs handed to the app, reads from a snapshot it makes.
+
+An Edge index is one process's at a time (its write-ahead log is locked). While an app serves it, the
+indexer connects to the app's local channel (shoplens.channel) and the app runs the very same sync
+(cli.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
+Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
+shard object the sync writes to, so new products are found as soon as their batch is written.
+`search`, `info` and `evaluate --index` ask the app for a snapshot: a copy of the folder taken between two
+writes, opened in their own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from shoplens.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
+from shoplens.store import DEFAULT_INDEX, Store, StoreError
+
+log = logging.getLogger("shoplens.live")
+
+# The indexing options an app needs to run the indexer's sync (paths are made absolute first).
+SYNC_OPTIONS = ("catalog", "layout", "encoder", "fit", "batch_size", "prune", "text", "no_colours", "tuning",
+                "tune_label", "no_tuning", "photos", "force", "quiet")
+PATH_OPTIONS = ("catalog", "tuning")
+# Store methods that change the index: the app's sync holds the write lock around each, snapshots between them.
+WRITES = ("create", "write_meta", "upsert", "set_payload", "delete", "update_text", "set_vectors", "set_field",
+          "create_keyword_index", "write_file", "delete_file", "finish")
+
+
+def is_locked(exc: Exception) -> bool:
+    """Whether opening the index failed because another process holds its write-ahead log."""
+    return "WouldBlock" in str(exc)
+
+
+def index_locked_message(index: str | Path) -> str:
+    return (f"the index at {index} is held by another process that is not a serving shoplens app (it offers no "
+            f"channel at {socket_path(index)}): another indexer, or another program. Wait for it to finish or stop "
+            f"it, then run the same command again")
+
+
+def _app(index: Path, stderr) -> object | None:
+    """A connection to the app serving `index`, or None (no app; a stale socket is removed with a note)."""
+    try:
+        return connect(index)
+    except StaleChannel as exc:
+        print(f"note: {exc}; removed it and working on the index directly", file=stderr)
+        socket_path(index).unlink(missing_ok=True)
+        return None
+
+
+def hand_over_sync(args, stderr=None):
+    """When an app serves args.index: have it run this sync and return its Summary; else None (sync directly)."""
+    from shoplens.sync import Summary
+
+    stderr = stderr or sys.stderr
+    index = Path(args.index or DEFAULT_INDEX)
+    sock = _app(index, stderr)
+    if sock is None:
+        return None
+    options = {}
+    for name in SYNC_OPTIONS:
+        value = getattr(args, name, None)
+        if name in PATH_OPTIONS and value is not None:
+            value = str(Path(value).resolve())
+        elif name == "photos":
+            value = [str(Path(p).resolve()) for p in value or []]
+        options[name] = value
+    if not options["quiet"]:
+        print(f"shoplens: the app serving {index} runs this sync (searches go on meanwhile)", file=stderr)
+    try:
+        fields = request(sock, "sync", options, stderr, what="the sync")
+    except ChannelError as exc:
+        if "stopped before" in str(exc):
+            raise ChannelError(f"the app serving {index} stopped during the sync; what it wrote is kept: run the "
+                               "same command again to finish") from None
+        raise
+    fields["failed"] = [tuple(pair) for pair in fields["failed"]]
+    return Summary(**fields)
+
+
+@contextlib.contextmanager
+def readable_index(index: str | Path | None, stderr=None) -> Iterator[Path | None]:
+    """The folder a read-only command opens: `index` itself, or, while an app serves it, a snapshot copy of it
+    made by the app (removed afterwards)."""
+    stderr = stderr or sys.stderr
+    where = Path(index or DEFAULT_INDEX)
+    sock = _app(where, stderr)
+    if sock is None:
+        yield index
+        return
+    copy = Path(request(sock, "snapshot", {}, stderr, what="the snapshot"))
+    try:
+        yield copy
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+class WriteLocked:
+    """A store whose writes each hold a lock, so that a snapshot is taken between two writes, never in one."""
+
+    def __init__(self, store: Store, lock: threading.Lock):
+        self._store = store
+        self._lock = lock
+
+    def __getattr__(self, name):
+        value = getattr(self._store, name)
+        if name not in WRITES:
+            return value
+
+        def locked(*args, **kwargs):
+            with self._lock:
+                return value(*args, **kwargs)
+        return locked
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass  # the app's store stays open
+
+
+class LiveIndex:
+    """The app's side: runs syncs on its own store (one at a time), makes snapshots, and refreshes what the app
+    caches (allow-list, facets, metadata) after each sync through `refreshed`."""
+
+    def __init__(self, index: str | Path, store: Store, encoders: Callable | None = None,
+                 refreshed: Callable[[], None] | None = None):
+        self.index = Path(index)
+        self.store = store
+        self.encoders = encoders
+        self.refreshed = refreshed or (lambda: None)
+        self.sync_lock = threading.Lock()
+        self.write_lock = threading.Lock()
+        self.syncs = 0
+        self.channel: Channel | None = None
+
+    def start(self) -> "LiveIndex":
+        """Open the channel (the index folder's socket)."""
+        self.channel = Channel(self.index, {"sync": self.handle_sync, "snapshot": self.handle_snapshot}).start()
+        return self
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def sync(self, options: dict, progress=None, waiting: Callable[[], None] | None = None):
+        """Run the indexer's sync with `options` (SYNC_OPTIONS) on the app's store; returns its Summary."""
+        from shoplens.cli import USER_ERRORS, check_index_args, index_catalog
+
+        args = argparse.Namespace(**{name: options.get(name) for name in SYNC_OPTIONS})
+        args.photos = [Path(p) for p in args.photos or []]
+        for name in PATH_OPTIONS:
+            if getattr(args, name) is not None:
+                setattr(args, name, Path(getattr(args, name)))
+        if not self.sync_lock.acquire(blocking=False):
+            if waiting is not None:
+                waiting()
+            self.sync_lock.acquire()
+        try:
+            check_index_args(args)
+            summary = index_catalog(args, WriteLocked(self.store, self.write_lock), self.encoders, progress)
+        except USER_ERRORS as exc:
+            raise StoreError(str(exc)) from None
+        finally:
+            try:
+                self.refreshed()
+            finally:
+                self.syncs += 1
+                self.sync_lock.release()
+        return summary
+
+    def handle_sync(self, options: dict, reply) -> dict:
+        def waiting():
+            reply.write("shoplens: another sync is running in the app; this one starts when it ends\n")
+
+        started = time.perf_counter()
+        summary = self.sync(options, progress=reply, waiting=waiting)
+        log.info("sync of %s handed over by the indexer: %s (%.1f s)", options.get("catalog"),
+                 summary.line().splitlines()[0], time.perf_counter() - started)
+        return dataclasses.asdict(summary)
+
+    def handle_snapshot(self, _options: dict, _reply) -> str:
+        """Copy the index folder between two writes into a private temp folder; returns the copy's path."""
+        base = Path(tempfile.mkdtemp(prefix="shoplens-snapshot-"))  # 0700: the owner's only
+        copy = base / "index"
+        with self.write_lock:
+            shard = getattr(self.store, "shard", None)
+            if shard is not None:
+                shard.flush()  # everything written so far is in the files copied
+            shutil.copytree(self.index, copy, ignore=shutil.ignore_patterns(SOCKET_NAME, "*.tmp", "thumbs"))
+        return str(copy)
+
+
+class Watcher:
+    """`app.py --catalog DIR --watch SECONDS`: the app syncs the catalog into its index on a timer.
+
+    Withdrawn products are removed (prune), as a shop that deletes a photo expects. A catalog that cannot be
+    read (the folder vanished, an unreadable manifest) is logged once, and once more when it is back; nothing
+    is removed meanwhile and the app keeps serving."""
+
+    def __init__(self, live: LiveIndex, catalog: str | Path, seconds: float, layout: str = "auto"):
+        self.live = live
+        self.seconds = seconds
+        self.options = {name: None for name in SYNC_OPTIONS}
+        self.options.update(catalog=str(Path(catalog).resolve()), layout=layout, batch_size=32, prune=True,
+                            text="auto", no_colours=False, no_tuning=False, force=False, photos=[], quiet=True)
+        self.failing: str | None = None
+        self.runs = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "Watcher":
+        self._thread = threading.Thread(target=self._loop, name="shoplens-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds):
+            self.tick()
+
+    def tick(self):
+        """One sync of the catalog; its Summary, or None when it could not run (logged once per outage)."""
+        try:
+            summary = self.live.sync(self.options)
+        except StoreError as exc:
+            if self.failing is None:
+                log.warning("watch: cannot sync %s: %s; still serving the index as it is, trying again every %g s",
+                            self.options["catalog"], exc, self.seconds)
+            self.failing = str(exc)
+            return None
+        except Exception:  # noqa: BLE001 - a bug must not stop the timer or the app
+            log.exception("watch: the sync of %s failed", self.options["catalog"])
+            return None
+        finally:
+            self.runs += 1
+        if self.failing is not None:
+            log.info("watch: %s is readable again", self.options["catalog"])
+            self.failing = None
+        if summary.added or summary.updated or summary.removed or summary.failed:
+            log.info("watch: %s", summary.line().splitlines()[0])
+        return summary
