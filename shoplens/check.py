@@ -131,6 +131,8 @@ def verify(store: Store, scan: bool = True) -> Report:
         report.problems.append(Problem("disk", str(exc), "free some disk space", False))
         return report
     except StoreError as exc:
+        if "WouldBlock" in str(exc):  # held by another process (a serving app, an indexer): busy, not damaged
+            raise
         report.problems.append(Problem("open", _reason(exc), check_command(store)))
         return report
     _check_count(store, report)

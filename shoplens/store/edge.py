@@ -384,6 +384,9 @@ def _edge_errors(path: Path, opening: bool = False, reading: bool = False):
             if "No space left" in reason or "os error 28" in reason:
                 raise DiskSpaceError(f"the disk holding {path} is full ({reason}); free some space and run the "
                                      "command again") from None
+            if "WouldBlock" in reason:  # another process holds the write-ahead log: busy, not damaged
+                raise StoreError(f"the index at {path} is in use by another process ({reason}); stop it or wait "
+                                 "for it to finish, then run the command again") from None
             if opening:
                 raise IndexDamagedError(f"the index at {path} is damaged and cannot be opened ({reason}); repair it "
                                         f"with: {repair_command(str(path))}") from None
