@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.catalog import Product
 from shoplens.encoders import Encoder
@@ -43,11 +43,10 @@ def load_cache(path: Path) -> dict[str, np.ndarray]:
 
 def save_cache(path: Path, vectors: dict[str, np.ndarray], dim: int) -> None:
     """Write atomically: a concurrent reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     hashes = np.array(list(vectors), dtype="U64")
     matrix = np.stack(list(vectors.values())).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    np.savez(tmp, hashes=hashes, vectors=matrix)
-    os.replace(tmp, path)
+    # The temporary name ends in .npz: np.savez appends it to any name that lacks it.
+    atomic_write(path, lambda tmp: np.savez(tmp, hashes=hashes, vectors=matrix), suffix=".npz")
 
 
 def content_hash(path: Path) -> str:
