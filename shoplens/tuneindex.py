@@ -27,6 +27,7 @@ import numpy as np
 from shoplens.catalog import Product
 from shoplens.embedcache import cache_file, embed_products, load_cache, save_cache
 from shoplens.encoders import Encoder, l2_normalise
+from shoplens.progress import progress_bar
 from shoplens.store import Store, StoreError, text_dim
 
 # Payload key: the hash of the tuning a point's stored vector has (absent: the raw vector). Its name ends in
@@ -238,7 +239,7 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     meta[PENDING_KEY] = {"to": record, "from": current, "started": _now()}
     store.write_meta(meta)
 
-    bar = _progress(len(todo), progress)
+    bar = progress_bar(len(todo), "re-projecting", unit="vec", enabled=progress)
     batch = batch or BATCH  # read at run time, so a test can make batches small
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
@@ -307,9 +308,3 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="vec", desc="re-projecting", disable=not enabled, file=sys.stderr, mininterval=0.5)
