@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.catalog import Product
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.progress import progress_bar
 
 
 def cache_file(encoder: Encoder) -> Path:
@@ -43,11 +42,10 @@ def load_cache(path: Path) -> dict[str, np.ndarray]:
 
 def save_cache(path: Path, vectors: dict[str, np.ndarray], dim: int) -> None:
     """Write atomically: a concurrent reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     hashes = np.array(list(vectors), dtype="U64")
     matrix = np.stack(list(vectors.values())).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-    np.savez(tmp, hashes=hashes, vectors=matrix)
-    os.replace(tmp, path)
+    # The temporary name ends in .npz: np.savez appends it to any name that lacks it.
+    atomic_write(path, lambda tmp: np.savez(tmp, hashes=hashes, vectors=matrix), suffix=".npz")
 
 
 def content_hash(path: Path) -> str:
@@ -75,8 +73,9 @@ def embed_products(products: list[Product], encoder: Encoder, batch_size: int = 
     failed = [(p.rel_path, h[1]) for p, h in zip(products, hashes) if isinstance(h, tuple)]
     todo = {h: p for p, h in zip(products, hashes) if isinstance(h, str) and h not in known}
     if todo:
-        started, done = time.perf_counter(), 0
+        done = 0
         items = list(todo.items())
+        bar = progress_bar(len(items), "embedding", enabled=progress)
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -87,13 +86,10 @@ def embed_products(products: list[Product], encoder: Encoder, batch_size: int = 
                 vectors = encoder.embed_batch([img for _h, img in good])
                 known.update((h, v) for (h, _img), v in zip(good, vectors))
             done += len(chunk)
-            if progress:
-                rate = done / max(time.perf_counter() - started, 1e-9)
-                print(f"\rembedding {done}/{len(items)} ({rate:.1f} images/s)", end="", file=sys.stderr)
+            bar.update(len(chunk))
             if use_cache and (done % (batch_size * 20) == 0):
                 save_cache(path, known, encoder.dim)  # a killed run keeps what it encoded
-        if progress:
-            print(file=sys.stderr)
+        bar.close()
         if use_cache:
             save_cache(path, known, encoder.dim)
     rows = [(p, h) for p, h in zip(products, hashes) if isinstance(h, str) and h in known]

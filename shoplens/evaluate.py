@@ -330,7 +330,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER,
                                                                           **(encoder_options or {}))
         if tuning is not None:
-            from shoplens.tune import check_tuning
+            from shoplens.tune.base import check_tuning
 
             check_tuning(tuning, enc.describe())
         cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog, layout)

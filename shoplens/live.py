@@ -2,7 +2,7 @@
 
 An Edge index is one process's at a time (its write-ahead log is locked). While an app serves it, the
 indexer connects to the app's local channel (shoplens.channel) and the app runs the very same sync
-(cli.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
+(shoplens.indexing.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
 Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
 shard object the sync writes to, so new products are found as soon as their batch is written.
 `search`, `info` and `evaluate --index` ask the app for a snapshot: a copy of the folder taken between two
@@ -156,7 +156,8 @@ class LiveIndex:
 
     def sync(self, options: dict, progress=None, waiting: Callable[[], None] | None = None):
         """Run the indexer's sync with `options` (SYNC_OPTIONS) on the app's store; returns its Summary."""
-        from shoplens.cli import USER_ERRORS, check_index_args, index_catalog
+        from shoplens.indexing import check_index_args, index_catalog
+        from shoplens.usererrors import USER_ERRORS
 
         args = argparse.Namespace(**{name: options.get(name) for name in SYNC_OPTIONS})
         args.photos = [Path(p) for p in args.photos or []]

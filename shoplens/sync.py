@@ -7,7 +7,6 @@ already stored is not encoded again, and a run killed midway is completed by the
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_
 from shoplens.embedcache import cache_file, load_cache, save_cache
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.progress import progress_bar
 from shoplens.store import (SCHEMA_VERSION, DiskSpaceError, IndexDamagedError, PointData, Store, check_encoder, point_id,
                             text_dim)
 from shoplens.store.space import bytes_needed, ensure_space
@@ -234,7 +234,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
 
     seen: set[str] = set()
     batch: list[Prepared] = []
-    bar = _progress(len(catalog.products), progress)
+    bar = progress_bar(len(catalog.products), "indexing", enabled=progress)
 
     def flush_batch() -> None:
         nonlocal raw_cache
@@ -356,11 +356,3 @@ def _save_raw(encoder: Encoder, vectors: dict[str, np.ndarray]) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _progress(total: int, enabled):
-    from tqdm import tqdm
-
-    # `enabled` may be a text stream to draw on instead of stderr (an app drawing an indexer's bar for it).
-    stream = enabled if hasattr(enabled, "write") else sys.stderr
-    return tqdm(total=total, unit="img", desc="indexing", disable=not enabled, file=stream, mininterval=0.5)

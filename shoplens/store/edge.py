@@ -18,6 +18,7 @@ from typing import Sequence
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, DiskSpaceError, Filters, Hit,
                                  IndexDamagedError, PointData, Sparse, Store, StoreError, normalise_filters, record_hit,
                                  repair_command, text_dim)
+from shoplens.atomic import atomic_write_bytes, atomic_write_text
 from shoplens.store.space import free_bytes, human
 
 META_FILE = "index.json"
@@ -227,10 +228,7 @@ class EdgeStore(Store):
         return self.path / name
 
     def write_file(self, name: str, data: bytes) -> None:
-        path = self.artifact_path(name)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+        atomic_write_bytes(self.artifact_path(name), data)  # a reader sees the old file or the new one
 
     def read_file(self, name: str) -> bytes | None:
         try:
@@ -326,15 +324,9 @@ def read_json(path: Path) -> dict | None:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` so a reader (or a crash) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, text, fsync=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         if exc.errno == 28:  # ENOSPC
             raise DiskSpaceError(f"the disk holding {path.parent} is full: free some space and run the command "
                                  "again") from None

@@ -8,12 +8,12 @@ vectors, so it can find products whose own text is poor or missing.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from shoplens.atomic import atomic_write
 from shoplens.encoders.base import l2_normalise
 
 FORMAT = 1
@@ -51,13 +51,11 @@ class Bridge:
 
     def save(self, path: str | Path) -> Path:
         """Write a small .npz (atomically, so a reader never sees half a file)."""
-        path = Path(path)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, format=FORMAT, weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
-                 alpha=self.alpha, neighbours=self.neighbours, fitted_on=self.fitted_on,
-                 text_model=self.text_model, image_encoder=self.image_encoder, version=self.version)
-        os.replace(tmp, path)
-        return path
+        # The temporary name ends in .npz: np.savez appends it to any name that lacks it.
+        return atomic_write(path, lambda tmp: np.savez(
+            tmp, format=FORMAT, weights=self.weights.astype(np.float32), bias=self.bias.astype(np.float32),
+            alpha=self.alpha, neighbours=self.neighbours, fitted_on=self.fitted_on,
+            text_model=self.text_model, image_encoder=self.image_encoder, version=self.version), suffix=".npz")
 
 
 def load_bridge(path: str | Path, text_model: str | None = None, image_encoder: str | None = None) -> Bridge:

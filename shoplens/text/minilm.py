@@ -6,13 +6,13 @@ file in the cache; after that a query costs a tokenizer call and one small onnxr
 
 from __future__ import annotations
 
-import os
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import cpu_session
@@ -52,17 +52,18 @@ def export_onnx(source: Path, path: Path) -> Path:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     ids = torch.ones(2, 8, dtype=torch.int64)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's tracing chatter
-        torch.onnx.export(Pooled(bert), (ids, ids), str(tmp), input_names=["input_ids", "attention_mask"],
-                          output_names=["embedding"],
-                          dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
-                                        "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's tracing chatter
+            torch.onnx.export(Pooled(bert), (ids, ids), str(tmp), input_names=["input_ids", "attention_mask"],
+                              output_names=["embedding"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                            "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+
+    return atomic_write(path, write)
 
 
 class MiniLM:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from shoplens.atomic import atomic_write
 
 FORMAT = "shoplens-tuning/1"
 OPS = {"affine", "relu", "scale", "l2", "softmax", "signed_power"}
@@ -127,17 +128,14 @@ class Tuning:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         header = {**self._header(), "hash": self.hash}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         payload = {f"a_{k}": v for k, v in self.arrays.items()}
         payload["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-        try:
-            with open(tmp, "wb") as fh:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez adds no .npz to it
                 np.savez(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+
+        atomic_write(path, write, fsync=True)
 
 
 def load_tuning(path) -> Tuning:

@@ -9,13 +9,12 @@ only sent when a product is opened.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import threading
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from shoplens.atomic import atomic_write
 from shoplens.images import ImageError, load_image
 
 log = logging.getLogger("shoplens.web")
@@ -55,9 +54,8 @@ class Thumbnails:
             image = load_image(Path(photo), draft_size=self.size)
             image.thumbnail((self.size, self.size))
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            image.save(tmp, "JPEG", quality=QUALITY, optimize=True)
-            os.replace(tmp, target)  # two requests making the same one: either file is whole
+            # Two requests making the same one: each writes its own temporary file, either result is whole.
+            atomic_write(target, lambda tmp: image.save(tmp, "JPEG", quality=QUALITY, optimize=True))
         except (ImageError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             log.warning("no thumbnail for %s: %s", photo, exc)
             return None
