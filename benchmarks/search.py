@@ -40,25 +40,75 @@ def split(queries: int, seed: int):
     return vectors[base], cats[base], vectors[held], cats[held]
 
 
-def corpus_chunks(n: int, base: np.ndarray, cats: np.ndarray, noise: float, seed: int):
-    """(start, vectors, categories) for rows [0, n): the real base first, then perturbed copies of it."""
+PRINCIPAL = 128  # principal directions the synthetic rows are perturbed along
+
+
+def principal(base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The top PRINCIPAL directions of the real vectors and their standard deviations (deterministic SVD)."""
+    centred = base - base.mean(axis=0)
+    _, sv, vt = np.linalg.svd(centred[:: max(1, len(base) // 6000)], full_matrices=False)
+    sd = sv[:PRINCIPAL] / np.sqrt(len(centred[:: max(1, len(base) // 6000)]))
+    return vt[:PRINCIPAL].astype(np.float32), sd.astype(np.float32)
+
+
+def principal_noise(count: int, pcs: np.ndarray, sd: np.ndarray, scale: float, rng: np.random.Generator):
+    """Gaussian steps along the principal directions, each scaled by that direction's spread in the real data."""
+    return (rng.normal(0.0, 1.0, (count, len(sd))).astype(np.float32) * (sd * scale)) @ pcs
+
+
+def corpus_chunks(n: int, base: np.ndarray, cats: np.ndarray, noise: float, seed: int, mode: str = "mix"):
+    """(start, vectors, categories) for rows [0, n): the real base first, then synthetic rows.
+
+    mode "mix" (the default since the 1M run of issue 12): each synthetic row blends a real vector with another
+    real vector of the same category (weight of the first uniform in [0.5, 1]) and adds Gaussian steps along the
+    data's principal directions (`noise` times each direction's spread), then re-normalises. Rows spread over the
+    catalog's manifold instead of piling up around 12k points, so a query's true neighbours are not near-ties.
+    mode "copies": the earlier corpus, perturbed copies of the real rows (about 80 per photo at 1M; ties).
+    """
+    pcs, sd = principal(base) if mode == "mix" else (None, None)
+    names, cat_codes = np.unique(cats, return_inverse=True)
+    by_cat = np.argsort(cat_codes, kind="stable")  # row indices grouped by category
+    first = np.searchsorted(cat_codes[by_cat], np.arange(len(names)))
+    size = np.bincount(cat_codes, minlength=len(names))
     for start in range(0, n, CHUNK):
         ids = np.arange(start, min(n, start + CHUNK))
+        rng = np.random.default_rng([seed, start])
         src = ids % len(base)
         vecs = base[src].copy()
         copies = ids >= len(base)
-        if copies.any():
-            vecs[copies] = perturb(vecs[copies], noise, np.random.default_rng([seed, start]))
+        if copies.any() and mode == "copies":
+            vecs[copies] = perturb(vecs[copies], noise, rng)
+        elif copies.any():
+            src[copies] = rng.integers(0, len(base), copies.sum())
+            code = cat_codes[src[copies]]
+            partner = by_cat[first[code] + rng.integers(0, size[code])]
+            w = rng.uniform(0.5, 1.0, (copies.sum(), 1)).astype(np.float32)
+            mixed = w * base[src[copies]] + (1 - w) * base[partner]
+            mixed += principal_noise(len(mixed), pcs, sd, noise, rng)
+            vecs[copies] = mixed / np.linalg.norm(mixed, axis=1, keepdims=True)
         yield start, vecs, cats[src]
 
 
 def query_set(spec: dict):
-    _, _, held, held_cats = split(spec["queries"], spec["seed"])
-    return perturb(held, spec["query_noise"], np.random.default_rng([spec["seed"], 2**31])), held_cats  # a stream apart from the corpus chunks
+    """Held-out real vectors (never in the corpus), perturbed like the corpus rows: a shopper's photo is not the
+    catalog's."""
+    base, _, held, held_cats = split(spec["queries"], spec["seed"])
+    rng = np.random.default_rng([spec["seed"], 2**31])  # a stream apart from the corpus chunks
+    if spec.get("corpus", "copies") == "copies":
+        return perturb(held, spec["query_noise"], rng), held_cats
+    pcs, sd = principal(base)
+    q = held + principal_noise(len(held), pcs, sd, spec["query_noise"], rng)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32), held_cats
 
 
-def variants(quantize: str) -> list[dict]:
+def variants(quantize: str, profile: str = "default") -> list[dict]:
     """Search parameters tried on top of the defaults: a larger HNSW beam, and for int8 rescoring."""
+    if profile == "large":  # around the shipped hnsw_ef 256 + rescoring with oversampling 2
+        r = {"rescore": True}
+        return [{"name": "hnsw_ef 128, rescore, oversampling 2", "hnsw_ef": 128, **r, "oversampling": 2.0},
+                {"name": "hnsw_ef 512, rescore, oversampling 2", "hnsw_ef": 512, **r, "oversampling": 2.0},
+                {"name": "hnsw_ef 256, rescore, oversampling 3", "hnsw_ef": 256, **r, "oversampling": 3.0},
+                {"name": "hnsw_ef 256, no rescoring", "hnsw_ef": 256, "rescore": False}]
     out = [{"name": "hnsw_ef 64", "hnsw_ef": 64}, {"name": "hnsw_ef 256", "hnsw_ef": 256}]
     if quantize == "int8":
         out += [{"name": "rescore, oversampling 2", "rescore": True, "oversampling": 2.0},
@@ -85,6 +135,13 @@ def edge_store(spec: dict, variant: dict | None = None):
     from shoplens.store.edge import EdgeStore
 
     path = Path(spec["dir"]) / "edge"
+    if spec.get("profile") == "large":  # the shipped configuration (shoplens.store.edge.large_profile)
+        from shoplens.store.edge import large_profile
+
+        config = large_profile()
+        if variant:
+            config["search_params"] = search_params(variant)
+        return EdgeStore(path, **config)
     if spec["quantize"] == "int8":
         # Quantized vectors in RAM, originals memory-mapped from disk for rescoring.
         quant = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
@@ -125,7 +182,7 @@ def child_build(spec: dict) -> None:
     store = edge_store(spec)
     store.create({"dim": base.shape[1], "benchmark": "search"})
     started = now()
-    for start, vecs, chunk_cats in corpus_chunks(spec["n"], base, cats, spec["noise"], spec["seed"]):
+    for start, vecs, chunk_cats in corpus_chunks(spec["n"], base, cats, spec["noise"], spec["seed"], spec["corpus"]):
         for i in range(0, len(vecs), 1000):
             store.upsert([PointData(point_id(str(start + j)), vecs[j], {"category": str(chunk_cats[j]),
                                                                          "product_id": str(start + j)})
@@ -281,7 +338,7 @@ def bench_size(spec: dict, build_timeout: float) -> dict:
     base, cats, _, _ = split(spec["queries"], spec["seed"])
     matrix = np.empty((n, base.shape[1]), np.float32)  # filled in place: at 1M a second copy would not fit
     all_cats = np.empty(n, cats.dtype)
-    for start, vecs, chunk_cats in corpus_chunks(n, base, cats, spec["noise"], spec["seed"]):
+    for start, vecs, chunk_cats in corpus_chunks(n, base, cats, spec["noise"], spec["seed"], spec["corpus"]):
         matrix[start:start + len(vecs)], all_cats[start:start + len(vecs)] = vecs, chunk_cats
     masks = {str(c): all_cats == c for c in np.unique(query_cats)}  # what a keyword index gives for free
     qmasks = [masks[str(c)] for c in query_cats]
@@ -416,8 +473,13 @@ def main(argv=None) -> str:
     ap.add_argument("--client-queries", type=int, default=20, help="queries for qdrant-client above 20k points")
     ap.add_argument("--client-max", type=int, default=100_000, help="skip qdrant-client local mode above this")
     ap.add_argument("--quantize", choices=["auto", "none", "int8"], default="auto", help="auto: int8 from 500k points")
-    ap.add_argument("--noise", type=float, default=0.3, help="norm of the noise added to make corpus copies")
-    ap.add_argument("--query-noise", type=float, default=0.2)
+    ap.add_argument("--corpus", choices=["mix", "copies"], default="mix",
+                    help="synthetic rows: blends of real vectors + principal-direction noise, or noisy copies")
+    ap.add_argument("--profile", choices=["auto", "default", "large"], default="auto",
+                    help="Edge configuration: auto = the indexer's choice (large from 500k points)")
+    ap.add_argument("--noise", type=float, default=None,
+                    help="noise scale: mix 0.5 (times each principal direction's spread), copies 0.3 (norm)")
+    ap.add_argument("--query-noise", type=float, default=None, help="mix 0.5, copies 0.2")
     ap.add_argument("--build-timeout", type=float, default=900, help="seconds before the Edge build is stopped")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true",
@@ -428,6 +490,10 @@ def main(argv=None) -> str:
     ap.add_argument("--child-build", help=argparse.SUPPRESS)
     ap.add_argument("--child-query", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.noise is None:
+        args.noise = 0.5 if args.corpus == "mix" else 0.3
+    if args.query_noise is None:
+        args.query_noise = 0.5 if args.corpus == "mix" else 0.2
     if args.child_build:
         return child_build(json.loads(args.child_build))
     if args.child_query:
@@ -441,7 +507,9 @@ def main(argv=None) -> str:
             if args.keep:
                 tmp = OUT / f"search-index-{n}-{quantize}"
                 tmp.mkdir(exist_ok=True)
-            spec = {"n": n, "dir": str(tmp), "variants": variants(quantize), "queries": args.queries, "seed": args.seed, "noise": args.noise,
+            profile = args.profile if args.profile != "auto" else ("large" if n >= 500_000 else "default")
+            spec = {"n": n, "dir": str(tmp), "variants": variants(quantize, profile), "queries": args.queries,
+                    "seed": args.seed, "noise": args.noise, "corpus": args.corpus, "profile": profile,
                     "query_noise": args.query_noise, "quantize": quantize, "client_queries": args.client_queries,
                     "client_max": args.client_max}
             results[str(n)] = bench_size(spec, args.build_timeout)
