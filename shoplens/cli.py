@@ -25,11 +25,14 @@ USER_ERRORS = (CatalogError, DownloadError, EncoderError, ImageError, LocaliserE
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
-    """--index / --qdrant-url / --collection, shared by every subcommand and the app."""
+    """--index / --qdrant-url / --milvus-uri / --collection, shared by every subcommand and the app."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--index", type=Path, default=None, help=f"embedded index folder (default {DEFAULT_INDEX})")
     where.add_argument("--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)")
-    parser.add_argument("--collection", default="products", help="collection name on a Qdrant server")
+    where.add_argument("--milvus-uri", default=None, metavar="URI",
+                       help="Milvus server or cluster URL (token from $MILVUS_TOKEN), or a path like ./data/milvus.db "
+                            "for Milvus Lite (embedded)")
+    parser.add_argument("--collection", default="products", help="collection name on a Qdrant or Milvus server")
 
 
 def parse_filters(pairs: list[str] | None) -> dict[str, list[str]]:
@@ -92,6 +95,9 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
                    help="keyword and sentence vectors of titles and attributes, for text search (default: auto, "
                         "when the catalog has text)")
     p.add_argument("--no-colours", action="store_true", help="do not store each product's dominant colours")
+    p.add_argument("--profile", choices=["auto", "default", "large"], default="auto",
+                   help="configuration of a new embedded index: large = int8 quantization with rescoring, originals "
+                        "on disk (for about a million products); auto = large from 500,000 products (default)")
     tuning = p.add_mutually_exclusive_group()
     tuning.add_argument("--tuning", type=Path, default=None, metavar="FILE",
                         help="tune the index's vectors with this tuning (from python -m shoplens tune); stored vectors "
@@ -133,7 +139,8 @@ def cmd_index(args) -> int:
     if args.download:
         download_fashion_images(args.catalog)
     catalog = read_catalog(args.catalog, args.layout)
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
+    with open_store(args.index, args.qdrant_url, args.collection, milvus_uri=getattr(args, "milvus_uri", None),
+                    profile=getattr(args, "profile", "auto")) as store:
         meta = store.read_meta() or {}
         # A new index follows a given tuning's encoder (it only fits that one).
         fitted = tuning.encoder if tuning not in (KEEP, None) and not meta else {}
@@ -206,7 +213,8 @@ def cmd_search(args) -> int:
 
     if args.k < 1:
         raise UserError("-k must be at least 1")
-    searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
+    searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder,
+                             milvus_uri=args.milvus_uri)
     if args.image is not None and args.text and ignored_words(searcher, args.text):
         print(f"note: this index has no text vectors, so only colour words refine the photo (ignored: "
               f"{ignored_words(searcher, args.text)!r})", file=sys.stderr)
@@ -262,7 +270,7 @@ def index_info(store) -> dict:
 
 
 def cmd_info(args) -> int:
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
+    with open_store(args.index, args.qdrant_url, args.collection, milvus_uri=args.milvus_uri) as store:
         info = index_info(store)
     if args.json:
         print(json.dumps(info, indent=2))
@@ -353,9 +361,9 @@ def cmd_evaluate(args) -> int:
     """Body of `python -m shoplens evaluate`."""
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    if args.catalog is None and args.index is None and args.qdrant_url is None:
-        raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
-    use_index = args.index is not None or args.qdrant_url is not None
+    if args.catalog is None and args.index is None and args.qdrant_url is None and args.milvus_uri is None:
+        raise UserError("give a CATALOG folder, or --index/--qdrant-url/--milvus-uri to evaluate an existing index")
+    use_index = args.index is not None or args.qdrant_url is not None or args.milvus_uri is not None
     if args.text_queries:
         return _cmd_evaluate_text(args, use_index)
     if args.tune_folds is not None or args.tune_label or args.photos or args.method:
@@ -375,7 +383,8 @@ def cmd_evaluate(args) -> int:
             check_tuning(tuning, encoder.describe())
     result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
                       queries_layout=args.queries_layout, encoder=encoder, encoder_options=options,
-                      index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
+                      index=args.index, qdrant_url=args.qdrant_url, milvus_uri=args.milvus_uri,
+                      collection=args.collection, sample=args.sample,
                       seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
                       use_cache=not args.no_cache,
                       crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"), tuning=tuning)

@@ -74,10 +74,16 @@ class EdgeStore(Store):
     """Index folder = index.json (metadata) + shard/ (the Qdrant Edge shard with its WAL)."""
 
     def __init__(self, path: str | Path, *, hnsw_config=None, quantization_config=None,
-                 on_disk_vectors: bool | None = None, search_params=None):
+                 on_disk_vectors: bool | None = None, search_params=None, profile: str = "auto"):
         """The tuning options (qdrant_edge.HnswIndexConfig, e.g. ScalarQuantizationConfig, vectors mmapped from
         disk) only apply when the index is created; None keeps Qdrant's defaults. An existing shard keeps its own.
-        `search_params` (qdrant_edge.SearchParams: hnsw_ef, quantization rescoring) applies to non-exact searches."""
+        `search_params` (qdrant_edge.SearchParams: hnsw_ef, quantization rescoring) applies to non-exact searches.
+        `profile` (PROFILES): "large" creates the index with large_profile(), "auto" does so when the metadata's
+        catalog_size is LARGE_POINTS or more and no tuning option is given; the choice is kept in the metadata
+        (edge_profile), so every later opening searches with the profile's parameters."""
+        if profile not in PROFILES:
+            raise StoreError(f"unknown index profile {profile!r}; pick one of {', '.join(PROFILES)}")
+        self._profile = profile
         self.path = Path(path)
         self.location = str(self.path)
         self._shard = None
@@ -104,8 +110,21 @@ class EdgeStore(Store):
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
         os.replace(tmp, self.path / META_FILE)
 
+    def _apply_profile(self, meta: dict) -> None:
+        """Use the large profile for a new index when asked or when the catalog is that big (see __init__)."""
+        explicit = any(v is not None for v in self._tuning.values()) or self._on_disk_vectors is not None
+        big = int(meta.get("catalog_size") or 0) >= LARGE_POINTS
+        if self._profile == "large" or (self._profile == "auto" and big and not explicit):
+            config = large_profile()
+            self._tuning = {"hnsw_config": config["hnsw_config"], "quantization_config": config["quantization_config"]}
+            self._on_disk_vectors = config["on_disk_vectors"]
+            if self._search_params is None:
+                self._search_params = config["search_params"]
+            meta["edge_profile"] = "large"
+
     def create(self, meta: dict) -> None:
         qe = _edge()
+        self._apply_profile(meta)
         shard_dir = self.path / SHARD_DIR
         shard_dir.mkdir(parents=True, exist_ok=True)
         vectors = {IMAGE_VECTOR: qe.EdgeVectorParams(size=int(meta["dim"]), distance=qe.Distance.Cosine,
@@ -131,6 +150,8 @@ class EdgeStore(Store):
                 self._shard = _edge().EdgeShard.load(str(shard_dir))
             except Exception as exc:  # the Rust side raises plain Exceptions
                 raise StoreError(f"cannot open the index at {self.path}: {exc}") from None
+            if self._search_params is None and (self.read_meta() or {}).get("edge_profile") == "large":
+                self._search_params = large_profile()["search_params"]  # search params are not kept in the shard
         return self._shard
 
     # writes

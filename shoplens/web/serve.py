@@ -75,14 +75,16 @@ def is_locked(exc: Exception) -> bool:
 
 
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
-           page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> WebApp:
+           page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY,
+           milvus_uri: str | None = None) -> WebApp:
     """Open the index once and build the page; a missing, empty, busy or unreachable index gives a page that says so.
 
     `cache_expiry` (every, older than; seconds): Gradio's copies of uploads and shown photos are deleted then.
     """
-    where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
+    where = (f"--milvus-uri {milvus_uri}" if milvus_uri else f"--qdrant-url {qdrant_url}" if qdrant_url
+             else f"--index {index or 'data/index'}")
     try:
-        searcher = Searcher.open(index, qdrant_url, collection)
+        searcher = Searcher.open(index, qdrant_url, collection, milvus_uri=milvus_uri)
         if searcher.store.count() == 0:
             searcher.close()
             return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
@@ -201,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sync_first(args) -> int:
     """Index --catalog into the index with the indexer's own code (progress on the console)."""
     index_args = argparse.Namespace(catalog=args.catalog, index=args.index, qdrant_url=args.qdrant_url,
+                                    milvus_uri=args.milvus_uri,
                                     collection=args.collection, layout=args.layout, encoder=args.encoder, fit=None,
                                     batch_size=32, prune=False, download=False, json=False, quiet=False, text="auto",
                                     no_colours=False)
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.catalog is not None:
             sync_first(args)
-        app = create(args.index, args.qdrant_url, args.collection, args.page_size)
+        app = create(args.index, args.qdrant_url, args.collection, args.page_size, milvus_uri=args.milvus_uri)
         launch(app, args.host, args.port, args.share, args.concurrency)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
