@@ -6,7 +6,7 @@
   session on free loopback ports (`milvus_server` fixture) and stopped at its end. Each test gets its own
   collection, dropped afterwards.
 
-Import the fixtures into a test module with `from stores import milvus_server, make_store  # noqa: F401`.
+conftest.py imports the fixtures once, so every test module shares one server.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 from shoplens.store import IndexMismatchError, PointData, StoreError, check_encoder, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
-from stores import STORES, make_store, milvus_server  # noqa: F401  (fixtures)
+from stores import STORES
 
 DIM = 16
 COLOURS = ["Red", "Blue", "Green"]
@@ -204,3 +204,49 @@ def test_update_text_keeps_the_image_vector(text_store):
     assert _ids(text_store.search(np.eye(DIM)[4], 1)) == ["t4"]
     (hit,) = text_store.retrieve([point_id("t4")], with_vector=True)
     assert np.allclose(hit.vector, np.eye(DIM)[4])
+
+
+def test_old_milvus_server_keeps_the_image_side_and_names_what_is_missing(make_store):
+    # The `milvus` package's 2.3 server has no sparse vectors and one vector field per collection.
+    s = make_store("milvus-server")
+    s.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "text": {"model": "m", "dim": 3}})
+    s.upsert(_text_points())
+    s.update_text(_text_points()[:1])  # the indexer's text pass must not fail there either
+    s.finish()
+    assert "2.4" in s.read_meta()["words_unavailable"]
+    assert _ids(s.search(np.eye(DIM)[2], 1)) == ["t2"]
+    with pytest.raises(StoreError, match="keyword search is unavailable.*2.4"):
+        s.search_keywords(([3, 4], [1.0, 1.0]), 5)
+    with pytest.raises(StoreError, match="text search is unavailable"):
+        s.search(np.array([1, 0, 0]), 3, using="text")
+
+
+def test_unreachable_milvus_fails_fast_with_the_uri():
+    import time
+
+    from shoplens.store.milvus import MilvusStore
+
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:9\b"):
+        MilvusStore("http://127.0.0.1:9", timeout=2).read_meta()
+    assert time.monotonic() - started < 10
+
+
+def test_milvus_lite_path_must_be_a_db_file(tmp_path):
+    from shoplens.store.milvus import MilvusStore
+
+    with pytest.raises(StoreError, match=r"ends in \.db"):
+        MilvusStore(str(tmp_path / "index")).read_meta()
+
+
+@pytest.mark.parametrize("kind", ["milvus-lite", "milvus-server"])
+def test_milvus_files_and_metadata_travel_with_the_collection(kind, make_store):
+    s = _fill(make_store(kind), _points(3))
+    blob = bytes(range(256)) * 700  # 179 kB: several metadata rows
+    s.write_file("tuning-x.npz", blob)
+    s.write_file("small", b"v1")
+    s.write_file("small", b"v2")
+    assert s.read_file("tuning-x.npz") == blob and s.read_file("small") == b"v2"
+    s.delete_file("small")
+    assert s.read_file("small") is None and s.read_file("never") is None
+    assert s.cli_args().startswith(f"--milvus-uri {s.uri}")
