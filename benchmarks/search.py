@@ -301,6 +301,66 @@ def time_client(spec, matrix, cats, queries, query_cats) -> dict:
     return out
 
 
+def time_milvus(kind: str, spec, matrix, cats, queries, query_cats) -> dict:
+    """MilvusStore on Milvus Lite (a .db file, FLAT: exact) or on the `milvus` 2.3 standalone server (HNSW m 16,
+    efConstruction 100, search ef 128), started here on a free port. Memory: RSS growth of this process for Lite
+    (the engine runs in it), the server process's RSS for the server."""
+    import socket
+    import time
+
+    import psutil
+
+    from shoplens.store import PointData, point_id
+    from shoplens.store.milvus import MilvusStore
+
+    server = None
+    before = rss_mb()
+    if kind == "lite":
+        store = MilvusStore(str(Path(spec["dir"]) / "milvus.db"))
+    else:
+        from milvus import default_server as server
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server.set_base_dir(str(Path(spec["dir"]) / "milvus-server"))
+        server.listen_port = port
+        server.start()
+        store = MilvusStore(f"http://127.0.0.1:{port}", "bench", timeout=30)
+    try:
+        store.create({"dim": matrix.shape[1]})
+        started = now()
+        for i in range(0, len(matrix), 1000):
+            store.upsert([PointData(point_id(str(j)), matrix[j], {"category": str(cats[j]), "product_id": str(j)})
+                          for j in range(i, min(i + 1000, len(matrix)))])
+        store.create_keyword_index("category")
+        if server is not None:
+            store.client.flush("bench")  # seal the segments so the server builds its HNSW index before queries
+            while True:  # index built on every sealed row
+                info = store.client.describe_index("bench", "image")
+                if info.get("indexed_rows", 0) >= info.get("total_rows", 1) and info.get("pending_index_rows", 0) == 0:
+                    break
+                time.sleep(2)
+        else:
+            store.finish()
+        out = {"build_s": now() - started}
+        # Queries through a fresh store, as a searcher or the app opens it (reads at bounded staleness).
+        store.close()
+        store = MilvusStore(store.uri, store.collection, timeout=30)
+        count = min(len(queries), spec.get("milvus_queries", len(queries)))
+        out.update(time_queries(store_search(store), queries[:count], query_cats[:count], warmup=10))
+        if server is not None:
+            out["rss_mb"] = psutil.Process(server.server_proc.pid).memory_info().rss / 2**20
+        else:
+            out["rss_mb"] = rss_mb() - before
+        out["version"] = store.server_version()
+    finally:
+        store.close()
+        if server is not None:
+            server.stop()
+    return out
+
+
 # one size
 
 def summarise(res: dict, truth: dict) -> dict:
@@ -352,9 +412,12 @@ def bench_size(spec: dict, build_timeout: float) -> dict:
         print(f"[{n}] qdrant-client done", flush=True)
     else:
         result["client"] = None
+    for kind in spec.get("milvus", []):
+        result[f"milvus_{kind}"] = time_milvus(kind, spec, matrix, all_cats, queries, query_cats)
+        print(f"[{n}] milvus {kind} done", flush=True)
     del matrix, masks, qmasks
 
-    for key in ("edge", "numpy", "client"):
+    for key in ("edge", "numpy", "client", "milvus_lite", "milvus_server"):
         if result.get(key):
             result[key] = summarise(result[key], truth)
     if result.get("edge"):
@@ -392,6 +455,13 @@ def size_section(r: dict, client_max: int) -> str:
                 f"skipped (> {client_max:,} points)", "-"),
         fmt_row("exact NumPy (matrix product)", r["numpy"], "-", f"matrix {r['numpy']['matrix_mb']:.0f} MB"),
     ]
+    for key, name in (("milvus_lite", "Milvus Lite (MilvusStore, .db file, FLAT)"),
+                      ("milvus_server", "Milvus server 2.3.5 standalone (MilvusStore, HNSW)")):
+        m = r.get(key)
+        if m:
+            rows.append(fmt_row(f"{name} [{m.get('version', '')}]", m, f"{m['build_s']:.0f} s upsert + index",
+                                f"RSS {m['rss_mb']:.0f} MB" + (" (server process)" if key == "milvus_server" else
+                                                                " (+ in this process)")))
     lines = [f"#### {n:,} points ({quant}; run {r['run']})", "",
              table(["method", "build", "p50 ms", "p95 ms", "recall@10", "filtered p50 ms", "filtered p95 ms",
                     "filtered recall@10", "memory"], rows), ""]
@@ -485,6 +555,9 @@ def main(argv=None) -> str:
     ap.add_argument("--keep", action="store_true",
                     help="keep each Edge index in benchmarks/out/search-index-N-Q/ and reuse it on the next run")
     ap.add_argument("--fresh", action="store_true", help="forget results of earlier runs (other sizes)")
+    ap.add_argument("--milvus", nargs="*", choices=["lite", "server"], default=[],
+                    help="also time the Milvus store on Milvus Lite and/or the milvus 2.3 standalone server")
+    ap.add_argument("--milvus-queries", type=int, default=200)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--render-only", action="store_true", help="rewrite the section from the stored results")
     ap.add_argument("--child-build", help=argparse.SUPPRESS)
@@ -510,6 +583,7 @@ def main(argv=None) -> str:
             profile = args.profile if args.profile != "auto" else ("large" if n >= 500_000 else "default")
             spec = {"n": n, "dir": str(tmp), "variants": variants(quantize, profile), "queries": args.queries,
                     "seed": args.seed, "noise": args.noise, "corpus": args.corpus, "profile": profile,
+                    "milvus": args.milvus, "milvus_queries": args.milvus_queries,
                     "query_noise": args.query_noise, "quantize": quantize, "client_queries": args.client_queries,
                     "client_max": args.client_max}
             results[str(n)] = bench_size(spec, args.build_timeout)

@@ -45,6 +45,9 @@ QUERY_WINDOW = 16_384  # Milvus answers at most this many rows per query (offset
 # Reads see every write acknowledged before them, deletes included, as on the Qdrant stores ("Session" was
 # tried: a count right after a delete still counted the deleted rows on the 2.3 server).
 CONSISTENCY = "Strong"
+# A store that has written nothing (a searcher, the app) reads at "Bounded" staleness instead: a Strong search
+# waits for the server's next time tick, 200-400 ms on the 2.3 server, for writes a shopper cannot tell apart.
+READER_CONSISTENCY = "Bounded"
 
 
 def _pymilvus():
@@ -117,6 +120,10 @@ class MilvusStore(Store):
         self._client = None
         self._meta_cache: dict | None = None
         self._artifacts: Path | None = None
+        self._wrote = False
+
+    def _consistency(self) -> str:
+        return CONSISTENCY if self._wrote else READER_CONSISTENCY
 
     # connection
 
@@ -139,6 +146,8 @@ class MilvusStore(Store):
         return self._client
 
     def _call(self, fn_name: str, *args, **kwargs):
+        if fn_name in ("upsert", "delete", "create_collection", "insert"):
+            self._wrote = True
         try:
             return getattr(self.client, fn_name)(*args, **kwargs)
         except StoreError:
@@ -147,7 +156,14 @@ class MilvusStore(Store):
             raise StoreError(f"Milvus at {self.location} failed ({fn_name}): {_reason(exc)}") from None
 
     def server_version(self) -> str:
-        """The engine's version, e.g. 'v2.3.5' (Milvus Lite answers with its own)."""
+        """The engine's version, e.g. 'v2.3.5', or 'lite 2.5.1' for Milvus Lite."""
+        if is_lite(self.uri):
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                return f"lite {version('milvus-lite')}"
+            except PackageNotFoundError:
+                return "lite"
         try:
             return str(self._call("get_server_version"))
         except StoreError:
@@ -173,7 +189,7 @@ class MilvusStore(Store):
         if not keys:
             return {}
         rows = self._call("query", self.meta_collection, filter=f"key in [{', '.join(_quote(k) for k in keys)}]",
-                          output_fields=["key", "value"], consistency_level=CONSISTENCY)
+                          output_fields=["key", "value"], consistency_level=self._consistency())
         return {r["key"]: r["value"] for r in rows}
 
     def _put_rows(self, rows: dict[str, str]) -> None:
@@ -459,7 +475,7 @@ class MilvusStore(Store):
 
     def _search(self, data, using: str, k: int, expr: str, params: dict) -> list[Hit]:
         result = self._call("search", self.collection, data=[data], anns_field=using, limit=k, filter=expr,
-                            output_fields=["payload"], search_params=params, consistency_level=CONSISTENCY)
+                            output_fields=["payload"], search_params=params, consistency_level=self._consistency())
         hits = [Hit(str(r["id"]), float(r["distance"]), dict(r["entity"].get("payload") or {})) for r in result[0]]
         return [h for h in hits if h.score > 0] if using == KEYWORD_VECTOR else hits
 
@@ -480,7 +496,7 @@ class MilvusStore(Store):
     def _query_rows(self, expr: str, fields: list[str], **kwargs) -> list[dict]:
         try:
             return self._call("query", self.collection, filter=expr, output_fields=fields,
-                              consistency_level=CONSISTENCY, **kwargs)
+                              consistency_level=self._consistency(), **kwargs)
         except StoreError:
             # Milvus Lite 2.5 fails a query for a JSON field when no row matches ("Unsupported data type: 0").
             if self.count(extra=expr) == 0:
@@ -511,7 +527,7 @@ class MilvusStore(Store):
     def count(self, filters: Filters | None = None, extra: str | None = None) -> int:
         self._meta()
         rows = self._call("query", self.collection, filter=milvus_filter(filters, extra=extra),
-                          output_fields=["count(*)"], consistency_level=CONSISTENCY)
+                          output_fields=["count(*)"], consistency_level=self._consistency())
         return int(rows[0]["count(*)"]) if rows else 0
 
     def facet(self, field_name: str, filters: Filters | None = None, limit: int = 1000) -> list[tuple[str, int]]:
