@@ -103,12 +103,12 @@ def query_set(spec: dict):
 
 def variants(quantize: str, profile: str = "default") -> list[dict]:
     """Search parameters tried on top of the defaults: a larger HNSW beam, and for int8 rescoring."""
-    if profile == "large":  # around the shipped hnsw_ef 256 + rescoring with oversampling 2
+    if profile == "large":  # around the shipped hnsw_ef 128 + rescoring with oversampling 2
         r = {"rescore": True}
-        return [{"name": "hnsw_ef 128, rescore, oversampling 2", "hnsw_ef": 128, **r, "oversampling": 2.0},
+        return [{"name": "hnsw_ef 256, rescore, oversampling 2", "hnsw_ef": 256, **r, "oversampling": 2.0},
                 {"name": "hnsw_ef 512, rescore, oversampling 2", "hnsw_ef": 512, **r, "oversampling": 2.0},
-                {"name": "hnsw_ef 256, rescore, oversampling 3", "hnsw_ef": 256, **r, "oversampling": 3.0},
-                {"name": "hnsw_ef 256, no rescoring", "hnsw_ef": 256, "rescore": False}]
+                {"name": "hnsw_ef 128, rescore, oversampling 3", "hnsw_ef": 128, **r, "oversampling": 3.0},
+                {"name": "hnsw_ef 128, no rescoring", "hnsw_ef": 128, "rescore": False}]
     out = [{"name": "hnsw_ef 64", "hnsw_ef": 64}, {"name": "hnsw_ef 256", "hnsw_ef": 256}]
     if quantize == "int8":
         out += [{"name": "rescore, oversampling 2", "rescore": True, "oversampling": 2.0},
