@@ -250,3 +250,36 @@ def test_milvus_files_and_metadata_travel_with_the_collection(kind, make_store):
     s.delete_file("small")
     assert s.read_file("small") is None and s.read_file("never") is None
     assert s.cli_args().startswith(f"--milvus-uri {s.uri}")
+
+
+def _edge_config(path) -> dict:
+    import json
+
+    return json.loads((path / "shard" / "edge_config.json").read_text())
+
+
+@pytest.mark.parametrize("profile, size, large", [("auto", 499_999, False), ("auto", 500_000, True),
+                                                  ("large", 10, True), ("default", 2_000_000, False)])
+def test_edge_profile_is_chosen_by_catalog_size_or_option(tmp_path, profile, size, large):
+    store = EdgeStore(tmp_path / "idx", profile=profile)
+    store.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "catalog_size": size})
+    store.upsert(_points(20))
+    store.close()
+    config = _edge_config(tmp_path / "idx")
+    if large:  # the values shipped for 1M products (docs/benchmarks.md)
+        assert config["hnsw_config"]["m"] == 32 and config["hnsw_config"]["ef_construct"] == 128
+        assert config["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+        assert config["vectors"]["image"]["on_disk"] is True
+    else:
+        assert config.get("quantization_config") is None and config.get("hnsw_config") is None
+    reopened = EdgeStore(tmp_path / "idx")  # a searcher: the profile's search parameters come from the metadata
+    assert reopened.read_meta().get("edge_profile") == ("large" if large else None)
+    hits = reopened.search(_points(20)[3].vector, 1)
+    assert hits[0].payload["product_id"] == "p3"
+    assert (reopened._search_params is not None) == large
+    reopened.close()
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="unknown index profile 'huge'"):
+        EdgeStore(tmp_path / "idx", profile="huge")
