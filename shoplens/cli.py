@@ -266,7 +266,8 @@ def index_info(store) -> dict:
             "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
             "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
-            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated")}
+            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated"),
+            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile")}
 
 
 def cmd_info(args) -> int:
@@ -283,6 +284,8 @@ def cmd_info(args) -> int:
     if text:
         bridge = (text.get("bridge") or {}).get("pairs", 0)
         print(f"text:     BM25 + {text.get('model')} ({text.get('dim')}-d); bridge fitted on {bridge} products")
+        if info["words_unavailable"]:
+            print(f"          unavailable here: {info['words_unavailable']}")
     else:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
