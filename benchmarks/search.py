@@ -474,6 +474,12 @@ def size_section(r: dict, client_max: int) -> str:
     if "tie_gap" in r:
         lines.append(f"Median cosine gap between the true 10th and 11th neighbour: {r['tie_gap']:.5f} (smaller means "
                      "more near-ties at the cut-off, which int8 quantization error and HNSW search can swap).")
+    if r.get("milvus_lite") or r.get("milvus_server"):
+        lines.append("Milvus rows: the same `MilvusStore` calls (`search` with payload, the category filter as a JSON-path "
+                     "expression). Milvus Lite indexes FLAT only (every search is exact, in the process, through its "
+                     "local gRPC); the server is the `milvus` 2.3.5 standalone (HNSW m 16, efConstruction 100, search "
+                     "ef 128), queried over loopback gRPC at bounded staleness by a fresh store as the app opens it, "
+                     "timed after its index covered every row. Build = upserts in batches of 1,000 + index build.")
     if not c:
         lines.append("qdrant-client local mode skipped: it scores every point in Python per query and keeps all "
                      "vectors as Python/NumPy objects; already slow at 100k, at this size it would take hours to load "

@@ -20,7 +20,6 @@ from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
 from shoplens.store import IndexMismatchError, point_id
 from shoplens.store.edge import EdgeStore
-from shoplens.store.remote import QdrantStore
 from shoplens.sync import filter_fields, sync_catalog
 from stores import STORES
 
