@@ -198,7 +198,7 @@ def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path, kind, requ
     else:
         from shoplens.store.milvus import MilvusStore
 
-        store = MilvusStore(where[1], where[3])
+        store = MilvusStore(where[1], where[3], strong=True)  # everything the indexer wrote, not a bounded view
     try:
         ids = [h.product_id for h in store.iterate()]
         assert len(ids) == 240 and len(set(ids)) == 240

@@ -105,9 +105,10 @@ class MilvusStore(Store):
     """One Milvus collection of products plus its metadata collection."""
 
     def __init__(self, uri: str, collection: str = DEFAULT_COLLECTION, token: str | None = None,
-                 timeout: float = 5.0, hnsw: dict | None = None):
+                 timeout: float = 5.0, hnsw: dict | None = None, strong: bool = False):
         """`uri`: http(s)://host:port for a server or cluster (token from $MILVUS_TOKEN), or a file path for
-        Milvus Lite. `hnsw` (M, efConstruction) applies when a server collection is created; Lite indexes FLAT."""
+        Milvus Lite. `hnsw` (M, efConstruction) applies when a server collection is created; Lite indexes FLAT.
+        `strong`: read at strong consistency even before this store has written (see READER_CONSISTENCY)."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,200}", collection):
             raise StoreError(f"--collection {collection!r}: a Milvus collection name is letters, digits and _")
         self.uri = str(uri)
@@ -120,7 +121,7 @@ class MilvusStore(Store):
         self._client = None
         self._meta_cache: dict | None = None
         self._artifacts: Path | None = None
-        self._wrote = False
+        self._wrote = strong
 
     def _consistency(self) -> str:
         return CONSISTENCY if self._wrote else READER_CONSISTENCY
