@@ -1,7 +1,7 @@
 """Every store implementation on a real engine, for the parametrized store, sync and congruence tests.
 
 - "edge": Qdrant Edge in a tmp folder; "qdrant-client": qdrant-client's local mode (in memory);
-- "milvus-lite": Milvus Lite (the Milvus engine in this process) on a tmp .db file;
+- "milvus-lite": Milvus Lite (the Milvus engine, run by pymilvus in a child process) on a tmp .db file;
 - "milvus-server": the Milvus 2.3 standalone server from the `milvus` PyPI package, started once per test
   session on free loopback ports (`milvus_server` fixture) and stopped at its end. Each test gets its own
   collection, dropped afterwards.

@@ -1,4 +1,5 @@
-"""A Milvus server or cluster through pymilvus, or Milvus Lite (the Milvus engine in this process, a .db file).
+"""A Milvus server or cluster through pymilvus, or Milvus Lite (the Milvus engine embedded: one .db file, served by
+a child process that pymilvus starts and stops with this one).
 
 Data model, the same as the Qdrant stores': one row per product with the image vector, the payload (a JSON
 field), and for a catalog with text the MiniLM sentence vector and the BM25 term weights (a sparse vector).
