@@ -86,19 +86,15 @@ def real_embeddings(encoder_name: str = "efficientnet-lite0", limit: int | None 
     if cache.exists():
         data = np.load(cache)
         return data["vectors"], data["categories"]
+    from shoplens.embedcache import embed_products
     from shoplens.encoders import create_encoder
 
     encoder = create_encoder(encoder_name)
-    products = catalog_products(limit)
-    chunks = []
-    started = now()
-    for i in range(0, len(products), batch):
-        images = load_images([p.path for p in products[i:i + batch]], encoder.draft_size)
-        chunks.append(encoder.embed_batch(images))
-        if (i // batch) % 40 == 0:
-            print(f"embedded {i + len(images)}/{len(products)} ({now() - started:.0f} s)", flush=True)
-    vectors = np.concatenate(chunks).astype(np.float32)
-    categories = np.array([p.category or "none" for p in products])
+    # Through the shared embedding cache (~/.cache/shoplens): photos the indexer or an evaluation already
+    # encoded are not decoded again.
+    embedded = embed_products(catalog_products(limit), encoder, batch_size=batch, progress=True)
+    vectors = np.asarray(embedded.vectors, np.float32)
+    categories = np.array([p.category or "none" for p in embedded.products])
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(cache, vectors=vectors, categories=categories)
     return vectors, categories

@@ -20,11 +20,14 @@ from shoplens.usererrors import USER_ERRORS
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
-    """--index / --qdrant-url / --collection, shared by every subcommand and the app."""
+    """--index / --qdrant-url / --milvus-uri / --collection, shared by every subcommand and the app."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--index", type=Path, default=None, help=f"embedded index folder (default {DEFAULT_INDEX})")
     where.add_argument("--qdrant-url", default=None, help="Qdrant server or cluster URL (API key from $QDRANT_API_KEY)")
-    parser.add_argument("--collection", default="products", help="collection name on a Qdrant server")
+    where.add_argument("--milvus-uri", default=None, metavar="URI",
+                       help="Milvus server or cluster URL (token from $MILVUS_TOKEN), or a path like ./data/milvus.db "
+                            "for Milvus Lite (embedded)")
+    parser.add_argument("--collection", default="products", help="collection name on a Qdrant or Milvus server")
 
 
 def parse_filters(pairs: list[str] | None) -> dict[str, list[str]]:
@@ -93,6 +96,9 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
                    help="keyword and sentence vectors of titles and attributes, for text search (default: auto, "
                         "when the catalog has text)")
     p.add_argument("--no-colours", action="store_true", help="do not store each product's dominant colours")
+    p.add_argument("--profile", choices=["auto", "default", "large"], default="auto",
+                   help="configuration of a new embedded index: large = int8 quantization with rescoring, originals "
+                        "on disk (for about a million products); auto = large from 500,000 products (default)")
     tuning = p.add_mutually_exclusive_group()
     tuning.add_argument("--tuning", type=Path, default=None, metavar="FILE",
                         help="tune the index's vectors with this tuning (from python -m shoplens tune); stored vectors "
@@ -120,10 +126,13 @@ def cmd_index(args) -> int:
         load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
     if args.download:
         download_fashion_images(args.catalog)
-    summary = hand_over_sync(args) if args.qdrant_url is None else None
+    remote = args.qdrant_url is not None or getattr(args, "milvus_uri", None) is not None
+    summary = hand_over_sync(args) if not remote else None  # a server takes writes from anyone
     if summary is None:
         try:
-            with open_store(args.index, args.qdrant_url, args.collection) as store:
+            with open_store(args.index, args.qdrant_url, args.collection,
+                            milvus_uri=getattr(args, "milvus_uri", None),
+                            profile=getattr(args, "profile", "auto")) as store:
                 summary = index_catalog(args, store)
         except StoreError as exc:
             if is_locked(exc):
@@ -161,7 +170,8 @@ def cmd_search(args) -> int:
 
     if args.k < 1:
         raise UserError("-k must be at least 1")
-    searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder)
+    searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder,
+                             milvus_uri=args.milvus_uri)
     if args.image is not None and args.text and ignored_words(searcher, args.text):
         print(f"note: this index has no text vectors, so only colour words refine the photo (ignored: "
               f"{ignored_words(searcher, args.text)!r})", file=sys.stderr)
@@ -213,11 +223,12 @@ def index_info(store) -> dict:
             "filter_values": {f: dict(store.facet(f, limit=50)) for f in fields},
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
             "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
-            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated")}
+            "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated"),
+            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile")}
 
 
 def cmd_info(args) -> int:
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
+    with open_store(args.index, args.qdrant_url, args.collection, milvus_uri=args.milvus_uri) as store:
         info = index_info(store)
     if getattr(args, "snapshot_of", None) is not None:
         info["location"] = f"{args.snapshot_of} (a snapshot from the app serving it)"
@@ -232,6 +243,8 @@ def cmd_info(args) -> int:
     if text:
         bridge = (text.get("bridge") or {}).get("pairs", 0)
         print(f"text:     BM25 + {text.get('model')} ({text.get('dim')}-d); bridge fitted on {bridge} products")
+        if info["words_unavailable"]:
+            print(f"          unavailable here: {info['words_unavailable']}")
     else:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
@@ -330,9 +343,9 @@ def cmd_evaluate(args) -> int:
     """Body of `python -m shoplens evaluate`."""
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    if args.catalog is None and args.index is None and args.qdrant_url is None:
-        raise UserError("give a CATALOG folder, or --index/--qdrant-url to evaluate an existing index")
-    use_index = args.index is not None or args.qdrant_url is not None
+    if args.catalog is None and args.index is None and args.qdrant_url is None and args.milvus_uri is None:
+        raise UserError("give a CATALOG folder, or --index/--qdrant-url/--milvus-uri to evaluate an existing index")
+    use_index = args.index is not None or args.qdrant_url is not None or args.milvus_uri is not None
     if args.text_phrasings:
         from shoplens.phrasings import cmd_evaluate_phrasings
 
@@ -358,7 +371,8 @@ def cmd_evaluate(args) -> int:
             check_tuning(tuning, encoder.describe())
     result = evaluate(None if use_index else args.catalog, args.label, queries=args.queries, layout=args.layout,
                       queries_layout=args.queries_layout, encoder=encoder, encoder_options=options,
-                      index=args.index, qdrant_url=args.qdrant_url, collection=args.collection, sample=args.sample,
+                      index=args.index, qdrant_url=args.qdrant_url, milvus_uri=args.milvus_uri,
+                      collection=args.collection, sample=args.sample,
                       seed=args.seed, batch_size=args.batch_size, progress=not args.quiet,
                       use_cache=not args.no_cache,
                       crop=args.crop or (DEFAULT_CROP if args.queries is not None else "off"), tuning=tuning)
@@ -537,7 +551,8 @@ def beside_app(command):
     def wrapped(args) -> int:
         from shoplens.live import readable_index
 
-        if args.qdrant_url is not None or (args.command == "evaluate" and args.index is None):
+        if (args.qdrant_url is not None or getattr(args, "milvus_uri", None) is not None
+                or (args.command == "evaluate" and args.index is None)):
             return command(args)
         with readable_index(args.index) as index:
             if index != args.index:

@@ -234,7 +234,7 @@ class IndexVectors:
 
 
 def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "products",
-                  encoder: str | None = None, tuning=None) -> IndexVectors:
+                  encoder: str | None = None, tuning=None, milvus_uri: str | None = None) -> IndexVectors:
     """Catalog products, content hashes and vectors scrolled from an existing index, its metadata and tuning.
 
     `tuning` (optional) must be the index's own: another one is refused with the command that fixes it.
@@ -242,7 +242,7 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     """
     from shoplens.tuneindex import check_query_tuning, index_tuning
 
-    with open_store(index, qdrant_url, collection) as store:
+    with open_store(index, qdrant_url, collection, milvus_uri=milvus_uri) as store:
         meta = store.read_meta()
         if meta is None:
             raise UserError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
@@ -266,9 +266,9 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
 
 
 def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
-                       encoder: str | None = None) -> tuple[Embedded, dict]:
+                       encoder: str | None = None, milvus_uri: str | None = None) -> tuple[Embedded, dict]:
     """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
-    found = index_vectors(index, qdrant_url, collection, encoder)
+    found = index_vectors(index, qdrant_url, collection, encoder, milvus_uri=milvus_uri)
     return found.embedded, found.meta
 
 
@@ -294,6 +294,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
              layout: str = "auto", queries_layout: str = "auto", encoder: str | Encoder | None = None,
              encoder_options: dict | None = None, index=None, qdrant_url: str | None = None,
              collection: str = "products", sample: int | None = None, seed: int = 0, k: int = 10,
+             milvus_uri: str | None = None,
              batch_size: int = 32, progress: bool = False, use_cache: bool = True, crop: str = "off",
              localiser: str | Localiser = DEFAULT_LOCALISER, tuning=None) -> Evaluation:
     """Run one evaluation (the Python API behind `python -m shoplens evaluate`).
@@ -312,8 +313,9 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         raise UserError("--crop auto crops query photos: give them with --queries (leave-one-out has none)")
     started = time.perf_counter()
     failed: list = []
-    if index is not None or qdrant_url:
-        found = index_vectors(index, qdrant_url, collection, encoder if isinstance(encoder, str) else None, tuning)
+    if index is not None or qdrant_url or milvus_uri:
+        found = index_vectors(index, qdrant_url, collection, encoder if isinstance(encoder, str) else None, tuning,
+                              milvus_uri=milvus_uri)
         catalog_emb, meta, tuning = found.embedded, found.meta, found.tuning
         query_tuning = tuning  # the stored vectors are tuned already; only the queries need it
         enc = create_encoder(meta["encoder"], **meta.get("encoder_options", {}))

@@ -50,13 +50,13 @@ class Searcher:
 
     @classmethod
     def open(cls, index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
-             encoder: str | None = None, tuning=None, **encoder_options) -> "Searcher":
+             encoder: str | None = None, tuning=None, milvus_uri: str | None = None, **encoder_options) -> "Searcher":
         """Open an existing index; `encoder` (optional) must match the one it was built with, and `tuning`
         (optional, a shoplens.tune.Tuning) the one its vectors carry. Its own tuning is used without being asked."""
-        store = open_store(index, qdrant_url, collection)
+        store = open_store(index, qdrant_url, collection, milvus_uri=milvus_uri)
         meta = store.read_meta()
         if meta is None:
-            where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
+            where = store.cli_args() or f"--index {index or 'data/index'}"
             raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG {where}")
         check_not_pending(store, meta)  # half-way through a change of tuning: refuse before anything else
         options = {**meta.get("encoder_options", {}), **encoder_options}

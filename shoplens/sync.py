@@ -151,7 +151,9 @@ def ensure_index(store: Store, encoder: Encoder, catalog: Catalog | None = None,
         if text is not None:
             meta["text"] = text.describe()
         if catalog is not None:
-            meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout)
+            # catalog_size: the embedded store picks its configuration for this many products (store/edge.py).
+            meta.update(catalog_root=str(catalog.root.resolve()), layout=catalog.layout,
+                        catalog_size=len(catalog.products))
         store.create(meta)
     else:
         check_encoder(meta, encoder.name, encoder.version, encoder.dim, store.location)

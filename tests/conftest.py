@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from shoplens.encoders import Encoder, l2_normalise
+from stores import make_store, milvus_server  # noqa: F401  (fixtures: every store on a real engine, one server)
 
 REPO = Path(__file__).resolve().parent.parent
 

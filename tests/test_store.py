@@ -1,4 +1,5 @@
-"""The two stores behind one interface: the same operations give the same answers."""
+"""The stores behind one interface (Qdrant Edge, qdrant-client, Milvus Lite, a Milvus server): the same operations
+give the same answers. Edge is the reference every other store is compared with."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from shoplens.store import IndexMismatchError, PointData, StoreError, check_encoder, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
+from stores import STORES
 
 DIM = 16
 COLOURS = ["Red", "Blue", "Green"]
@@ -31,20 +33,16 @@ def _fill(store, points):
     return store
 
 
-@pytest.fixture(params=["edge", "qdrant-client"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
-    yield _fill(s, _points())
-    s.close()
+@pytest.fixture(params=STORES)
+def store(request, make_store):
+    return _fill(make_store(request.param), _points())
 
 
-@pytest.fixture
-def both(tmp_path):
+@pytest.fixture(params=STORES[1:])
+def both(request, make_store):
+    """(Edge, another store) holding the same points."""
     points = _points()
-    edge, remote = _fill(EdgeStore(tmp_path / "idx"), points), _fill(QdrantStore(":memory:"), points)
-    yield edge, remote
-    edge.close()
-    remote.close()
+    return _fill(make_store("edge"), points), _fill(make_store(request.param, "other"), points)
 
 
 QUERIES = [None, {"colour": "Red"}, {"colour": ["Red", "Blue"]}, {"colour": "Green", "product_type": "Shoes"},
@@ -163,15 +161,14 @@ def _text_points() -> list[PointData]:
     return points
 
 
-@pytest.fixture(params=["edge", "qdrant-client"])
-def text_store(request, tmp_path):
-    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
+@pytest.fixture(params=[s for s in STORES if s != "milvus-server"])  # a 2.3 server keeps no words: see below
+def text_store(request, make_store):
+    s = make_store(request.param)
     s.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "text": {"model": "m", "dim": 3}})
     s.upsert(_text_points())
     s.create_keyword_index("colour")
     s.finish()
-    yield s
-    s.close()
+    return s
 
 
 def _ids(hits):
@@ -207,3 +204,82 @@ def test_update_text_keeps_the_image_vector(text_store):
     assert _ids(text_store.search(np.eye(DIM)[4], 1)) == ["t4"]
     (hit,) = text_store.retrieve([point_id("t4")], with_vector=True)
     assert np.allclose(hit.vector, np.eye(DIM)[4])
+
+
+def test_old_milvus_server_keeps_the_image_side_and_names_what_is_missing(make_store):
+    # The `milvus` package's 2.3 server has no sparse vectors and one vector field per collection.
+    s = make_store("milvus-server")
+    s.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "text": {"model": "m", "dim": 3}})
+    s.upsert(_text_points())
+    s.update_text(_text_points()[:1])  # the indexer's text pass must not fail there either
+    s.finish()
+    assert "2.4" in s.read_meta()["words_unavailable"]
+    assert _ids(s.search(np.eye(DIM)[2], 1)) == ["t2"]
+    with pytest.raises(StoreError, match="keyword search is unavailable.*2.4"):
+        s.search_keywords(([3, 4], [1.0, 1.0]), 5)
+    with pytest.raises(StoreError, match="text search is unavailable"):
+        s.search(np.array([1, 0, 0]), 3, using="text")
+
+
+def test_unreachable_milvus_fails_fast_with_the_uri():
+    import time
+
+    from shoplens.store.milvus import MilvusStore
+
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:9\b"):
+        MilvusStore("http://127.0.0.1:9", timeout=2).read_meta()
+    assert time.monotonic() - started < 10
+
+
+def test_milvus_lite_path_must_be_a_db_file(tmp_path):
+    from shoplens.store.milvus import MilvusStore
+
+    with pytest.raises(StoreError, match=r"ends in \.db"):
+        MilvusStore(str(tmp_path / "index")).read_meta()
+
+
+@pytest.mark.parametrize("kind", ["milvus-lite", "milvus-server"])
+def test_milvus_files_and_metadata_travel_with_the_collection(kind, make_store):
+    s = _fill(make_store(kind), _points(3))
+    blob = bytes(range(256)) * 700  # 179 kB: several metadata rows
+    s.write_file("tuning-x.npz", blob)
+    s.write_file("small", b"v1")
+    s.write_file("small", b"v2")
+    assert s.read_file("tuning-x.npz") == blob and s.read_file("small") == b"v2"
+    s.delete_file("small")
+    assert s.read_file("small") is None and s.read_file("never") is None
+    assert s.cli_args().startswith(f"--milvus-uri {s.uri}")
+
+
+def _edge_config(path) -> dict:
+    import json
+
+    return json.loads((path / "shard" / "edge_config.json").read_text())
+
+
+@pytest.mark.parametrize("profile, size, large", [("auto", 499_999, False), ("auto", 500_000, True),
+                                                  ("large", 10, True), ("default", 2_000_000, False)])
+def test_edge_profile_is_chosen_by_catalog_size_or_option(tmp_path, profile, size, large):
+    store = EdgeStore(tmp_path / "idx", profile=profile)
+    store.create({"encoder": "x", "encoder_version": "1", "dim": DIM, "catalog_size": size})
+    store.upsert(_points(20))
+    store.close()
+    config = _edge_config(tmp_path / "idx")
+    if large:  # the values shipped for 1M products (docs/benchmarks.md)
+        assert config["hnsw_config"]["m"] == 32 and config["hnsw_config"]["ef_construct"] == 128
+        assert config["quantization_config"] == {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+        assert config["vectors"]["image"]["on_disk"] is True
+    else:
+        assert config.get("quantization_config") is None and config.get("hnsw_config") is None
+    reopened = EdgeStore(tmp_path / "idx")  # a searcher: the profile's search parameters come from the metadata
+    assert reopened.read_meta().get("edge_profile") == ("large" if large else None)
+    hits = reopened.search(_points(20)[3].vector, 1)
+    assert hits[0].payload["product_id"] == "p3"
+    assert (reopened._search_params is not None) == large
+    reopened.close()
+
+
+def test_unknown_profile_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="unknown index profile 'huge'"):
+        EdgeStore(tmp_path / "idx", profile="huge")

@@ -20,19 +20,17 @@ from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
 from shoplens.store import IndexMismatchError, point_id
 from shoplens.store.edge import EdgeStore
-from shoplens.store.remote import QdrantStore
 from shoplens.sync import filter_fields, sync_catalog
+from stores import STORES
 
 
 def _sync(root, store, encoder, **kw):
     return sync_catalog(read_catalog(root), store, encoder, progress=False, **kw)
 
 
-@pytest.fixture(params=["edge", "qdrant-client"])
-def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "idx") if request.param == "edge" else QdrantStore(":memory:")
-    yield s
-    s.close()
+@pytest.fixture(params=STORES)
+def store(request, make_store):
+    return make_store(request.param)
 
 
 def test_first_run_then_unchanged(folder_catalog, store, colour_encoder):
@@ -158,12 +156,18 @@ def _catalog_of(n: int, root: Path) -> Path:
     return root
 
 
-def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path):
+@pytest.mark.parametrize("kind", ["edge", "milvus-lite", "milvus-server"])
+def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path, kind, request):
     catalog = _catalog_of(240, tmp_path / "catalog")
     index = tmp_path / "index"
     env = {**os.environ, "SHOPLENS_PLUGINS": "slow_encoder",
            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    cmd = [sys.executable, str(REPO / "indexer.py"), str(catalog), "--index", str(index), "--batch-size", "8"]
+    if kind == "edge":
+        where = ["--index", str(index)]
+    else:
+        uri = str(tmp_path / "milvus.db") if kind == "milvus-lite" else request.getfixturevalue("milvus_server")
+        where = ["--milvus-uri", uri, "--collection", f"killed_{os.getpid()}"]
+    cmd = [sys.executable, str(REPO / "indexer.py"), str(catalog), *where, "--batch-size", "8"]
     proc = subprocess.Popen(cmd + ["--encoder", "slow-tiny"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     seen = {"n": 0}
 
@@ -189,7 +193,12 @@ def test_killed_midway_then_rerun_holds_exactly_the_catalog(tmp_path):
     summary = json.loads(done.stdout)
     assert summary["failed"] == 0 and summary["added"] + summary["unchanged"] == 240
     assert summary["unchanged"] >= 8, "work done before the kill was lost"
-    store = EdgeStore(index)
+    if kind == "edge":
+        store = EdgeStore(index)
+    else:
+        from shoplens.store.milvus import MilvusStore
+
+        store = MilvusStore(where[1], where[3], strong=True)  # everything the indexer wrote, not a bounded view
     try:
         ids = [h.product_id for h in store.iterate()]
         assert len(ids) == 240 and len(set(ids)) == 240

@@ -1,4 +1,4 @@
-"""Vector stores: embedded Qdrant Edge by default, a Qdrant server through qdrant-client."""
+"""Vector stores: embedded Qdrant Edge by default, a Qdrant server through qdrant-client, Milvus through pymilvus."""
 
 from __future__ import annotations
 
@@ -15,15 +15,22 @@ __all__ = ["DEFAULT_INDEX", "IMAGE_VECTOR", "KEYWORD_VECTOR", "SCHEMA_VERSION", 
            "check_encoder", "normalise_filters", "open_store", "point_id", "repair_command", "text_dim"]
 
 
-def open_store(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products") -> Store:
-    """The store named by the command line: a Qdrant server when `qdrant_url` is set, else the Edge folder."""
+def open_store(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
+               milvus_uri: str | None = None, profile: str = "auto") -> Store:
+    """The store named by the command line: Milvus (a server URL, or a .db path for Milvus Lite) when
+    `milvus_uri` is set, a Qdrant server when `qdrant_url` is, else the Edge folder (`profile`: its
+    configuration when the indexer creates it, shoplens.store.edge.PROFILES)."""
+    if milvus_uri:
+        from shoplens.store.milvus import MilvusStore
+
+        return MilvusStore(milvus_uri, collection)
     if qdrant_url:
         from shoplens.store.remote import QdrantStore
 
         return QdrantStore(qdrant_url, collection)
     from shoplens.store.edge import EdgeStore
 
-    return EdgeStore(index or DEFAULT_INDEX)
+    return EdgeStore(index or DEFAULT_INDEX, profile=profile)
 
 
 def check_encoder(meta: dict, encoder_name: str, encoder_version: str, dim: int, location: str = "") -> None:

@@ -87,14 +87,16 @@ def damaged_page(problems: str) -> str:
 
 
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
-           page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> WebApp:
+           page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY,
+           milvus_uri: str | None = None) -> WebApp:
     """Open the index once and build the page; a missing, empty, busy or unreachable index gives a page that says so.
 
     `cache_expiry` (every, older than; seconds): Gradio's copies of uploads and shown photos are deleted then.
     """
-    where = f"--qdrant-url {qdrant_url}" if qdrant_url else f"--index {index or 'data/index'}"
+    where = (f"--milvus-uri {milvus_uri}" if milvus_uri else f"--qdrant-url {qdrant_url}" if qdrant_url
+             else f"--index {index or 'data/index'}")
     try:
-        searcher = Searcher.open(index, qdrant_url, collection)
+        searcher = Searcher.open(index, qdrant_url, collection, milvus_uri=milvus_uri)
         report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
         if not report.ok:
             searcher.close()
@@ -112,7 +114,7 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
             return WebApp(build_message(in_use(f"`{exc}`", where)))
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
     live = None
-    if qdrant_url is None:  # a Qdrant server takes writes from the indexer itself
+    if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
         live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
     return WebApp(demo, photos.folders(), searcher, photos, live=live)
 
@@ -248,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sync_first(args) -> int:
     """Index --catalog into the index with the indexer's own code (progress on the console)."""
     index_args = argparse.Namespace(catalog=args.catalog, index=args.index, qdrant_url=args.qdrant_url,
+                                    milvus_uri=args.milvus_uri,
                                     collection=args.collection, layout=args.layout, encoder=args.encoder, fit=None,
                                     batch_size=32, prune=False, download=False, json=False, quiet=False, text="auto",
                                     no_colours=False)
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.catalog is not None:
             sync_first(args)
-        app = create(args.index, args.qdrant_url, args.collection, args.page_size)
+        app = create(args.index, args.qdrant_url, args.collection, args.page_size, milvus_uri=args.milvus_uri)
         if args.watch is not None and app.live is not None:
             app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
             print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
