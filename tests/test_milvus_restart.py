@@ -1,0 +1,167 @@
+"""A Milvus server restart mid-sync: the interrupted run fails with one line, the next run repairs everything.
+
+Its own Milvus standalone server (the `milvus` PyPI package) on its own data dir and port, so the session's
+`milvus_server` fixture is not disturbed: the indexer runs in a subprocess with a slowed fake encoder, the
+server is stopped under it, started again on the same data dir, and the same command runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PALETTE, REPO
+from shoplens.store import point_id
+
+N = 40
+BATCH = 4
+
+# An encoder plugin for the subprocess: the conftest colour encoder, and a slowed copy of it with the same
+# name, so the re-run (unslowed) continues the same index.
+PLUGIN = '''
+import time
+from conftest import ColourEncoder
+from shoplens.encoders import register
+
+
+class SlowColour(ColourEncoder):
+    def embed_batch(self, images):
+        time.sleep(0.4)
+        return super().embed_batch(images)
+
+
+register("restart-slow-colour", "fake colour, 0.4 s per batch")(lambda **_: SlowColour())
+register("restart-colour", "fake colour")(lambda **_: ColourEncoder())
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start(server) -> None:
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001  (a missing library, no free port, ...: say which)
+        if os.environ.get("SHOPLENS_REQUIRE_MILVUS"):  # CI: a server that does not start is a failure
+            raise
+        pytest.skip(f"the Milvus standalone server did not start: {exc}")
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A fresh Milvus standalone server on its own base dir and port: (server, uri)."""
+    try:
+        from milvus import MilvusServer
+    except ImportError as exc:
+        pytest.skip(f"the milvus server package is not installed (pip install -r requirements-dev.txt): {exc}")
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path / "milvus-data"))
+    server.listen_port = _free_port()
+    _start(server)
+    yield server, f"http://127.0.0.1:{server.listen_port}"
+    server.stop()
+
+
+def _photo(path: Path, colour, size) -> Path:
+    """A flat colour PNG (lossless, so its mean colour is known exactly) with one half-bright pixel at (1, 1)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", size, colour)
+    img.putpixel((1, 1), tuple(c // 2 for c in colour))
+    img.save(path, "PNG")
+    return path
+
+
+def _expected_vector(colour, size) -> np.ndarray:
+    """The fake colour encoder's vector worked out from the pixels: mean colour + 1, unit length."""
+    w, h = size
+    mean = np.array([(c * (w * h - 1) + c // 2) / (w * h) for c in colour], np.float64) + 1.0
+    return mean / np.linalg.norm(mean)
+
+
+def test_server_restart_mid_sync_then_rerun_repairs(tmp_path, own_server):
+    server, uri = own_server
+    colours = list(PALETTE.values())
+    catalog = tmp_path / "catalog"
+    products = {}  # product id -> (category, relative path, colour, size)
+    for i in range(N):
+        size = (16 + i % 7, 16)
+        rel = f"group{i % 4}/item{i:04d}.png"
+        _photo(catalog / rel, colours[i % len(colours)], size)
+        products[f"item{i:04d}"] = (f"group{i % 4}", rel, colours[i % len(colours)], size)
+    (tmp_path / "restart_colour.py").write_text(PLUGIN)
+    env = {**os.environ, "SHOPLENS_PLUGINS": "restart_colour",
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests"), str(tmp_path)])}
+    cmd = [sys.executable, str(REPO / "indexer.py"), str(catalog), "--milvus-uri", uri, "--collection", "restart",
+           "--batch-size", str(BATCH)]
+
+    proc = subprocess.Popen(cmd + ["--encoder", "restart-slow-colour"], env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    seen = {"n": 0, "err": b""}
+
+    def watch():
+        while chunk := proc.stderr.read(64):
+            seen["err"] += chunk
+            counts = re.findall(rb"(\d+)/%d" % N, seen["err"][-4096:])
+            if counts:
+                seen["n"] = int(counts[-1])
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    deadline = time.time() + 60
+    while seen["n"] < 12 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the indexer ended before the server stopped: {proc.returncode}"
+    server.stop()  # SIGTERM, then SIGKILL after 1 s: the server goes away under a running sync
+    try:
+        first_rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(5)
+    err = seen["err"].decode(errors="replace")
+
+    # The interrupted run: a failure, told in one line that names the server, no traceback.
+    assert first_rc != 0, err
+    assert "Traceback" not in err, err
+    errors = [line for line in re.split(r"[\r\n]", err) if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert uri in errors[0], errors[0]
+
+    _start(server)  # same base dir, same port
+    done = subprocess.run(cmd + ["--encoder", "restart-colour", "--json", "--quiet"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+    from shoplens.store.milvus import MilvusStore
+
+    store = MilvusStore(uri, "restart", strong=True)  # everything the indexer wrote, not a bounded view
+    try:
+        hits = list(store.iterate(with_vector=True))
+        ids = [h.id for h in hits]
+        assert len(ids) == N and len(set(ids)) == N, sorted(ids)
+        assert set(ids) == {point_id(pid) for pid in products}
+        assert store.count() == N
+        by_id = {h.id: h for h in hits}
+        for pid, (category, rel, colour, size) in products.items():
+            hit = by_id[point_id(pid)]
+            assert hit.payload["product_id"] == pid and hit.payload["title"] == pid
+            assert hit.payload["category"] == category and hit.payload["image_path"] == rel
+            assert hit.payload["content_hash"] == hashlib.sha256((catalog / rel).read_bytes()).hexdigest()
+            np.testing.assert_allclose(hit.vector, _expected_vector(colour, size), atol=1e-6)
+    finally:
+        store.close()
