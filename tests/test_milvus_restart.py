@@ -170,11 +170,13 @@ def test_server_restart_mid_sync_then_rerun_repairs(tmp_path, own_server):
     # The interrupted run: a failure within seconds, told in one line that names the server, no traceback.
     if first_rc is None:
         pytest.xfail(f"known (issue 12): the indexer did not fail within {FAIL_WITHIN} s of the server stopping "
-                     "(blocked in pymilvus's retry of upsert: 75 retries, back-off up to 3 s, ~3.5 min, because "
-                     "MilvusStore passes no per-call timeout); the re-run repaired the collection")
+                     "(blocked in pymilvus's retry of upsert: 75 retries, back-off up to 3 s; measured: it fails after "
+                     "~210 s, with a clean one-line error, because MilvusStore passes no per-call timeout); the "
+                     "re-run repaired the collection")
     assert first_rc != 0, err
     assert "Traceback" not in err, err
-    errors = [line for line in re.split(r"[\r\n]", err) if line.startswith("error:")]
+    # tqdm leaves its last bar unterminated, so the error may follow it on the same line.
+    errors = [line[line.index("error: "):] for line in re.split(r"[\r\n]", err) if "error: " in line]
     assert len(errors) == 1, err
     assert uri in errors[0], errors[0]
     print(f"first run failed {waited:.1f} s after the server stopped: {errors[0]}")
