@@ -37,7 +37,9 @@ def test_runs_headless(path, datasets_dir, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend is what records figures
     nb = nbformat.read(path, as_version=4)
     started = time.perf_counter()
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+    # A generous kernel start: a kernel that misses nbclient's 60 s default (a loaded machine, a fresh venv
+    # compiling its bytecode) sends jupyter_client into a cleanup that can wait forever on its heartbeat thread.
+    client = nbclient.NotebookClient(nb, timeout=120, startup_timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(path.parent)}})
     client.execute()
     elapsed = time.perf_counter() - started
