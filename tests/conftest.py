@@ -14,6 +14,22 @@ from stores import make_store, milvus_server  # noqa: F401  (fixtures: every sto
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The exported ONNX models (MiniLM, EfficientNet) of the cache this session started with ($SHOPLENS_CACHE or
+# ~/.cache/shoplens). Exporting MiniLM imports PyTorch and traces BERT (about 10 s), so a test that wants a fresh
+# cache for its *vectors* links these in rather than exporting again (see fresh_cache).
+MODELS = Path(os.environ.get("SHOPLENS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+              / "shoplens") / "onnx"
+
+
+def fresh_cache(path: Path) -> Path:
+    """An empty shoplens cache at `path` (no embeddings, nothing derived) whose exported models are the shared
+    ones (MODELS, exported on first use); for SHOPLENS_CACHE."""
+    MODELS.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "onnx").exists():
+        (path / "onnx").symlink_to(MODELS, target_is_directory=True)
+    return path
+
 
 def pytest_addoption(parser):
     parser.addoption("--datasets", default=None, help="folder holding fashion-images/ etc. (default ../shared/datasets)")

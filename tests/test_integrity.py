@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, make_product_photo
+from conftest import REPO, fresh_cache, make_product_photo
 
 N_PRODUCTS = 64  # more than MIN_BRIDGE_PAIRS (50), so the index has a text bridge
 COLOURS = {"Red": (214, 40, 40), "Blue": (40, 80, 200), "Green": (40, 160, 80), "Yellow": (235, 200, 40)}
@@ -89,6 +89,7 @@ def child_env(cache: Path) -> dict:
 
 
 def run(args: list[str], cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    fresh_cache(cache)  # no embeddings of its own, but the exported models are shared (no 10 s MiniLM export)
     return subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(cache), capture_output=True, text=True,
                           timeout=timeout)
 
@@ -142,7 +143,7 @@ def built(tmp_path_factory):
     from shoplens.textindex import TextIndexer
 
     base = tmp_path_factory.mktemp("integrity")
-    cache = base / "cache"
+    cache = fresh_cache(base / "cache")
     old = os.environ.get("SHOPLENS_CACHE")
     os.environ["SHOPLENS_CACHE"] = str(cache)
     try:
@@ -289,7 +290,7 @@ def test_verify_reports_each_defect_and_repair_fixes_it_on_qdrant_client(tmp_pat
     from shoplens.sync import sync_catalog
     from shoplens.textindex import BRIDGE_FILE, TextIndexer
 
-    monkeypatch.setenv("SHOPLENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SHOPLENS_CACHE", str(fresh_cache(tmp_path / "cache")))
     catalog = read_catalog(make_catalog(tmp_path / "catalog"))
     store = QdrantStore(":memory:")
     try:

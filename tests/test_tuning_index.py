@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PALETTE, REPO, ColourEncoder, make_photo
+from conftest import PALETTE, REPO, ColourEncoder, fresh_cache, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.cli import main
 from shoplens.encoders import create_encoder
@@ -48,11 +48,7 @@ W_OTHER = np.array([[0.0, 1.0], [1.0, 0.0], [0.3, 0.3]], np.float32)
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """An embedding cache of this test's own (the raw vectors it holds are part of what is tested)."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    real = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "shoplens" / "onnx"
-    if real.is_dir():  # exported ONNX models (MiniLM): reused, not exported again
-        (cache / "onnx").symlink_to(real)
+    cache = fresh_cache(tmp_path / "cache")  # exported ONNX models (MiniLM): shared, not exported again
     monkeypatch.setenv("SHOPLENS_CACHE", str(cache))
     return cache
 
