@@ -1,6 +1,6 @@
 """Encoder comparison for docs/quality.md: python -m benchmarks.quality [--datasets DIR] [--only NAME ...]
 
-Runs `shoplens.evaluate.evaluate` for every encoder configuration on the shared datasets:
+Runs `shoplens.quality.evaluate.evaluate` for every encoder configuration on the shared datasets:
 - fashion-images, leave-one-out, precision@10 by product_type and by product_type+colour;
 - fashion-product-images-small, leave-one-out, precision@10 by article_type;
 - grocery-store, shoppers' phone photos against the 81 web-shop images, hit@1/@5 by fine id;
@@ -24,8 +24,8 @@ from benchmarks.report import machine
 from shoplens.cache import cache_dir
 from shoplens.catalog import read_catalog
 from shoplens.encoders import Encoder, create_encoder
-from shoplens.evaluate import evaluate, sample_products
 from shoplens.images import load_image
+from shoplens.quality.evaluate import evaluate, sample_products
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 RESULTS = cache_dir("quality") / "results.json"

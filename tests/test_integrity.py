@@ -137,9 +137,9 @@ def built(tmp_path_factory):
 
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
     from shoplens.store.edge import EdgeStore
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import TextIndexer
 
     base = tmp_path_factory.mktemp("integrity")
     cache = base / "cache"
@@ -283,11 +283,11 @@ def test_verify_reports_each_defect_and_repair_fixes_it_on_qdrant_client(tmp_pat
     """The checks that apply to a Qdrant server, on qdrant-client's local (':memory:') mode: a point without
     its image vector, a point without its payload, a garbage bridge file."""
     from shoplens.catalog import read_catalog
-    from shoplens.check import repair, verify
     from shoplens.encoders import create_encoder
+    from shoplens.index.check import repair, verify
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import BRIDGE_FILE, TextIndexer
     from shoplens.store.remote import QdrantStore
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import BRIDGE_FILE, TextIndexer
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(tmp_path / "cache"))
     catalog = read_catalog(make_catalog(tmp_path / "catalog"))
@@ -327,10 +327,10 @@ def test_indexer_refuses_to_start_without_disk_space_and_leaves_the_index_alone(
 
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import DiskSpaceError
     from shoplens.store import space
     from shoplens.store.edge import EdgeStore
-    from shoplens.sync import sync_catalog
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(space.shutil, "disk_usage", lambda _p: usage(2**30, 2**30 - 2**20, 2**20))
@@ -449,8 +449,8 @@ def test_metadata_without_a_backup_names_a_rebuild_into_a_new_folder(built, tmp_
 
 def test_text_search_refits_a_truncated_bridge_instead_of_a_traceback(built, tmp_path, monkeypatch):
     """A half text-bridge.npz used to raise BadZipFile on every text search, and no re-run repaired it."""
-    from shoplens.search import Searcher
-    from shoplens.textindex import BRIDGE_FILE
+    from shoplens.index.text import BRIDGE_FILE
+    from shoplens.query.search import Searcher
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(built["cache"]))
     index = tmp_path / "index"
@@ -472,12 +472,12 @@ def test_indexer_drops_a_damaged_point_no_product_owns(folder_catalog, tmp_path,
     """A point with an empty payload whose id is no catalog product's: the check flags it, the indexer
     removes it (nothing could ever find or re-write it), and the index is whole again."""
     from shoplens.catalog import read_catalog
-    from shoplens.check import verify
     from shoplens.encoders import create_encoder
+    from shoplens.index.check import verify
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import PointData
     from shoplens.store.edge import EdgeStore
     from shoplens.store.remote import QdrantStore
-    from shoplens.sync import sync_catalog
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(tmp_path / "cache"))
     catalog = read_catalog(folder_catalog)

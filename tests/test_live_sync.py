@@ -12,9 +12,9 @@ import pytest
 from conftest import make_shop_catalog
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
-from shoplens.search import Searcher
+from shoplens.index.sync import sync_catalog
+from shoplens.query.search import Searcher
 from shoplens.store import open_store
-from shoplens.sync import sync_catalog
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from conftest import REPO, make_product_photo  # noqa: E402
-from shoplens.channel import SOCKET_NAME, Channel, ChannelError, connect, request  # noqa: E402
+from shoplens.index.channel import SOCKET_NAME, Channel, ChannelError, connect, request  # noqa: E402
 from shoplens.store import point_id  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def test_the_channel_is_the_owners_only(serving, small_index):
 
 
 def test_another_uid_is_refused(small_index, monkeypatch):
-    import shoplens.channel as channel
+    import shoplens.index.channel as channel
 
     ran = []
     server = Channel(small_index, {"sync": lambda args, reply: ran.append(1)}).start()
@@ -267,7 +267,7 @@ def test_the_channel_is_not_reachable_through_gradio(serving, small_index):
 # --- app.py --catalog DIR --watch SECONDS ---
 
 def test_watch_syncs_on_a_timer(serving, tmp_path):
-    from shoplens.live import Watcher
+    from shoplens.index.live import Watcher
 
     catalog = tmp_path / "catalog"
     watcher = Watcher(serving.live, catalog, 0.3).start()
@@ -287,13 +287,13 @@ def test_watch_syncs_on_a_timer(serving, tmp_path):
 
 def test_watch_survives_a_vanishing_catalog(serving, tmp_path, caplog):
     import logging
-    from shoplens.live import Watcher
+    from shoplens.index.live import Watcher
 
     catalog = tmp_path / "catalog"
     watcher = Watcher(serving.live, catalog, 3600)  # ticks by hand
     hidden = tmp_path / "hidden"
     catalog.rename(hidden)
-    with caplog.at_level(logging.INFO, logger="shoplens.live"):
+    with caplog.at_level(logging.INFO, logger="shoplens.index.live"):
         assert watcher.tick() is None
         assert watcher.tick() is None
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -18,9 +18,9 @@ from PIL import Image
 from conftest import PALETTE, REPO, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
+from shoplens.index.sync import filter_fields, sync_catalog
 from shoplens.store import IndexMismatchError, point_id
 from shoplens.store.edge import EdgeStore
-from shoplens.sync import filter_fields, sync_catalog
 from stores import STORES
 
 
@@ -247,8 +247,8 @@ def test_colours_follow_the_label_and_the_flag(tmp_path, store):
 
 def test_an_index_with_text_keeps_it_in_step_without_being_asked(tmp_path):
     from conftest import make_shop_catalog
-    from shoplens.search import Searcher
-    from shoplens.textindex import TextIndexer
+    from shoplens.index.text import TextIndexer
+    from shoplens.query.search import Searcher
 
     root = make_shop_catalog(tmp_path / "shop")
     tiny = create_encoder("tiny")

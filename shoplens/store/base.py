@@ -52,7 +52,7 @@ def point_id(product_id: str) -> str:
 class Hit:
     """A product returned by the store: its point id, score (cosine, or 0 for listings) and payload.
 
-    `score` is what a list is ranked by, so it decreases down every list; re-ranking (shoplens.hybrid)
+    `score` is what a list is ranked by, so it decreases down every list; re-ranking (shoplens.query.hybrid)
     replaces it. `similarity` is the raw image cosine to the query photo where there is one.
     """
 

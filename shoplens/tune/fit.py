@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shoplens.catalog import Catalog, Product, read_catalog
-from shoplens.embedcache import embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-from shoplens.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
+from shoplens.index.embedcache import embed_products
+from shoplens.quality.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
 from shoplens.tune.base import Tuning, TuningError
 from shoplens.tune.methods import get_method
 

@@ -203,7 +203,7 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
 
 
 def _check_bridge(store: Store, meta: dict, report: Report) -> None:
-    from shoplens.textindex import BRIDGE_FILE, MIN_BRIDGE_PAIRS, bridge_readable
+    from shoplens.index.text import BRIDGE_FILE, MIN_BRIDGE_PAIRS, bridge_readable
 
     fitted = (meta.get("text") or {}).get("bridge") or {}
     if fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS:
@@ -323,8 +323,8 @@ def _keep_recorded_count(store: Store, report: Report) -> None:
 def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
     """content hash -> image vector from the embedding cache of the index's encoder (empty when unknown)."""
     try:
-        from shoplens.embedcache import cache_file, load_cache
         from shoplens.encoders import create_encoder
+        from shoplens.index.embedcache import cache_file, load_cache
 
         encoder = create_encoder(meta["encoder"], **dict(meta.get("encoder_options") or {}))
         if (encoder.version, encoder.dim) != (meta.get("encoder_version"), int(meta["dim"])):
@@ -335,8 +335,8 @@ def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
 
 
 def _refill_text(store: Store, report: Report) -> list[str]:
+    from shoplens.index.text import TextIndexer
     from shoplens.store import PointData
-    from shoplens.textindex import TextIndexer
 
     hits = store.retrieve(sorted(report.no_text))
     text = TextIndexer()
@@ -347,7 +347,7 @@ def _refill_text(store: Store, report: Report) -> list[str]:
 
 
 def _refit_bridge(store: Store, meta: dict) -> list[str]:
-    from shoplens.textindex import BRIDGE_FILE, TextIndexer
+    from shoplens.index.text import BRIDGE_FILE, TextIndexer
 
     meta = dict(meta)
     meta["text"] = TextIndexer().fit_bridge(store, meta)

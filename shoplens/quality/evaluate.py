@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
-from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
+from shoplens.index.embedcache import Embedded, embed_products
 from shoplens.localise import DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
+from shoplens.quality import metrics
 from shoplens.store import check_encoder, open_store
 
 # Index bookkeeping, not catalog metadata.
@@ -240,7 +240,7 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     `tuning` (optional) must be the index's own: another one is refused with the command that fixes it.
     An index half-way through a change of tuning is refused with the command that finishes it.
     """
-    from shoplens.tuneindex import check_query_tuning, index_tuning
+    from shoplens.index.tuning import check_query_tuning, index_tuning
 
     with open_store(index, qdrant_url, collection, milvus_uri=milvus_uri) as store:
         meta = store.read_meta()
@@ -274,7 +274,7 @@ def vectors_from_index(index=None, qdrant_url: str | None = None, collection: st
 
 def cached_vectors(encoder: Encoder, hashes: list[str]) -> np.ndarray | None:
     """The untuned vectors of these photos from the embedding cache, or None when any is missing."""
-    from shoplens.embedcache import cache_file, load_cache
+    from shoplens.index.embedcache import cache_file, load_cache
 
     known = load_cache(cache_file(encoder))
     if not hashes or any(h not in known for h in hashes):

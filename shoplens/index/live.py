@@ -1,8 +1,8 @@
 """A serving app and the command line on one index: syncs handed to the app, reads from a snapshot it makes.
 
 An Edge index is one process's at a time (its write-ahead log is locked). While an app serves it, the
-indexer connects to the app's local channel (shoplens.channel) and the app runs the very same sync
-(shoplens.indexing.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
+indexer connects to the app's local channel (shoplens.index.channel) and the app runs the very same sync
+(shoplens.index.indexer.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
 Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
 shard object the sync writes to, so new products are found as soon as their batch is written.
 `search`, `info` and `evaluate --index` ask the app for a snapshot: a copy of the folder taken between two
@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from shoplens.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
+from shoplens.index.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
 from shoplens.store import DEFAULT_INDEX, Store, StoreError
 
-log = logging.getLogger("shoplens.live")
+log = logging.getLogger("shoplens.index.live")
 
 # The indexing options an app needs to run the indexer's sync (paths are made absolute first).
 SYNC_OPTIONS = ("catalog", "layout", "encoder", "fit", "batch_size", "prune", "text", "no_colours", "tuning",
@@ -60,7 +60,7 @@ def _app(index: Path, stderr) -> object | None:
 
 def hand_over_sync(args, stderr=None):
     """When an app serves args.index: have it run this sync and return its Summary; else None (sync directly)."""
-    from shoplens.sync import Summary
+    from shoplens.index.sync import Summary
 
     stderr = stderr or sys.stderr
     index = Path(args.index or DEFAULT_INDEX)
@@ -156,7 +156,7 @@ class LiveIndex:
 
     def sync(self, options: dict, progress=None, waiting: Callable[[], None] | None = None):
         """Run the indexer's sync with `options` (SYNC_OPTIONS) on the app's store; returns its Summary."""
-        from shoplens.indexing import check_index_args, index_catalog
+        from shoplens.index.indexer import check_index_args, index_catalog
         from shoplens.usererrors import USER_ERRORS
 
         args = argparse.Namespace(**{name: options.get(name) for name in SYNC_OPTIONS})

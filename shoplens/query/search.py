@@ -9,18 +9,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from shoplens.colour.palette import COLOUR_VERSION
+from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder, create_encoder
 from shoplens.images import load_image
+from shoplens.index.text import TextIndexer, check_text
+from shoplens.index.tuning import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
+                                index_tuning)
 from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
 from shoplens.localise.crop import CROP_DRAFT, MARGIN
-from shoplens.colour import COLOUR_VERSION, colour_profile
-from shoplens.hybrid import TextSide, search_photo, search_text
+from shoplens.query.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
-from shoplens.text.minilm import MiniLM
 from shoplens.text.expand import LabelVocabulary
-from shoplens.textindex import TextIndexer, check_text
-from shoplens.tuneindex import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
-                                index_tuning)
+from shoplens.text.minilm import MiniLM
 
 
 @dataclass

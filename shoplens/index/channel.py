@@ -24,7 +24,7 @@ from typing import Callable
 
 from shoplens.store import StoreError
 
-log = logging.getLogger("shoplens.channel")
+log = logging.getLogger("shoplens.index.channel")
 
 SOCKET_NAME = ".shoplens-app.sock"
 # sun_path holds 108 bytes; longer folders are reached through /proc/self/fd/N/ (see _address).

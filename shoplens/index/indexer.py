@@ -1,7 +1,7 @@
 """Running the indexer with its options: check them, pick the encoder and tuning, sync the catalog.
 
 Both the command line (`python indexer.py`, shoplens.cli) and a serving app running a sync handed to it
-(shoplens.live) call `index_catalog`, so the two runs are the very same.
+(shoplens.index.live) call `index_catalog`, so the two runs are the very same.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def index_catalog(args, store, encoders=None, progress=None):
 
     The indexer runs it on the store it opened; a serving app on its own store (`encoders`: how the app gets
     an encoder, to reuse the one it searches with; `progress`: where the bar is drawn, the indexer's stderr)."""
-    from shoplens.sync import KEEP, sync_catalog
-    from shoplens.textindex import TextIndexer, catalog_has_text
+    from shoplens.index.sync import KEEP, sync_catalog
+    from shoplens.index.text import TextIndexer, catalog_has_text
 
     encoders = encoders or create_encoder
     tuning = KEEP
@@ -69,10 +69,10 @@ def index_catalog(args, store, encoders=None, progress=None):
 def tune_for_index(catalog, args, encoder):
     """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
     did held-out; (the tuning to apply, or KEEP when it did not beat untuned search; the cached vectors)."""
-    from shoplens.embedcache import cache_file, load_cache
-    from shoplens.sync import KEEP
+    from shoplens.index.embedcache import cache_file, load_cache
+    from shoplens.index.sync import KEEP
+    from shoplens.index.tuning import tuning_line
     from shoplens.tune import tune_catalog
-    from shoplens.tuneindex import tuning_line
 
     result = tune_catalog(catalog, args.tune_label, photos=args.photos, encoder=encoder, progress=not args.quiet,
                           batch_size=args.batch_size)
