@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from shoplens.localise import Box
-from shoplens.search import Searcher
+from shoplens.query.search import Searcher
 from shoplens.store import StoreError
 from shoplens.web.handlers import HIDDEN, OUTPUTS, Handlers, Update
 from shoplens.web.shop import Refused, Shop

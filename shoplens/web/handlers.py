@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
-from shoplens.search import Results
+from shoplens.query.search import Results
 from shoplens.store import StoreError
 from shoplens.web.shop import Shop, clean_words
 from shoplens.web.views import details_html, facet_choices, label, md, redact, result_row, status_line
