@@ -313,6 +313,13 @@ def test_items_follow_the_whole_photo(shelf):
     assert picked["json"]["searched"] == "Item 2" and picked["json"]["results"][0]["id"].endswith("red-bag")
     clicked = act.select_item(items, image, 2)  # the third box: Item 3
     assert clicked["item_pick"] == 3 and clicked["hits"][0][0].endswith("green-shoe")
+    # The same photo searched again with crop off (a new k, say): the whole photo answers first, and the step
+    # that finds the boxes then shows the item the shopper had picked, not the whole photo.
+    again = act.search(image, 2, picked["picked"], [], "")
+    assert again["json"]["searched"] == "Whole photo" and again["picked"] == {"photo": image, "item": 2}
+    follow = names_ok(act.find_items(image, 2, again["picked"], [], "", again["items"]))
+    assert follow["json"]["searched"] == "Item 2" and follow["item_pick"].changes["value"] == 2
+    assert [h[0].split("/")[-1] for h in follow["hits"]][:1] == ["red-bag"] and len(follow["gallery"]) == 2
     assert act.pick_item(9, items, image) == {"status": "Search with a photo first, then pick a product in it."}
     assert act.select_item([], image, 0) == {"status": "Search with a photo first, then pick a product in it.",
                                              "item_pick": None}

@@ -176,10 +176,14 @@ class Handlers:
                      else [self.shop.search_photo(image, k, filters, words=words)])
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
             return {**self.failed(exc), "items": []}
-        index = (picked or {}).get("item") if (picked or {}).get("photo") == image else None
+        wanted = (picked or {}).get("item") if (picked or {}).get("photo") == image else None
+        index = wanted
         if not isinstance(index, int) or not 0 <= index < len(items):
             index = 1 if self.crop == "auto" and len(items) > 1 else 0
         shown = {**self.show_item(items, index, image), "items": items}
+        if self.crop != "auto" and isinstance(wanted, int) and wanted >= len(items):
+            # The boxes come with the next step (find_items): keep the shopper's pick for it to show.
+            shown["picked"] = {"photo": image, "item": wanted}
         if clean_words(words):
             shown["status"] += f", refined by “{md(clean_words(words))}”"
         return shown
