@@ -139,17 +139,12 @@ def breakdown_variants(searcher, filters) -> dict:
             cache[q] = side.embed_text(q)
         return cache[q]
 
-    def boost_weight():
-        if hasattr(hybrid, "colour_word_weight"):
-            return hybrid.colour_word_weight(side)
-        return float(hybrid.COLOUR_WORD_BOOST)
-
     def fusion(q):
         lists = hybrid.ranked_lists(side, q, n, filters)
 
         def step():
             fused = hybrid.fuse(lists, hybrid.TEXT_WEIGHTS, n)
-            weight = boost_weight() * (fused[0].score if fused else 0)
+            weight = hybrid.colour_word_weight(side) * (fused[0].score if fused else 0)
             return hybrid.colour_boost(fused, colour_words(q)[0], weight)[:K]
         return step
 

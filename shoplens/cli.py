@@ -213,9 +213,7 @@ def cmd_search(args) -> int:
 
 def index_info(store) -> dict:
     """Counts, encoder, filterable fields with their values, and where the catalog is."""
-    meta = store.read_meta()
-    if meta is None:
-        raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+    meta = store.require_meta()
     fields = meta.get("filter_fields", [])
     return {"location": store.location, "count": store.count(), "encoder": meta.get("encoder"),
             "encoder_version": meta.get("encoder_version"), "encoder_options": meta.get("encoder_options", {}),

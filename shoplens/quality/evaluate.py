@@ -243,9 +243,7 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     from shoplens.index.tuning import check_query_tuning, index_tuning
 
     with open_store(index, qdrant_url, collection, milvus_uri=milvus_uri) as store:
-        meta = store.read_meta()
-        if meta is None:
-            raise UserError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+        meta = store.require_meta()
         if encoder and encoder != meta.get("encoder"):
             enc = create_encoder(encoder)
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
@@ -263,13 +261,6 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     vectors = np.stack(rows) if rows else np.zeros((0, int(meta.get("dim", 0))), np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return IndexVectors(Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta, own)
-
-
-def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
-                       encoder: str | None = None, milvus_uri: str | None = None) -> tuple[Embedded, dict]:
-    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
-    found = index_vectors(index, qdrant_url, collection, encoder, milvus_uri=milvus_uri)
-    return found.embedded, found.meta
 
 
 def cached_vectors(encoder: Encoder, hashes: list[str]) -> np.ndarray | None:

@@ -28,7 +28,7 @@ from shoplens.colour.words import ColourWords, read_colour_words
 from shoplens.errors import UserError
 from shoplens.index.text import MIN_BRIDGE_PAIRS
 from shoplens.query.fusion import rrf
-from shoplens.query.rerank import RERANK_TOP, RERANK_WEIGHT, rerank
+from shoplens.query.rerank import RERANK_TOP, RERANK_WEIGHT, rerank_hits
 from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.text.document import bm25_query
 from shoplens.text.expand import type_votes
@@ -141,10 +141,7 @@ def colour_boost(hits: list[Hit], colours: list[str], weight: float) -> list[Hit
     each hit's score becomes that combined score (similarity, where set, is kept)."""
     if not colours or not hits or weight <= 0:
         return hits
-    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(named_colour_vector([])))
-                        for h in hits], np.float32)
-    order, scores = rerank([h.score for h in hits], named_colour_vector(colours), vectors, weight)
-    return [Hit(hits[i].id, float(s), hits[i].payload, similarity=hits[i].similarity) for i, s in zip(order, scores)]
+    return rerank_hits(hits, named_colour_vector(colours), weight)
 
 
 def without_colours(hits: list[Hit], excluded: list[str]) -> list[Hit]:
@@ -202,10 +199,7 @@ def photo_colour_rerank(hits: list[Hit], query_colours: list[float] | None, weig
             for h in hits]
     if query_colours is None or not hits or weight <= 0:
         return hits
-    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(query_colours)) for h in hits], np.float32)
-    order, combined = rerank([h.score for h in hits], query_colours, vectors, weight)
-    return [Hit(hits[i].id, float(s), hits[i].payload, hits[i].vector, hits[i].text_vector, hits[i].similarity)
-            for i, s in zip(order, combined)]
+    return rerank_hits(hits, query_colours, weight)
 
 
 def image_hits(hits: list[Hit], bonus: float = 0.0) -> list[Hit]:

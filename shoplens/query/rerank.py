@@ -6,7 +6,11 @@ query is a colour_vector (shoplens.colour) compared with each candidate's stored
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+
+from shoplens.store import Hit
 
 # Re-ranking photo queries, from benchmarks/colour.py: most of the best gain in type+colour precision
 # for a small loss in type precision (a bigger weight or N adds under 0.01 and costs more type).
@@ -34,3 +38,12 @@ def rerank(scores, query_vector, candidate_vectors, weight: float) -> tuple[np.n
     combined = np.asarray(scores, np.float32) + weight * colour_similarity(query_vector, candidate_vectors)
     order = np.argsort(-combined, kind="stable")
     return order, combined[order]
+
+
+def rerank_hits(hits: list[Hit], query_colours, weight: float) -> list[Hit]:
+    """`hits` re-ordered by score + weight x similarity of their photo's colours (the payload's colour_vector;
+    none counts as no colour) to `query_colours` (a colour_vector). Each hit's score becomes that combined
+    score, so it decreases down the list; everything else (similarity included) is kept."""
+    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(query_colours)) for h in hits], np.float32)
+    order, combined = rerank([h.score for h in hits], query_colours, vectors, weight)
+    return [dataclasses.replace(hits[i], score=float(s)) for i, s in zip(order, combined)]

@@ -1,4 +1,5 @@
-"""One store interface; an embedded Qdrant Edge shard and a qdrant-client collection implement it."""
+"""One store interface; an embedded Qdrant Edge shard, a qdrant-client collection and a Milvus collection
+implement it."""
 
 from __future__ import annotations
 
@@ -115,6 +116,14 @@ class Store(ABC):
     @abstractmethod
     def read_meta(self) -> dict | None:
         """The index's metadata (encoder, dim, catalog, ...), or None when the index does not exist."""
+
+    def require_meta(self) -> dict:
+        """The index's metadata; a StoreError with the command that builds the index when there is none."""
+        meta = self.read_meta()
+        if meta is None:
+            where = f" {self.cli_args()}" if self.cli_args() else ""
+            raise StoreError(f"no index at {self.location}; build one with: python indexer.py CATALOG{where}")
+        return meta
 
     @abstractmethod
     def create(self, meta: dict) -> None:
