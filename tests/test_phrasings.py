@@ -250,7 +250,10 @@ def test_evaluate_phrasings_end_to_end(shop, tmp_path):
     assert result.figures["tune"]["keyword"] == pytest.approx(1 / 3)
     assert result.figures["report"]["keyword"] == 1.0
     assert result.unscored == ["umbrella"] and result.info["indexed"] == 8
-    assert (index / "shoplens.json").exists() or any(index.iterdir())  # kept for the next run
+    from shoplens.store.edge import EdgeStore
+
+    with EdgeStore(index) as store:  # kept for the next run: the 8 products, with their text vectors
+        assert store.count() == 8 and store.read_meta()["text"]
     again = evaluate_phrasings(read_catalog(shop), phrasings, index=index, encoder=InkEncoder(), modes=("keyword",))
     assert again.per_query == result.per_query and again.info["seconds_indexing"] < result.info["seconds_indexing"]
 

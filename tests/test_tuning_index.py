@@ -347,6 +347,33 @@ def test_tune_label_fits_and_applies_in_one_run(catalog, tmp_path, capsys):
     assert record["hash"] != meta["tuning"]["hash"] and json.loads(out)["reprojected"] == 8
 
 
+
+def test_a_sync_handed_to_an_app_says_everything_on_the_indexers_stream(catalog, tmp_path, capsys):
+    """An app running an indexer's sync writes the indexer's bars and notes to the stream it was handed (the
+    indexer's terminal), never to its own console: the tuning line, the re-projection."""
+    from io import StringIO
+
+    from shoplens.index.live import LiveIndex
+
+    index = tmp_path / "idx"
+    assert run(capsys, "index", catalog, "--index", index, "--encoder", "tiny", "--quiet")[0] == 0
+    store = EdgeStore(index)
+    live = LiveIndex(index, store)
+    try:
+        terminal = StringIO()
+        summary = live.sync({"catalog": catalog.resolve(), "layout": "auto", "encoder": "tiny", "batch_size": 4,
+                             "text": "auto", "tune_label": "kind",
+                             "force": True}, progress=terminal)
+        said = terminal.getvalue()
+        console = capsys.readouterr()
+        assert summary.reprojected == 8  # the 8 stored vectors, re-projected to the new tuning
+        assert re.search(r"Tuned to kind: held-out (P@10|R@1) \d\.\d\d → \d\.\d\d", said), said
+        assert "re-projecting" in said
+        assert console.out == "" and console.err == ""
+    finally:
+        live.close()
+        store.close()
+
 # --- killed midway ---
 
 KILLED_RUN = """

@@ -6,11 +6,11 @@ Both the command line (`python indexer.py`, shoplens.cli) and a serving app runn
 
 from __future__ import annotations
 
-import sys
 
 from shoplens.catalog import read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
 from shoplens.errors import UserError
+from shoplens.progress import stream_of
 
 
 def check_index_args(args) -> None:
@@ -59,14 +59,15 @@ def index_catalog(args, store, encoders=None, progress=None):
     if args.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):
         text = TextIndexer()
     known = None
+    progress = False if args.quiet else (progress or True)
     if args.tune_label:
-        tuning, known = tune_for_index(catalog, args, encoder)
+        tuning, known = tune_for_index(catalog, args, encoder, progress)
     return sync_catalog(catalog, store, encoder, text=text, colours=not args.no_colours,
                         batch_size=args.batch_size, prune=args.prune,
-                        progress=False if args.quiet else (progress or True), tuning=tuning, known_vectors=known)
+                        progress=progress, tuning=tuning, known_vectors=known)
 
 
-def tune_for_index(catalog, args, encoder):
+def tune_for_index(catalog, args, encoder, progress=True):
     """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
     did held-out; (the tuning to apply, or KEEP when it did not beat untuned search; the cached vectors)."""
     from shoplens.index.embedcache import cache_file, load_cache
@@ -74,14 +75,16 @@ def tune_for_index(catalog, args, encoder):
     from shoplens.index.tuning import tuning_line
     from shoplens.tune import tune_catalog
 
-    result = tune_catalog(catalog, args.tune_label, photos=args.photos, encoder=encoder, progress=not args.quiet,
+    result = tune_catalog(catalog, args.tune_label, photos=args.photos, encoder=encoder, progress=progress,
                           batch_size=args.batch_size)
+    # Said even when quiet (--quiet hides bars, not outcomes), on the indexer's own terminal.
+    out = stream_of(progress)
     line = tuning_line(result.tuning.describe()) or f"Tuned to {args.tune_label}"
-    print(f"{line} ({result.seconds:.1f} s)", file=sys.stderr)
+    print(f"{line} ({result.seconds:.1f} s)", file=out, flush=True)
     tuning = result.tuning
     if not result.improved and not args.force:
         print("note: the tuning does not beat untuned search on held-out products, so it is not applied "
-              "(--force applies it anyway)", file=sys.stderr)
+              "(--force applies it anyway)", file=out, flush=True)
         tuning = KEEP
     # Every catalog photo was just encoded into the cache: indexing reuses those vectors instead of encoding again.
     return tuning, load_cache(cache_file(encoder))

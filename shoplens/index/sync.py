@@ -216,7 +216,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         check_text(meta, text, store.location)
     target = index_target_tuning(store, meta, tuning)
     existing = store.states()
-    summary.reprojected = change_tuning(store, meta, encoder, target, progress=bool(progress), states=existing)
+    summary.reprojected = change_tuning(store, meta, encoder, target, progress=progress, states=existing)
     if summary.reprojected:
         existing = store.states()  # their bookkeeping field changed
         summary.notes.append(f"re-projected {summary.reprojected} stored vectors "

@@ -17,7 +17,6 @@ that finishes it; the next indexer run does.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from shoplens.catalog import Product
 from shoplens.encoders import Encoder, l2_normalise
 from shoplens.index.embedcache import cache_file, embed_products, load_cache, save_cache
-from shoplens.progress import progress_bar
+from shoplens.progress import note, progress_bar
 from shoplens.store import Store, StoreError, text_dim
 # tune.base, not the tune package: fitting (shoplens.tune.fit) uses shoplens.quality.evaluate, which uses this module.
 from shoplens.tune.base import TuningError, check_tuning, load_tuning
@@ -284,8 +283,7 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
         root = Path(meta.get("catalog_root") or ".")
         products = [Product(str(payloads[pid].get("product_id", pid)), root / payloads[pid].get("image_path", ""),
                             payloads[pid].get("image_path", ""), {}) for pid in missing]
-        if progress:
-            print(f"encoding {len(products)} photos whose backbone vectors are not cached", file=sys.stderr)
+        note(progress, f"encoding {len(products)} photos whose backbone vectors are not cached")
         emb = embed_products(products, encoder, progress=progress)
         known.update(zip(emb.hashes, emb.vectors))
         missing = [pid for pid in missing if wanted[pid] not in known]
