@@ -11,7 +11,7 @@ from shoplens.catalog import LAYOUTS
 from shoplens.download import download_fashion_images
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder, list_encoders
 from shoplens.errors import UserError
-from shoplens.index.indexer import check_index_args, index_catalog
+from shoplens.index.indexer import IndexOptions, index_catalog
 from shoplens.index.tuning import PENDING_KEY
 from shoplens.localise import CROP_MODES, DEFAULT_CROP
 from shoplens.query.hybrid import MODES
@@ -119,21 +119,22 @@ def cmd_index(args) -> int:
     """Body of `indexer.py`: a direct sync, or, while an app serves the index, the same sync run by the app."""
     from shoplens.index.live import hand_over_sync, index_locked_message, is_locked
 
-    check_index_args(args)
-    if args.tuning is not None:
+    # A caller's own Namespace (app.py --catalog) may leave the tuning options out: they keep the index's tuning.
+    options = IndexOptions(**{name: getattr(args, name) for name in IndexOptions.names() if hasattr(args, name)})
+    if options.tuning is not None:
         from shoplens.tune import load_tuning
 
-        load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+        load_tuning(options.tuning)  # a damaged file is refused before anything is read or changed
     if args.download:
         download_fashion_images(args.catalog)
     remote = args.qdrant_url is not None or getattr(args, "milvus_uri", None) is not None
-    summary = hand_over_sync(args) if not remote else None  # a server takes writes from anyone
+    summary = hand_over_sync(args.index, options) if not remote else None  # a server takes writes from anyone
     if summary is None:
         try:
             with open_store(args.index, args.qdrant_url, args.collection,
                             milvus_uri=getattr(args, "milvus_uri", None),
                             profile=getattr(args, "profile", "auto")) as store:
-                summary = index_catalog(args, store)
+                summary = index_catalog(options, store)
         except StoreError as exc:
             if is_locked(exc):
                 raise StoreError(index_locked_message(args.index or DEFAULT_INDEX)) from None

@@ -148,10 +148,13 @@ class Channel:
     def _serve(self, conn: socket.socket) -> None:
         reply = Reply(conn)
         try:
+            line = conn.makefile("rb").readline()
+            # Refused only after its request is read: closing with unread data would reset the connection and
+            # the client would see "the app stopped" instead of why.
             if peer_uid(conn) != os.getuid():
                 reply.send({"error": "refused: the app's channel is for its owner's processes only"})
                 return
-            request = json.loads(conn.makefile("rb").readline() or b"null")
+            request = json.loads(line or b"null")
             if not isinstance(request, dict) or request.get("op") not in self.handlers:
                 reply.send({"error": f"unknown request {request!r}"})
                 return

@@ -11,7 +11,6 @@ writes, opened in their own process.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -24,14 +23,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from shoplens.index.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
+from shoplens.index.indexer import IndexOptions
 from shoplens.store import DEFAULT_INDEX, Store, StoreError
 
 log = logging.getLogger("shoplens.index.live")
 
-# The indexing options an app needs to run the indexer's sync (paths are made absolute first).
-SYNC_OPTIONS = ("catalog", "layout", "encoder", "fit", "batch_size", "prune", "text", "no_colours", "tuning",
-                "tune_label", "no_tuning", "photos", "force", "quiet")
-PATH_OPTIONS = ("catalog", "tuning")
 # Store methods that change the index: the app's sync holds the write lock around each, snapshots between them.
 WRITES = ("create", "write_meta", "upsert", "set_payload", "delete", "update_text", "set_vectors", "set_field",
           "create_keyword_index", "write_file", "delete_file", "finish")
@@ -58,27 +54,19 @@ def _app(index: Path, stderr) -> object | None:
         return None
 
 
-def hand_over_sync(args, stderr=None):
-    """When an app serves args.index: have it run this sync and return its Summary; else None (sync directly)."""
+def hand_over_sync(index: str | Path | None, options: IndexOptions, stderr=None):
+    """When an app serves `index`: have it run this sync and return its Summary; else None (sync directly)."""
     from shoplens.index.sync import Summary
 
     stderr = stderr or sys.stderr
-    index = Path(args.index or DEFAULT_INDEX)
+    index = Path(index or DEFAULT_INDEX)
     sock = _app(index, stderr)
     if sock is None:
         return None
-    options = {}
-    for name in SYNC_OPTIONS:
-        value = getattr(args, name, None)
-        if name in PATH_OPTIONS and value is not None:
-            value = str(Path(value).resolve())
-        elif name == "photos":
-            value = [str(Path(p).resolve()) for p in value or []]
-        options[name] = value
-    if not options["quiet"]:
+    if not options.quiet:
         print(f"shoplens: the app serving {index} runs this sync (searches go on meanwhile)", file=stderr)
     try:
-        fields = request(sock, "sync", options, stderr, what="the sync")
+        fields = request(sock, "sync", options.as_message(), stderr, what="the sync")
     except ChannelError as exc:
         if "stopped before" in str(exc):
             raise ChannelError(f"the app serving {index} stopped during the sync; what it wrote is kept: run the "
@@ -154,23 +142,22 @@ class LiveIndex:
             self.channel.close()
             self.channel = None
 
-    def sync(self, options: dict, progress=None, waiting: Callable[[], None] | None = None):
-        """Run the indexer's sync with `options` (SYNC_OPTIONS) on the app's store; returns its Summary."""
-        from shoplens.index.indexer import check_index_args, index_catalog
+    def sync(self, options: IndexOptions | dict, progress=None, waiting: Callable[[], None] | None = None):
+        """Run the indexer's sync with `options` (or a sync message's) on the app's store; returns its Summary."""
+        from shoplens.index.indexer import index_catalog
         from shoplens.usererrors import USER_ERRORS
 
-        args = argparse.Namespace(**{name: options.get(name) for name in SYNC_OPTIONS})
-        args.photos = [Path(p) for p in args.photos or []]
-        for name in PATH_OPTIONS:
-            if getattr(args, name) is not None:
-                setattr(args, name, Path(getattr(args, name)))
+        try:
+            if not isinstance(options, IndexOptions):
+                options = IndexOptions.from_message(options)
+        except USER_ERRORS as exc:
+            raise StoreError(str(exc)) from None
         if not self.sync_lock.acquire(blocking=False):
             if waiting is not None:
                 waiting()
             self.sync_lock.acquire()
         try:
-            check_index_args(args)
-            summary = index_catalog(args, WriteLocked(self.store, self.write_lock), self.encoders, progress)
+            summary = index_catalog(options, WriteLocked(self.store, self.write_lock), self.encoders, progress)
         except USER_ERRORS as exc:
             raise StoreError(str(exc)) from None
         finally:
@@ -213,9 +200,7 @@ class Watcher:
     def __init__(self, live: LiveIndex, catalog: str | Path, seconds: float, layout: str = "auto"):
         self.live = live
         self.seconds = seconds
-        self.options = {name: None for name in SYNC_OPTIONS}
-        self.options.update(catalog=str(Path(catalog).resolve()), layout=layout, batch_size=32, prune=True,
-                            text="auto", no_colours=False, no_tuning=False, force=False, photos=[], quiet=True)
+        self.options = IndexOptions(Path(catalog).resolve(), layout=layout, prune=True, quiet=True)
         self.failing: str | None = None
         self.runs = 0
         self._stop = threading.Event()
@@ -242,16 +227,16 @@ class Watcher:
         except StoreError as exc:
             if self.failing is None:
                 log.warning("watch: cannot sync %s: %s; still serving the index as it is, trying again every %g s",
-                            self.options["catalog"], exc, self.seconds)
+                            self.options.catalog, exc, self.seconds)
             self.failing = str(exc)
             return None
         except Exception:  # noqa: BLE001 - a bug must not stop the timer or the app
-            log.exception("watch: the sync of %s failed", self.options["catalog"])
+            log.exception("watch: the sync of %s failed", self.options.catalog)
             return None
         finally:
             self.runs += 1
         if self.failing is not None:
-            log.info("watch: %s is readable again", self.options["catalog"])
+            log.info("watch: %s is readable again", self.options.catalog)
             self.failing = None
         if summary.added or summary.updated or summary.removed or summary.failed:
             log.info("watch: %s", summary.line().splitlines()[0])
