@@ -271,15 +271,44 @@ def tuning_summary(info: dict) -> str:
 
 
 def cmd_check(args) -> int:
-    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix)."""
-    from shoplens.index.check import repair, verify
+    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix).
 
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
-        try:
+    On an Edge index a repair refuses (exit 2, nothing changed) while an app serves the index or another
+    process has it open; a plain check beside a serving app verifies a snapshot the app makes."""
+    from shoplens.index.check import repair, verify
+    from shoplens.index.live import index_locked_message, is_locked, readable_index, refuse_if_held
+
+    if args.qdrant_url is not None:  # a server: its own process guards its files
+        with open_store(None, args.qdrant_url, args.collection) as store:
             report = repair(store) if args.repair else verify(store)
-        except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
-            raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
-    if args.json:
+        return print_report(report, args.json)
+    index = args.index or DEFAULT_INDEX
+    try:
+        if args.repair:
+            refuse_if_held(index)
+            with open_store(index) as store:
+                try:
+                    report = repair(store)
+                except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
+                    raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
+        else:
+            with readable_index(index) as where:
+                with open_store(where) as store:
+                    report = verify(store)
+                if Path(where) != Path(index):
+                    report.relocate(where, index)
+                    report.notes.append(f"checked a snapshot the app serving {index} made between two writes"
+                                        + ("; stop the app before repairing" if not report.ok else ""))
+    except StoreError as exc:
+        if is_locked(exc):
+            raise StoreError(index_locked_message(index)) from None
+        raise
+    return print_report(report, args.json)
+
+
+def print_report(report, as_json: bool) -> int:
+    """A check's report as lines (or JSON); the exit status: 0 whole, 1 damaged."""
+    if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print("\n".join(report.lines()))

@@ -112,6 +112,7 @@ class Channel:
         self._server: socket.socket | None = None
         self._inode: int | None = None
         self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def start(self) -> "Channel":
         """Listen (replacing a stale socket left by a dead app; refusing when a live app already listens)."""
@@ -133,16 +134,21 @@ class Channel:
         server.listen(16)
         self._server = server
         self._inode = self.path.stat().st_ino
-        self._thread = threading.Thread(target=self._accept, name="shoplens-channel", daemon=True)
+        self._closing.clear()
+        # The loop gets the socket itself: close() sets self._server to None, which it must never read.
+        self._thread = threading.Thread(target=self._accept, args=(server,), name="shoplens-channel", daemon=True)
         self._thread.start()
         return self
 
-    def _accept(self) -> None:
-        while True:
+    def _accept(self, server: socket.socket) -> None:
+        while not self._closing.is_set():
             try:
-                conn, _ = self._server.accept()
+                conn, _ = server.accept()
             except OSError:
-                return  # closed
+                return  # shut down by close()
+            if self._closing.is_set():  # a client that came in as we closed: it sees the app stop
+                close_quietly(conn)
+                return
             threading.Thread(target=self._serve, args=(conn,), name="shoplens-channel-request", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -173,10 +179,21 @@ class Channel:
             close_quietly(conn)
 
     def close(self) -> None:
-        """Stop listening and remove the socket file (only our own: a newer app's is left alone)."""
-        if self._server is not None:
-            close_quietly(self._server)
-            self._server = None
+        """Stop listening, wait for the accept loop to end, and remove the socket file (only our own: a newer
+        app's is left alone). Requests already accepted run to their end in their own threads."""
+        server, self._server = self._server, None
+        if server is not None:
+            self._closing.set()
+            # close() alone does not wake a thread blocked in accept() on Linux (it would wait for ever on a
+            # socket nobody can reach); shutdown() does: accept() fails at once and the loop ends.
+            try:
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+            close_quietly(server)
             try:
                 if self.path.stat().st_ino == self._inode:
                     self.path.unlink()

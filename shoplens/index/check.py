@@ -74,6 +74,16 @@ class Report:
         """The problems on one line each, for an error message or a page."""
         return "\n".join(p.line() for p in self.problems)
 
+    def relocate(self, old: str | Path, new: str | Path) -> None:
+        """Name `new` wherever the report names `old`: a check of a snapshot reports on the index it copies."""
+        def swap(text: str) -> str:
+            text = text.replace(f"--index {shlex.quote(str(old))}", f"--index {shlex.quote(str(new))}")
+            return text.replace(str(old), str(new))
+
+        self.location = swap(self.location)
+        self.problems = [Problem(p.kind, swap(p.text), swap(p.fix), p.repairable) for p in self.problems]
+        self.notes = [swap(n) for n in self.notes]
+
     def as_dict(self) -> dict:
         return {"location": self.location, "ok": self.ok, "points": self.points, "recorded": self.recorded,
                 "scanned": self.scanned, "repaired": list(self.repaired), "notes": list(self.notes),

@@ -5,8 +5,9 @@ indexer connects to the app's local channel (shoplens.index.channel) and the app
 (shoplens.index.indexer.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
 Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
 shard object the sync writes to, so new products are found as soon as their batch is written.
-`search`, `info` and `evaluate --index` ask the app for a snapshot: a copy of the folder taken between two
-writes, opened in their own process.
+`search`, `info`, `evaluate --index` and `check` ask the app for a snapshot: a copy of the folder taken between
+two writes, opened in their own process. `check --repair` rewrites the folder's files, so it refuses while an app
+serves the index or another process has it open (refuse_if_held).
 """
 
 from __future__ import annotations
@@ -42,6 +43,33 @@ def index_locked_message(index: str | Path) -> str:
     return (f"the index at {index} is held by another process that is not a serving shoplens app (it offers no "
             f"channel at {socket_path(index)}): another indexer, or another program. Wait for it to finish or stop "
             f"it, then run the same command again")
+
+
+def app_serving_message(index: str | Path, pid: object = None) -> str:
+    """Why a repair does not run beside a serving app, and what to do, in one line."""
+    app = f"a running shoplens app (pid {pid})" if pid else "a running shoplens app"
+    return (f"the index at {index} is served by {app}; a repair beside it could lose "
+            f"products, so nothing was changed. Stop the app (Ctrl+C where it runs), run the repair, then start the "
+            f"app again; a plain check (without --repair) works while it serves")
+
+
+def refuse_if_held(index: str | Path | None, stderr=None) -> None:
+    """Before a command that rewrites an Edge index's files (check --repair): StoreError, one line naming what
+    holds the index and what to do, when a shoplens app serves it (its channel answers) or another process
+    (an indexer, another program) has its shard open. Nothing is changed either way (a stale socket left by
+    a dead app is removed, with a note, as the indexer does)."""
+    from shoplens.store.edge import wal_locked
+
+    where = Path(index or DEFAULT_INDEX)
+    sock = _app(where, stderr or sys.stderr)
+    if sock is not None:
+        try:
+            pid = (request(sock, "ping", {}, stderr, what="the ping") or {}).get("pid")
+        except ChannelError:
+            pid = None  # it took the connection: an app, even if it stopped since
+        raise StoreError(app_serving_message(where, pid))
+    if wal_locked(where):
+        raise StoreError(index_locked_message(where))
 
 
 def _app(index: Path, stderr) -> object | None:

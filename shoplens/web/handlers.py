@@ -106,13 +106,15 @@ class Handlers:
     """The page's actions over one Shop; `fields` are the filter fields the page offers, in dropdown order."""
 
     def __init__(self, shop: Shop, fields: Sequence[str], crop: str = DEFAULT_CROP,
-                 seeds: Callable[[], int] = new_seed):
+                 seeds: Callable[[], int] = new_seed, browse_default: str | None = None):
         """`crop`: the searcher's crop default ("auto" searches the products found in the photo at once);
-        `seeds`: where shuffled browsing gets its seeds."""
+        `seeds`: where shuffled browsing gets its seeds; `browse_default`: the "Browse by" field a loaded page
+        starts with (its category picker's values are refreshed on each page load)."""
         self.shop = shop
         self.fields = list(fields)
         self.crop = crop
         self.seeds = seeds
+        self.browse_default = browse_default
 
     # texts of the page
 
@@ -356,11 +358,15 @@ class Handlers:
     # Page load
 
     def refreshed(self) -> dict:
-        """Today's product count and filter values ("filter_<field>": new choices) for a page being loaded."""
+        """Today's product count, filter values ("filter_<field>": new choices) and the category picker's values
+        (of the "Browse by" field a page starts with) for a page being loaded."""
         # The index changes under a running app (a sync handed over by the indexer, --watch): each page load
-        # shows today's product count and filter values, not those of the day the app started.
+        # shows today's product count and values, not those of the day the app started (the page's own
+        # config keeps those).
         now = self.shop.facets()
         out: dict = {"header": self.header(self.shop.count())}
         for name in self.fields:
             out[f"filter_{name}"] = Update(choices=facet_choices(now.get(name, [])))
+        if self.browse_default is not None:
+            out["browse_value"] = Update(choices=facet_choices(now.get(self.browse_default, [])))
         return out

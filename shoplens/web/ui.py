@@ -120,7 +120,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
     fields = [f for f in shop.fields if facets.get(f)]
     browse_default = shop.browse_field(facets)
     examples = shop.example_photos(facets)
-    act = Handlers(shop, fields)
+    act = Handlers(shop, fields, browse_default=browse_default)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
         header = gr.Markdown(act.header(shop.count()), elem_classes="sl-header")
@@ -270,7 +270,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
             return act.product_details(product_id)
 
         gr.api(product_details, api_name="product")
-        demo.load(adapt(act.refreshed, out, []), outputs=[header, *dropdowns], api_visibility="private",
+        demo.load(adapt(act.refreshed, out, []), outputs=[header, *dropdowns, browse_value], api_visibility="private",
                   queue=False)
     return demo
 
