@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from conftest import PALETTE, REPO, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
 from shoplens.index.sync import filter_fields, sync_catalog
-from shoplens.store import IndexMismatchError, point_id
+from shoplens.store import IndexMismatchError, StoreError, point_id
 from shoplens.store.edge import EdgeStore
 from stores import STORES
 
@@ -142,6 +143,28 @@ def test_another_encoder_is_refused(folder_catalog, store, colour_encoder):
     _sync(folder_catalog, store, colour_encoder)
     with pytest.raises(IndexMismatchError, match="fake-colour"):
         _sync(folder_catalog, store, create_encoder("tiny"))
+
+
+def test_a_failed_write_closes_the_bar_so_the_error_starts_a_line(folder_catalog, make_store, colour_encoder,
+                                                                   monkeypatch):
+    store = make_store("edge")
+
+    def lost(points):
+        raise StoreError("lost the server")
+
+    monkeypatch.setattr(store, "upsert", lost)
+    drawn = io.StringIO()
+    try:
+        sync_catalog(read_catalog(folder_catalog), store, colour_encoder, progress=drawn, batch_size=4)
+    except StoreError:
+        # Read while the error is handled, where the CLI prints it: the run's frames, its bar among them, still
+        # live (an unclosed bar is closed only when it is collected, after the error line).
+        text = drawn.getvalue()
+    else:
+        pytest.fail("the write did not fail")
+    # The bar counted the first batch's 4 products (of 8), whose write failed, and ended its line.
+    assert text.endswith("\n"), repr(text)
+    assert " 4/8 " in text.split("\r")[-1], repr(text)
 
 
 def test_filter_fields_are_category_like(datasets_dir):

@@ -269,31 +269,33 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         batch.clear()
 
     stored_colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
-    for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
-                          stored_colours_ok):
-        bar.update(1)
-        if item.payload is not None:
-            item.payload.update(tuned)  # which tuning the vector written (or kept) has
-        if item.point in seen:
-            summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
-            continue
-        seen.add(item.point)
-        if item.error:
-            summary.failed.append((item.product.rel_path, item.error))
-        elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush_batch()
-        elif existing[item.point] == item.payload and item.point not in damaged.no_text:
-            summary.unchanged += 1
-        else:
-            store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
-            if text:
-                store.update_text([PointData(item.point, None, item.payload, *text.vectors([item.payload])[0])])
-            summary.updated += 1
-    if batch:
-        flush_batch()
-    bar.close()
+    try:
+        for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
+                              stored_colours_ok):
+            bar.update(1)
+            if item.payload is not None:
+                item.payload.update(tuned)  # which tuning the vector written (or kept) has
+            if item.point in seen:
+                summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
+                continue
+            seen.add(item.point)
+            if item.error:
+                summary.failed.append((item.product.rel_path, item.error))
+            elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush_batch()
+            elif existing[item.point] == item.payload and item.point not in damaged.no_text:
+                summary.unchanged += 1
+            else:
+                store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
+                if text:
+                    store.update_text([PointData(item.point, None, item.payload, *text.vectors([item.payload])[0])])
+                summary.updated += 1
+        if batch:
+            flush_batch()
+    finally:
+        bar.close()  # on an error too: the error's line then starts on a line of its own
     if raw_cache is not None:
         _save_raw(encoder, raw_cache)
     if rewrite:
