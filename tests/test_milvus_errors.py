@@ -124,3 +124,14 @@ def test_collection_not_loaded_after_a_restart_is_loaded_once_and_read_again(sto
     store._client.fail["query"] = exceptions.MilvusException(101, "collection not loaded")
     with pytest.raises(StoreError, match="collection not loaded"):
         store._call("query", "products", filter="")
+
+
+def test_check_says_the_server_is_lost_not_that_the_index_is_damaged(store, monkeypatch):
+    """A server that stops answering during `check` is not a damaged index: the lost-server error goes up (the
+    CLI prints it in one line) instead of a report telling the user to repair a healthy index."""
+    from shoplens.index.check import verify
+
+    monkeypatch.setattr(store, "read_meta", lambda: {"dim": 4, "points": 2, "encoder": "tiny"})
+    store._client.fail["query"] = retried_out("query", 30)  # count(*) is a query
+    with pytest.raises(ServerLostError, match="lost the Milvus server"):
+        verify(store)

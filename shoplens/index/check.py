@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, Store, StoreError, point_id, repair_command,
-                            text_dim)
+from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, ServerLostError, Store, StoreError, point_id,
+                            repair_command, text_dim)
 
 EXAMPLES = 3  # product ids named per problem
 
@@ -121,6 +121,8 @@ def verify(store: Store, scan: bool = True) -> Report:
     report = Report(store.location)
     try:
         meta = store.read_meta()
+    except ServerLostError:
+        raise  # the server is down, not the index damaged: say so, not "repair it"
     except StoreError as exc:
         from shoplens.store.edge import META_BACKUP, read_json
 
@@ -140,6 +142,8 @@ def verify(store: Store, scan: bool = True) -> Report:
     except DiskSpaceError as exc:
         report.problems.append(Problem("disk", str(exc), "free some disk space", False))
         return report
+    except ServerLostError:
+        raise
     except StoreError as exc:
         if "WouldBlock" in str(exc):  # held by another process (a serving app, an indexer): busy, not damaged
             raise
@@ -195,6 +199,8 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
                 if tv is None or not np.isfinite(tv).all() or not np.any(tv):
                     report.no_text.add(hit.id)
                     examples["text"].append(name)
+    except ServerLostError:
+        raise
     except StoreError as exc:
         report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
         return

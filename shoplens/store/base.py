@@ -38,6 +38,10 @@ class DiskSpaceError(StoreError):
     """Not enough free disk space to write (or even open) the index; nothing was changed."""
 
 
+class ServerLostError(StoreError):
+    """The store's server stopped answering (refused, unreachable, or no answer in time): not a damaged index."""
+
+
 def repair_command(location: str, qdrant: bool = False) -> str:
     """The command that checks and repairs the index at `location`."""
     where = f"--qdrant-url {location.split(' (collection')[0]}" if qdrant else f"--index {location}"

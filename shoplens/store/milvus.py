@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from shoplens.cache import cache_dir
-from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
-                                 StoreError, normalise_filters, text_dim)
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, ServerLostError,
+                                 Sparse, Store, StoreError, normalise_filters, text_dim)
 
 DEFAULT_COLLECTION = "products"
 META_SUFFIX = "_shoplens"
@@ -62,10 +62,6 @@ START_TIMEOUT = 120
 WRITES = ("upsert", "delete", "insert")
 SLOW = ("create_collection", "create_index", "flush", "load_collection")
 READS = ("query", "search")
-
-
-class ServerLostError(StoreError):
-    """The Milvus server stopped answering (refused, unreachable, or no answer in time)."""
 
 
 def _pymilvus():
