@@ -4,7 +4,7 @@ On fashion-images (2,906 products), leave-one-out exactly as `shoplens evaluate`
 query and same-hash duplicates left out of the ranking and of the relevant count), precision@10
 by product type and by product type + colour for:
 - the image ranking alone (efficientnet-lite0, centre crop: the default encoder, cached vectors);
-- its top N re-ranked by image cosine + weight x colour similarity (`shoplens.colour.rerank`),
+- its top N re-ranked by image cosine + weight x colour similarity (`shoplens.query.rerank`),
   for a grid of N, weights and similarity functions.
 Also: how often the extracted colour names agree with the catalogs' colour labels (fashion-images
 and the 9.6k set), and milliseconds per photo for `colour_profile` on a 224 px thumbnail.
@@ -23,19 +23,22 @@ import numpy as np
 
 from benchmarks.common import DATASETS, OUT, met, table
 from benchmarks.report import write_section
-from shoplens import colour, metrics
+from shoplens import colour
 from shoplens.catalog import Product, read_catalog
-from shoplens.embedcache import embed_products
+from shoplens.colour import pixels as colour_pixels
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
-from shoplens.evaluate import build_evaluation
 from shoplens.images import ImageError, load_image
+from shoplens.index.embedcache import embed_products
+from shoplens.quality import metrics
+from shoplens.quality.evaluate import build_evaluation
+from shoplens.query import rerank
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 NS = (50, 100, 200)
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0)
 # The shipped cosine, and benchmark-only alternatives to show why it was chosen.
 SIMILARITIES = {
-    "cosine": colour.colour_similarity,
+    "cosine": rerank.colour_similarity,
     "bhattacharyya": lambda q, c: np.sqrt(np.clip(c, 0, None)) @ np.sqrt(np.clip(q, 0, None)),
     "intersection": lambda q, c: np.minimum(np.asarray(q)[None, :], c).sum(axis=1),
     "top name": lambda q, c: (np.argmax(c, axis=1) == np.argmax(q)).astype(np.float32),
@@ -43,17 +46,17 @@ SIMILARITIES = {
 
 
 def small_images(products: list[Product], name: str) -> list[np.ndarray | None]:
-    """Each product photo reduced by colour.small_pixels (None when unreadable), cached in benchmarks/out.
+    """Each product photo reduced by colour_pixels.small_pixels (None when unreadable), cached in benchmarks/out.
 
     Photos are decoded as the indexer decodes them for efficientnet-lite0 (JPEG draft at 224 px).
     """
-    cache = OUT / f"colour-pixels-{name}-{colour.WORK_SIZE}.pkl"
+    cache = OUT / f"colour-pixels-{name}-{colour_pixels.WORK_SIZE}.pkl"
     known = pickle.loads(cache.read_bytes()) if cache.exists() else {}
     todo = [p for p in products if p.rel_path not in known]
 
     def load(p: Product):
         try:
-            return colour.small_pixels(load_image(p.path, draft_size=224))
+            return colour_pixels.small_pixels(load_image(p.path, draft_size=224))
         except ImageError:
             return None
 
@@ -70,7 +73,7 @@ def shares_matrix(pixels: list[np.ndarray | None]) -> np.ndarray:
     out = np.zeros((len(pixels), len(colour.PALETTE)), np.float32)
     for i, px in enumerate(pixels):
         if px is not None:
-            out[i] = colour.pixel_shares(px)
+            out[i] = colour_pixels.pixel_shares(px)
     return out
 
 
@@ -124,7 +127,7 @@ class Rankings:
             self.by["+".join(fields)] = ev.ranking
 
     def p10(self, label: str, shares: np.ndarray | None = None, n: int = 0, weight: float = 0.0,
-            similarity=colour.colour_similarity, cands: np.ndarray | None = None) -> float:
+            similarity=rerank.colour_similarity, cands: np.ndarray | None = None) -> float:
         """precision@10 of the image ranking, or of its top n re-ranked by colour with `weight`
         (`cands`: the products' colour vectors when they differ from the queries' `shares`)."""
         cands = shares if cands is None else cands
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
                 typ = rankings.p10("product_type", fi_shares, n, w, sim)
                 print(f"{sim_name:>13} N={n:<4} w={w:<5} type {typ:.3f} type+colour {both:.3f}", flush=True)
                 row = ["re-ranked", sim_name, n, w, f"{typ:.3f}", f"{both:.3f}"]
-                if sim is colour.colour_similarity:
+                if sim is rerank.colour_similarity:
                     rows.append(row)  # every setting of the shipped similarity: the trade-off in full
                 elif both > best.get(sim_name, (-1.0,))[0]:
                     best[sim_name] = (both, row)
@@ -205,11 +208,11 @@ def main(argv=None) -> int:
     for blend in (0.5, 1.0):
         cands = np.where((perfect.sum(axis=1) > 0)[:, None], (1 - blend) * fi_shares + blend * perfect, fi_shares)
         rows.append([f"re-ranked, catalog label blended {blend:g} into the products (query: pixels)", "cosine",
-                     colour.RERANK_TOP, colour.RERANK_WEIGHT,
-                     f"{rankings.p10('product_type', fi_shares, colour.RERANK_TOP, colour.RERANK_WEIGHT, cands=cands):.3f}",
-                     f"{rankings.p10('product_type+colour', fi_shares, colour.RERANK_TOP, colour.RERANK_WEIGHT, cands=cands):.3f}"])
-    shipped_type = rankings.p10("product_type", fi_shares, colour.RERANK_TOP, colour.RERANK_WEIGHT, cands=blended)
-    shipped_both = rankings.p10("product_type+colour", fi_shares, colour.RERANK_TOP, colour.RERANK_WEIGHT,
+                     rerank.RERANK_TOP, rerank.RERANK_WEIGHT,
+                     f"{rankings.p10('product_type', fi_shares, rerank.RERANK_TOP, rerank.RERANK_WEIGHT, cands=cands):.3f}",
+                     f"{rankings.p10('product_type+colour', fi_shares, rerank.RERANK_TOP, rerank.RERANK_WEIGHT, cands=cands):.3f}"])
+    shipped_type = rankings.p10("product_type", fi_shares, rerank.RERANK_TOP, rerank.RERANK_WEIGHT, cands=blended)
+    shipped_both = rankings.p10("product_type+colour", fi_shares, rerank.RERANK_TOP, rerank.RERANK_WEIGHT,
                                 cands=blended)
 
     fi_agree = agreement(emb.products, fi_shares)
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
     ms = speed(emb.products)
 
     body = "\n".join([
-        "Photo queries re-ranked by product colour (`shoplens/colour.py`): each product's colour is measured at "
+        "Photo queries re-ranked by product colour (`shoplens/colour/`): each product's colour is measured at "
         "index time from its own pixels (a plain backdrop, grown from the border, is left out), as shares of "
         f"{len(colour.PALETTE)} named colours; the image ranking's top N is re-ordered by image cosine + weight x "
         "colour similarity. fashion-images, leave-one-out as `shoplens evaluate` (duplicates by content hash "
@@ -226,7 +229,7 @@ def main(argv=None) -> int:
         "",
         table(["ranking", "colour similarity", "N", "weight", "P@10 product type", "P@10 type+colour"], rows),
         "",
-        f"**Shipped** (`colour.RERANK_TOP` = {colour.RERANK_TOP}, `colour.RERANK_WEIGHT` = {colour.RERANK_WEIGHT}, "
+        f"**Shipped** (`RERANK_TOP` = {rerank.RERANK_TOP}, `RERANK_WEIGHT` = {rerank.RERANK_WEIGHT}, "
         f"cosine, the catalog's colour label blended {colour.LABEL_BLEND:g} into each product's vector where it has "
         f"one): P@10 type+colour **{shipped_both:.3f}** (image only {base_both:.3f}; target 0.45: "
         f"{met(shipped_both >= 0.45)}), by product type {shipped_type:.3f} (image only {base_type:.3f}). "

@@ -86,8 +86,8 @@ def real_embeddings(encoder_name: str = "efficientnet-lite0", limit: int | None 
     if cache.exists():
         data = np.load(cache)
         return data["vectors"], data["categories"]
-    from shoplens.embedcache import embed_products
     from shoplens.encoders import create_encoder
+    from shoplens.index.embedcache import embed_products
 
     encoder = create_encoder(encoder_name)
     # Through the shared embedding cache (~/.cache/shoplens): photos the indexer or an evaluation already

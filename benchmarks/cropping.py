@@ -17,8 +17,8 @@ from benchmarks.quality import write_block
 from benchmarks.report import machine
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
-from shoplens.evaluate import evaluate
 from shoplens.localise import CropEncoder, create_localiser
+from shoplens.quality.evaluate import evaluate
 
 ENCODER = "efficientnet-lite0"
 THRESHOLDS = (0.3, 0.5, 0.8)

@@ -34,7 +34,7 @@ def timed_store(path: Path):
 
 
 def index(catalog, path: Path, encoder) -> dict:
-    from shoplens.sync import sync_catalog
+    from shoplens.index.sync import sync_catalog
 
     store = timed_store(path)
     cpu = time.process_time()

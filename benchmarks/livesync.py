@@ -114,7 +114,7 @@ def first_hit(client, photo: Path) -> str:
 
 
 def index_ids(index: Path) -> list[str]:
-    from shoplens.live import readable_index
+    from shoplens.index.live import readable_index
     from shoplens.store import open_store
 
     with readable_index(index) as snap, open_store(snap) as store:

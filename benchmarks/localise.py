@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from shoplens.catalog import read_catalog
-    from shoplens.evaluate import sample_products
     from shoplens.images import load_image
     from shoplens.localise.saliency import SaliencyLocaliser
+    from shoplens.quality.evaluate import sample_products
 
     grocery = DATASETS / "grocery-store"
     if not (grocery / "val.txt").exists():

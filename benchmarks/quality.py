@@ -1,6 +1,6 @@
 """Encoder comparison for docs/quality.md: python -m benchmarks.quality [--datasets DIR] [--only NAME ...]
 
-Runs `shoplens.evaluate.evaluate` for every encoder configuration on the shared datasets:
+Runs `shoplens.quality.evaluate.evaluate` for every encoder configuration on the shared datasets:
 - fashion-images, leave-one-out, precision@10 by product_type and by product_type+colour;
 - fashion-product-images-small, leave-one-out, precision@10 by article_type;
 - grocery-store, shoppers' phone photos against the 81 web-shop images, hit@1/@5 by fine id;
@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.report import machine
+from benchmarks.report import machine, replace_block
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.catalog import read_catalog
 from shoplens.encoders import Encoder, create_encoder
-from shoplens.evaluate import evaluate, sample_products
 from shoplens.images import load_image
+from shoplens.quality.evaluate import evaluate, sample_products
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 RESULTS = cache_dir("quality") / "results.json"
@@ -78,7 +78,6 @@ class SizedLite:
 
 def export_at(variant: str, size: int, path: Path) -> None:
     """efficientnet.export_onnx with a dummy input of `size` pixels (the graph is fully convolutional)."""
-    import os
     import warnings
 
     import torch
@@ -86,13 +85,14 @@ def export_at(variant: str, size: int, path: Path) -> None:
     from shoplens.encoders.efficientnet import feature_module, load_torch_model
 
     module = feature_module(load_torch_model(variant))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(1, 3, size, size),), str(tmp), input_names=["pixels"],
-                          output_names=["features"], dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                          opset_version=17, dynamo=False)
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(1, 3, size, size),), str(tmp), input_names=["pixels"],
+                              output_names=["features"], opset_version=17, dynamo=False,
+                              dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
+    atomic_write(path, write)
 
 
 def measure(config, datasets: Path, fi_sample: int | None, fs_sample: int | None, square_done: dict) -> dict:
@@ -179,18 +179,15 @@ def table(results: dict) -> str:
             f"Measured {dates[0]} to {dates[-1]} on {machine()}._\n")
 
 
-def write_doc(results: dict, marker: str = "table") -> None:
+def write_doc(results: dict, marker: str = "full") -> None:
     """Replace the text between <!-- quality:MARKER --> markers in docs/quality.md."""
     write_block(table(results), marker)
 
 
 def write_block(body: str, marker: str) -> None:
     """Replace (or append) the text between <!-- quality:MARKER --> markers in docs/quality.md with `body`."""
-    text = DOC.read_text() if DOC.exists() else "# Result quality\n"
-    block = f"<!-- quality:{marker} -->\n{body}<!-- /quality:{marker} -->\n"
-    pattern = re.compile(rf"<!-- quality:{marker} -->.*?<!-- /quality:{marker} -->\n", re.S)
-    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    DOC.write_text(text)
+    replace_block(DOC, f"quality:{marker}", f"<!-- quality:{marker} -->\n{body}<!-- /quality:{marker} -->\n",
+                  "# Result quality\n")
 
 
 def main(argv=None) -> int:
@@ -200,7 +197,7 @@ def main(argv=None) -> int:
     parser.add_argument("--fi-sample", type=int, default=None, help="fashion-images sample (default: all 2,906)")
     parser.add_argument("--fs-sample", type=int, default=None, help="9.6k set sample (default: all 9,583)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file (one per sample setting)")
-    parser.add_argument("--marker", default="table", help="which table in docs/quality.md to rewrite")
+    parser.add_argument("--marker", default="full", help="which table in docs/quality.md to rewrite (full, sample)")
     parser.add_argument("--speed-only", action="store_true", help="only re-measure ms/image (best of 3) of stored rows")
     args = parser.parse_args(argv)
     results = json.loads(args.results.read_text()) if args.results.exists() else {}

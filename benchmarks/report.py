@@ -1,4 +1,5 @@
-"""Write one benchmark's results as a section of docs/benchmarks.md, leaving the other sections alone."""
+"""Write one benchmark's results as a section of docs/benchmarks.md (or docs/quality.md), leaving the other
+sections alone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import platform
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+
+from shoplens.atomic import atomic_write_text
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEach section is written by the script it names (`python -m benchmarks.NAME`); rerun it to refresh.\n"
@@ -27,15 +30,22 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def replace_block(path: Path, tag: str, block: str, header: str = HEADER) -> None:
+    """Replace the text from `<!-- TAG -->` to `<!-- /TAG -->` in `path` with `block` (which carries the
+    markers), or append it; a new file starts with `header`. Under a lock, and written atomically: two
+    benchmarks writing the same document (docs/quality.md has both kinds of block) keep each other's blocks."""
+    pattern = re.compile(rf"<!-- {re.escape(tag)} -->.*?<!-- /{re.escape(tag)} -->\n", re.S)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = path.read_text() if path.exists() else header
+        text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+        atomic_write_text(path, text)
+
+
 def write_section(name: str, body: str, path: Path = DOC) -> None:
     """Replace (or append) the section `name`, stamped with the machine and date."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"<!-- bench:{name} -->\n## {name}\n\n_Machine: {machine()}; run {stamp}; "
                f"command `python -m benchmarks.{name}`._\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        text = path.read_text() if path.exists() else HEADER
-        pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->\n", re.S)
-        text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-        path.write_text(text)
+    replace_block(path, f"bench:{name}", section)

@@ -6,8 +6,8 @@
 The whole 9.6k catalog is indexed for real once (keep it with --index to rerun in seconds). `--tune`
 searches the tune half's phrasings once per list (keyword, semantic, bridge, semantic within the
 catalog types the query means, at several settings), then fuses them in Python for every weight
-combination of the grid, exactly as shoplens.hybrid fuses: the best combination on the tune half is what
-shoplens.hybrid.TEXT_WEIGHTS and shoplens.text.expand ship. The report run scores the shipped default
+combination of the grid, exactly as shoplens.query.hybrid fuses: the best combination on the tune half is what
+shoplens.query.hybrid.TEXT_WEIGHTS and shoplens.text.expand ship. The report run scores the shipped default
 and each list alone on both halves.
 
 The grid holds two rounds (docs/quality.md): the first (votes up to x1, bridge up to 1) chose what
@@ -47,7 +47,7 @@ GRID = {"keyword": [0.0, 0.5, 1.0, 2.0], "semantic": [0.0, 1.0, 2.0, 3.0], "brid
 
 def lists_for(side, phrasings, settings):
     """query -> list name -> best-first payload list (and ids), searched once."""
-    from shoplens.hybrid import CANDIDATES, ranked_lists
+    from shoplens.query.hybrid import CANDIDATES, ranked_lists
     from shoplens.store import TEXT_VECTOR
     from shoplens.text.expand import type_votes
 
@@ -67,8 +67,8 @@ def lists_for(side, phrasings, settings):
 
 def tune(side, payloads, phrasings) -> dict:
     """Every weight combination x label setting on the tune half, best first."""
-    from shoplens.hybrid import CANDIDATES, fuse
-    from shoplens.phrasings import capped_precision, relevant_counts
+    from shoplens.quality.phrasings import capped_precision, relevant_counts
+    from shoplens.query.hybrid import CANDIDATES, fuse
 
     chosen = [ph for ph in phrasings if ph.split == "tune"]
     counts = relevant_counts(payloads, chosen)
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="grid-search the fusion on the tune half")
     args = parser.parse_args()
     from shoplens.catalog import read_catalog
-    from shoplens.phrasings import phrasing_index, read_phrasings, score_phrasings
+    from shoplens.quality.phrasings import phrasing_index, read_phrasings, score_phrasings
 
     phrasings = read_phrasings(PHRASINGS)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def _previous_default(side, query, k, mode):
     """The fusion shipped before this benchmark (keyword 1 : semantic 2, no type list)."""
     from unittest import mock
 
-    from shoplens import hybrid
+    from shoplens.query import hybrid
 
     with mock.patch.dict(hybrid.TEXT_WEIGHTS, PREVIOUS_WEIGHTS):
         return hybrid.search_text(side, query, k, mode=mode)
@@ -134,7 +134,7 @@ def _previous_default(side, query, k, mode):
 
 def render(data: dict) -> str:
     """The docs/quality.md section: report half first, then tune half, every search mode."""
-    from shoplens.hybrid import TEXT_WEIGHTS
+    from shoplens.query.hybrid import TEXT_WEIGHTS
     from shoplens.text.expand import MARGIN, MIN_SIMILARITY, TOP_LABELS, VOTE_DEPTH, VOTE_WEIGHT
 
     figures, counts = data["capped_precision"], data["queries"]

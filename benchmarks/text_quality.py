@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help=f"re-render {OUT} without searching")
     args = parser.parse_args()
     if not args.render_only:
-        from shoplens.textevaluate import evaluate_text
+        from shoplens.quality.textevaluate import evaluate_text
 
         result = evaluate_text(CATALOG, "article_type,colour", [["colour", "article_type"], ["title"]])
         OUT.parent.mkdir(parents=True, exist_ok=True)

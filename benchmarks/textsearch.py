@@ -124,9 +124,9 @@ def text_variants(searcher) -> dict:
 
 
 def breakdown_variants(searcher, filters) -> dict:
-    """The steps of one fused query (shoplens.hybrid.ranked_lists, then fuse), each timed on its own."""
-    from shoplens import hybrid
+    """The steps of one fused query (shoplens.query.hybrid.ranked_lists, then fuse), each timed on its own."""
     from shoplens.colour import colour_words
+    from shoplens.query import hybrid
     from shoplens.store import TEXT_VECTOR
     from shoplens.text.document import bm25_query
 
@@ -139,17 +139,12 @@ def breakdown_variants(searcher, filters) -> dict:
             cache[q] = side.embed_text(q)
         return cache[q]
 
-    def boost_weight():
-        if hasattr(hybrid, "colour_word_weight"):
-            return hybrid.colour_word_weight(side)
-        return float(hybrid.COLOUR_WORD_BOOST)
-
     def fusion(q):
         lists = hybrid.ranked_lists(side, q, n, filters)
 
         def step():
             fused = hybrid.fuse(lists, hybrid.TEXT_WEIGHTS, n)
-            weight = boost_weight() * (fused[0].score if fused else 0)
+            weight = hybrid.colour_word_weight(side) * (fused[0].score if fused else 0)
             return hybrid.colour_boost(fused, colour_words(q)[0], weight)[:K]
         return step
 
@@ -191,7 +186,7 @@ def run_breakdown(searcher, queries: list[str], rng, filters) -> dict:
 def photo_variants(searcher, photos: list[Path]) -> dict:
     """End to end photo searches, and the store side alone on vectors and colours computed beforehand."""
     from shoplens.colour import colour_profile
-    from shoplens.hybrid import search_photo
+    from shoplens.query.hybrid import search_photo
 
     enc = searcher.encoder
     prepared: dict[Path, tuple] = {}
@@ -235,7 +230,7 @@ def render(r: dict, args, command: str) -> str:
     brows = [[name, ms(s["p50"]), ms(s["p95"]), ms(s["cpu_p50"]), ms(brk_f[name]["p50"])] for name, s in brk.items()]
     lists, fusion = brk[LISTS_STEP]["p50"], brk["RRF fusion + colour boost"]["p50"]
     bridge = brk[BRIDGE_STEP]["p50"]
-    from shoplens.hybrid import TEXT_WEIGHTS
+    from shoplens.query.hybrid import TEXT_WEIGHTS
     bridge_fused = TEXT_WEIGHTS.get("bridge", 0) > 0
     enc = brk["MiniLM encode (`text_side.embed_text`)"]["p50"]
     plain = photo["search_vector(vector, 10): plain image search"]["p50"]
@@ -266,7 +261,7 @@ def render(r: dict, args, command: str) -> str:
         f"fused queries right after a bridge-mode query: p50 {ms(r['fused_after_bridge']['p50'])} ms "
         f"({r['fused_after_bridge']['p50'] / fused:.2f}x), p95 {ms(r['fused_after_bridge']['p95'])} ms, CPU p50 "
         f"{ms(r['fused_after_bridge']['cpu_p50'])} ms ({r['fused_after_bridge']['cpu_p50'] / text['fused']['cpu_p50']:.2f}x).", "",
-        "### Where a fused query's time goes (steps of `shoplens.hybrid.ranked_lists` + fusion, timed one by one)", "",
+        "### Where a fused query's time goes (steps of `shoplens.query.hybrid.ranked_lists` + fusion, timed one by one)", "",
         table(["step", "p50 ms", "p95 ms", "CPU ms p50", "p50 ms with filter"], brows), "",
         "Each step runs alone on the same query, back to back, the encode first (the vector searches reuse its "
         "vector); the bridge step in a pass of its own after the others.", "",
@@ -308,7 +303,7 @@ def main(argv=None) -> str:
     load_start = f"{one:.1f} (1 min) / {five:.1f} (5 min)"
 
     meta = ensure_index(args.index, args.catalog)
-    from shoplens.search import Searcher
+    from shoplens.query.search import Searcher
 
     searcher = Searcher.open(args.index)
     queries = make_queries(args.catalog, args.queries, args.seed)

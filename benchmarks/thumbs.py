@@ -49,7 +49,7 @@ def free_port() -> int:
 
 
 def serve(index: Path, thumbnails: bool):
-    from shoplens.search import Searcher
+    from shoplens.query.search import Searcher
     from shoplens.web.serve import WebApp, launch
     from shoplens.web.shop import Shop
     from shoplens.web.ui import build
@@ -145,8 +145,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import open_store
-    from shoplens.sync import sync_catalog
 
     work = Path(tempfile.mkdtemp(prefix="shoplens-thumbs-"))
     photos = make_photos(work / "catalog", args.products)

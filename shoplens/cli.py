@@ -11,11 +11,11 @@ from shoplens.catalog import LAYOUTS
 from shoplens.download import download_fashion_images
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder, list_encoders
 from shoplens.errors import UserError
-from shoplens.indexing import check_index_args, index_catalog
-from shoplens.hybrid import MODES
+from shoplens.index.indexer import IndexOptions, index_catalog
+from shoplens.index.tuning import PENDING_KEY
 from shoplens.localise import CROP_MODES, DEFAULT_CROP
+from shoplens.query.hybrid import MODES
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
-from shoplens.tuneindex import PENDING_KEY
 from shoplens.usererrors import USER_ERRORS
 
 
@@ -117,23 +117,24 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_index(args) -> int:
     """Body of `indexer.py`: a direct sync, or, while an app serves the index, the same sync run by the app."""
-    from shoplens.live import hand_over_sync, index_locked_message, is_locked
+    from shoplens.index.live import hand_over_sync, index_locked_message, is_locked
 
-    check_index_args(args)
-    if args.tuning is not None:
+    # A caller's own Namespace (app.py --catalog) may leave the tuning options out: they keep the index's tuning.
+    options = IndexOptions(**{name: getattr(args, name) for name in IndexOptions.names() if hasattr(args, name)})
+    if options.tuning is not None:
         from shoplens.tune import load_tuning
 
-        load_tuning(args.tuning)  # a damaged file is refused before anything is read or changed
+        load_tuning(options.tuning)  # a damaged file is refused before anything is read or changed
     if args.download:
         download_fashion_images(args.catalog)
     remote = args.qdrant_url is not None or getattr(args, "milvus_uri", None) is not None
-    summary = hand_over_sync(args) if not remote else None  # a server takes writes from anyone
+    summary = hand_over_sync(args.index, options) if not remote else None  # a server takes writes from anyone
     if summary is None:
         try:
             with open_store(args.index, args.qdrant_url, args.collection,
                             milvus_uri=getattr(args, "milvus_uri", None),
                             profile=getattr(args, "profile", "auto")) as store:
-                summary = index_catalog(args, store)
+                summary = index_catalog(options, store)
         except StoreError as exc:
             if is_locked(exc):
                 raise StoreError(index_locked_message(args.index or DEFAULT_INDEX)) from None
@@ -147,7 +148,7 @@ def cmd_index(args) -> int:
 
 def ignored_words(searcher, words: str) -> str:
     """The words a photo + words search cannot use on this index (all but colour words, without text vectors)."""
-    from shoplens.colour import colour_words
+    from shoplens.colour.words import colour_words
 
     rest = colour_words(words, searcher.colour_names)[1]
     return "" if searcher.text_side.embed_text is not None or not rest else rest
@@ -166,7 +167,7 @@ def hit_row(hit, rank: int | None = None) -> dict:
 
 
 def cmd_search(args) -> int:
-    from shoplens.search import Searcher
+    from shoplens.query.search import Searcher
 
     if args.k < 1:
         raise UserError("-k must be at least 1")
@@ -213,9 +214,7 @@ def cmd_search(args) -> int:
 
 def index_info(store) -> dict:
     """Counts, encoder, filterable fields with their values, and where the catalog is."""
-    meta = store.read_meta()
-    if meta is None:
-        raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+    meta = store.require_meta()
     fields = meta.get("filter_fields", [])
     return {"location": store.location, "count": store.count(), "encoder": meta.get("encoder"),
             "encoder_version": meta.get("encoder_version"), "encoder_options": meta.get("encoder_options", {}),
@@ -259,7 +258,7 @@ def cmd_info(args) -> int:
 
 def tuning_summary(info: dict) -> str:
     """info's one tuning line: 'lda on product_type (hash 1a2b3c4d); held-out P@10 0.69 → 0.81', or 'none'."""
-    from shoplens.tuneindex import describe_tuning, tuning_line
+    from shoplens.index.tuning import describe_tuning, tuning_line
 
     record, pending = info.get("tuning"), info.get("tuning_pending")
     if pending is not None:
@@ -272,15 +271,44 @@ def tuning_summary(info: dict) -> str:
 
 
 def cmd_check(args) -> int:
-    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix)."""
-    from shoplens.check import repair, verify
+    """Exit 0 on a whole index, 1 on a damaged one (one line per problem, each naming its fix).
 
-    with open_store(args.index, args.qdrant_url, args.collection) as store:
-        try:
+    On an Edge index a repair refuses (exit 2, nothing changed) while an app serves the index or another
+    process has it open; a plain check beside a serving app verifies a snapshot the app makes."""
+    from shoplens.index.check import repair, verify
+    from shoplens.index.live import index_locked_message, is_locked, readable_index, refuse_if_held
+
+    if args.qdrant_url is not None:  # a server: its own process guards its files
+        with open_store(None, args.qdrant_url, args.collection) as store:
             report = repair(store) if args.repair else verify(store)
-        except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
-            raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
-    if args.json:
+        return print_report(report, args.json)
+    index = args.index or DEFAULT_INDEX
+    try:
+        if args.repair:
+            refuse_if_held(index)
+            with open_store(index) as store:
+                try:
+                    report = repair(store)
+                except OSError as exc:  # moving damaged files aside: permissions, a read-only or full disk
+                    raise StoreError(f"cannot repair the index at {store.location}: {exc}") from None
+        else:
+            with readable_index(index) as where:
+                with open_store(where) as store:
+                    report = verify(store)
+                if Path(where) != Path(index):
+                    report.relocate(where, index)
+                    report.notes.append(f"checked a snapshot the app serving {index} made between two writes"
+                                        + ("; stop the app before repairing" if not report.ok else ""))
+    except StoreError as exc:
+        if is_locked(exc):
+            raise StoreError(index_locked_message(index)) from None
+        raise
+    return print_report(report, args.json)
+
+
+def print_report(report, as_json: bool) -> int:
+    """A check's report as lines (or JSON); the exit status: 0 whole, 1 damaged."""
+    if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print("\n".join(report.lines()))
@@ -347,16 +375,14 @@ def cmd_evaluate(args) -> int:
         raise UserError("give a CATALOG folder, or --index/--qdrant-url/--milvus-uri to evaluate an existing index")
     use_index = args.index is not None or args.qdrant_url is not None or args.milvus_uri is not None
     if args.text_phrasings:
-        from shoplens.phrasings import cmd_evaluate_phrasings
-
-        return cmd_evaluate_phrasings(args)
+        return _cmd_evaluate_phrasings(args)
     if not args.label:
         raise UserError("--label FIELD is required (the metadata field that defines relevance)")
     if args.text_queries:
         return _cmd_evaluate_text(args, use_index)
     if args.tune_folds is not None or args.tune_label or args.photos or args.method:
         return _cmd_evaluate_tuned(args, use_index)
-    from shoplens.evaluate import evaluate
+    from shoplens.quality.evaluate import evaluate
 
     options = {"fit": args.fit} if args.fit else {}
     if use_index and args.fit:
@@ -381,6 +407,22 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_evaluate_phrasings(args) -> int:
+    """evaluate CATALOG --text-phrasings FILE [--index DIR] [--json FILE]: text search on shoppers' phrasings."""
+    from shoplens.quality.phrasings import PhrasingError, evaluate_phrasings
+
+    if args.catalog is None or args.qdrant_url is not None or args.queries is not None or args.text_queries:
+        raise PhrasingError("--text-phrasings indexes a CATALOG itself (into --index DIR when given, to reuse it): "
+                            "give the catalog, without --qdrant-url, --queries or --text-queries")
+    result = evaluate_phrasings(args.catalog, args.text_phrasings, layout=args.layout, index=args.index,
+                                encoder=args.encoder, progress=not args.quiet)
+    print(result.table())
+    if result.unscored:
+        print(f"no product is relevant to (left out): {', '.join(result.unscored)}", file=sys.stderr)
+    _write_json(args.json, result.as_dict())
+    return 0
+
+
 def _write_json(path: Path | None, data: dict) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -391,8 +433,8 @@ def _write_json(path: Path | None, data: dict) -> None:
 def _cmd_evaluate_tuned(args, use_index: bool) -> int:
     """evaluate --tune-folds K / --photos / --tune-label: figures of a tuning fitted here, never on its queries."""
     from shoplens.catalog import read_catalog as read
-    from shoplens.embedcache import embed_products
-    from shoplens.evaluate import parse_label, with_recall_alias
+    from shoplens.index.embedcache import embed_products
+    from shoplens.quality.evaluate import parse_label, with_recall_alias
     from shoplens.tune import DEFAULT_METHOD
     from shoplens.tune.crossval import cross_validate, query_evaluation
     from shoplens.tune.fit import gather
@@ -444,7 +486,7 @@ def _cmd_evaluate_tuned(args, use_index: bool) -> int:
 
 
 def _cmd_evaluate_text(args, use_index: bool) -> int:
-    from shoplens.textevaluate import evaluate_text, parse_query_kinds
+    from shoplens.quality.textevaluate import evaluate_text, parse_query_kinds
 
     if use_index or args.queries is not None:
         raise UserError("--text-queries holds products out of a CATALOG and indexes the rest itself: "
@@ -542,14 +584,14 @@ def run(command, args) -> int:
         return 130
 
 
-# Commands that only read an index: beside a serving app they read a snapshot it makes (shoplens.live).
+# Commands that only read an index: beside a serving app they read a snapshot it makes (shoplens.index.live).
 READ_ONLY = ("search", "info", "evaluate")
 
 
 def beside_app(command):
     """`command` run on a snapshot of args.index when an app serves that index, else on the index itself."""
     def wrapped(args) -> int:
-        from shoplens.live import readable_index
+        from shoplens.index.live import readable_index
 
         if (args.qdrant_url is not None or getattr(args, "milvus_uri", None) is not None
                 or (args.command == "evaluate" and args.index is None)):

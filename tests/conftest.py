@@ -141,9 +141,9 @@ def shop_index(tmp_path_factory) -> Path:
     """A tiny-encoder Edge index of make_shop_catalog; its catalog is the index's catalog_root."""
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
     from shoplens.store import open_store
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import TextIndexer
 
     base = tmp_path_factory.mktemp("shop")
     catalog = read_catalog(make_shop_catalog(base / "catalog"))

@@ -90,8 +90,8 @@ def build_index(base: Path) -> Path:
     """A tiny-encoder index of the hand-made products' catalog photos (folders bag/, box/, shoe/) under `base`."""
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import open_store
-    from shoplens.sync import sync_catalog
 
     for name in PRODUCTS:
         catalog_photo(name, base / "catalog" / name.split("-")[1] / f"{name}.jpg")

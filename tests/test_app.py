@@ -16,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shoplens.store import Hit
 from shoplens.web.serve import WebApp, create, launch  # noqa: E402  (sets GRADIO_ANALYTICS_ENABLED first)
 from shoplens.web.shop import Shop, clamp
 from shoplens.web.views import details_html, facet_choices
-from shoplens.store import Hit
 from conftest import REPO, make_shop_catalog
 
 from gradio_client import Client, handle_file  # noqa: E402
@@ -253,8 +253,8 @@ def test_no_usable_index_gives_a_page_that_says_how_to_build_one(tmp_path, where
         app = create(tmp_path / "nothing-here")
     elif where == "empty":
         from shoplens.encoders import create_encoder
+        from shoplens.index.sync import ensure_index
         from shoplens.store import open_store
-        from shoplens.sync import ensure_index
         with open_store(tmp_path / "empty") as store:
             ensure_index(store, create_encoder("tiny"))
         app = create(tmp_path / "empty")

@@ -122,8 +122,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_named_the_rest_indexed(fold
     import os
 
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store.edge import EdgeStore
-    from shoplens.sync import sync_catalog
 
     bad = os.path.join(os.fsencode(folder_catalog / "reds"), b"caf\xe9.jpg")
     with open(bad, "wb") as fh:

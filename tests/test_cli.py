@@ -222,3 +222,26 @@ def test_search_by_words_and_photo_plus_words(tmp_path, capsys):
     assert code == 0 and body["words"] == "green" and all(r["title"].startswith("Green") for r in body["results"])
     # A photo refined by a colour: matches score their image similarity + 2 (COLOUR_MATCH), which is also given.
     assert all(r["score"] == pytest.approx(r["similarity"] + 2.0, abs=1e-3) for r in body["results"])
+
+
+def test_index_options_are_checked_and_travel_as_plain_values(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from shoplens.errors import UserError
+    from shoplens.index.indexer import IndexOptions
+
+    with pytest.raises(UserError, match="--batch-size must be at least 1"):
+        IndexOptions("shop", batch_size=0)
+    with pytest.raises(UserError, match="give --tune-label FIELD too"):
+        IndexOptions("shop", photos=["shots"])
+    monkeypatch.chdir(tmp_path)
+    options = IndexOptions("shop", tune_label="kind", photos=["shots"], tuning=None, prune=True)
+    message = options.as_message()
+    # Paths made absolute against the indexer's working directory, so an app elsewhere reads the same folders.
+    assert message["catalog"] == str(tmp_path / "shop") and message["photos"] == [str(tmp_path / "shots")]
+    assert message["tuning"] is None and message["prune"] is True and message["batch_size"] == 32
+    assert IndexOptions.from_message(message) == IndexOptions(tmp_path / "shop", tune_label="kind",
+                                                              photos=[tmp_path / "shots"], prune=True)
+    assert IndexOptions.from_message({"catalog": "/c"}).catalog == Path("/c")  # the rest default
+    with pytest.raises(UserError, match="unknown indexing options colour"):
+        IndexOptions.from_message({"catalog": "/c", "colour": "red"})

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from shoplens import colour
 from shoplens.catalog import read_catalog
-from shoplens.colour import (PALETTE, ColourWords, colour_profile, colour_similarity, colour_words,
-                             named_colour_vector, names_from_shares, read_colour_words, rerank)
+from shoplens.colour import (PALETTE, ColourWords, colour_profile, colour_words, learn_colour_names,
+                             named_colour_vector, names_from_shares, read_colour_words)
+from shoplens.colour.pixels import ANCHORS, _flood
+from shoplens.colour.words import SYNONYMS
+from shoplens.query.rerank import colour_similarity, rerank
 
 
 def photo(backdrop=(255, 255, 255), size=(224, 300)) -> tuple[Image.Image, ImageDraw.ImageDraw]:
@@ -140,8 +142,8 @@ def test_colour_words(text, names, rest):
 
 
 def test_every_synonym_maps_into_the_palette():
-    assert all(name in PALETTE for names in colour.SYNONYMS.values() for name in names)
-    assert all(colour.ANCHORS[name] for name in PALETTE)
+    assert all(name in PALETTE for names in SYNONYMS.values() for name in names)
+    assert all(ANCHORS[name] for name in PALETTE)
 
 
 def test_named_colour_vector():
@@ -200,10 +202,10 @@ GROCERY_NAMES = frozenset(["brown cap", "golden delicious", "golden grapefruit",
 
 
 def test_learn_colour_names_from_the_grocery_titles(datasets_dir):
-    from shoplens.textindex import name_values
+    from shoplens.index.text import name_values
 
     catalog = read_catalog(datasets_dir / "grocery-store")
-    names = colour.learn_colour_names((name_values(p.metadata), p.metadata.get("colour")) for p in catalog.products)
+    names = learn_colour_names((name_values(p.metadata), p.metadata.get("colour")) for p in catalog.products)
     # Worked from classes.csv (titles such as Golden-Delicious, Bravo-Orange-Juice, God-Morgon-Orange-Red-Grapefruit-
     # Juice, Brown-Cap-Mushroom; coarse classes such as Orange, Peach, Sour-Cream): every colour word there is part
     # of a name. "delicious" follows only golden and red, "grapefruit" only red and golden, "juice", "cap", "lady",
@@ -214,10 +216,10 @@ def test_learn_colour_names_from_the_grocery_titles(datasets_dir):
 
 
 def test_learn_colour_names_from_the_fashion_titles(datasets_dir):
-    from shoplens.textindex import name_values
+    from shoplens.index.text import name_values
 
     catalog = read_catalog(datasets_dir / "fashion-images")
-    names = set(colour.learn_colour_names((name_values(p.metadata), p.metadata.get("colour"))
+    names = set(learn_colour_names((name_values(p.metadata), p.metadata.get("colour"))
                                           for p in catalog.products))
     # Brands: "Red Tape" (32 products, labelled Black 18, Brown 11, Grey 2, Navy Blue 1: never red) and "Red Chief"
     # (11, Black, Brown, Khaki, Mushroom Brown); "tape" and "chief" follow no other colour.
@@ -238,7 +240,7 @@ def test_learn_colour_names_worked_by_hand():
                 # Two colours only before "sneaker", but the product's own label agrees: the colour describes.
                 (["Classic Red Sneaker"], "Red"), (["Classic Blue Sneaker"], "Blue")]
     # "wine" (itself a colour word) follows red and white: 2 < 3 colours, so both are names.
-    assert colour.learn_colour_names(products) == ["chocolate milk", "olive oil", "orange juice", "red wine",
+    assert learn_colour_names(products) == ["chocolate milk", "olive oil", "orange juice", "red wine",
                                                    "white wine"]
 
 
@@ -298,11 +300,11 @@ def test_flood_fills_a_winding_backdrop_whole():
     border = np.zeros_like(allowed)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     assert allowed.sum() == 1 + 9 + 1 + 8 + 3 + 6 + 4 + 7 + 2 + 9  # rows 0 to 9, counted on the drawing
-    np.testing.assert_array_equal(colour._flood(allowed, border), allowed)
+    np.testing.assert_array_equal(_flood(allowed, border), allowed)
     # Walled off at its mouth, none of it is reached.
     closed = allowed.copy()
     closed[0, 1] = False
-    assert not colour._flood(closed, border).any()
+    assert not _flood(closed, border).any()
 
 
 def test_flood_follows_a_long_serpentine_and_not_diagonals():
@@ -322,4 +324,4 @@ def test_flood_follows_a_long_serpentine_and_not_diagonals():
     border = np.zeros_like(allowed)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     assert path.sum() == 220 and not path[4, 10]
-    np.testing.assert_array_equal(colour._flood(allowed, border), path)
+    np.testing.assert_array_equal(_flood(allowed, border), path)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import PALETTE, ColourEncoder, make_photo
-from shoplens import cli, embedcache
+from shoplens import cli
 from shoplens.catalog import read_catalog
-from shoplens.evaluate import evaluate, label_of, parse_label, rank
+from shoplens.index import embedcache
+from shoplens.quality.evaluate import evaluate, label_of, parse_label, rank
 
 
 @pytest.fixture(autouse=True)
@@ -189,8 +190,8 @@ def test_cli_evaluate_writes_json_with_plain_keys(manifest_catalog, tmp_path, ca
 
 def test_cli_evaluate_reuses_an_index(manifest_catalog, tmp_path, capsys):
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import open_store
-    from shoplens.sync import sync_catalog
 
     index = tmp_path / "index"
     with open_store(index) as store:

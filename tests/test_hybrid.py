@@ -5,7 +5,7 @@ coloured shape on white, so the colour extraction names it exactly) is indexed o
 `sync_catalog` with the real TextIndexer (MiniLM). The image encoder is a colour-blind shape mask, like
 ImageNet features that barely see colour: photo search finds the shape, colours come from the payload.
 Expected rankings are worked out by hand, or from the store's own lists fused by `fused_by_hand` (weighted
-RRF written out again here, not shoplens.text.fusion.rrf, the code under test).
+RRF written out again here, not shoplens.query.fusion.rrf, the code under test).
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ import pytest
 from PIL import Image
 
 from conftest import make_product_photo
-from shoplens import hybrid
 from shoplens.catalog import read_catalog
-from shoplens.colour import PALETTE, colour_profile, colour_similarity
+from shoplens.colour import PALETTE, colour_profile
 from shoplens.encoders import Encoder, create_encoder, l2_normalise
-from shoplens.hybrid import (CANDIDATES, RRF_K, TEXT_WEIGHTS, WORDS_WEIGHT, TextSide, photo_colour_rerank,
+from shoplens.index.sync import sync_catalog
+from shoplens.index.text import BRIDGE_FILE, MIN_BRIDGE_PAIRS, TextIndexer, load_bridge
+from shoplens.quality.textevaluate import evaluate_text
+from shoplens.query import hybrid
+from shoplens.query.hybrid import (CANDIDATES, RRF_K, TEXT_WEIGHTS, WORDS_WEIGHT, TextSide, photo_colour_rerank,
                              search_text)
-from shoplens.search import Searcher
+from shoplens.query.rerank import colour_similarity
+from shoplens.query.search import Searcher
 from shoplens.store import TEXT_VECTOR, Hit, StoreError, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
-from shoplens.sync import sync_catalog
 from shoplens.text.document import bm25_query
-from shoplens.textevaluate import evaluate_text
-from shoplens.textindex import BRIDGE_FILE, MIN_BRIDGE_PAIRS, TextIndexer, load_bridge
 
 STORES = ["edge", "qdrant-client"]
 
@@ -645,7 +646,7 @@ def test_evaluate_text_on_a_tiny_catalog(tmp_path):
             assert by_label["article_type"] >= by_label["article_type + colour"], (kind, by_label)
     # Seed 0 holds out Modern Red Sneaker, Vintage Red Tshirt and four of the six handbags (Classic and Modern,
     # Red and Blue), leaving 5 sneakers (2 red), 5 tshirts (2 red), 2 handbags (1 red, 1 blue) and 6 scarves.
-    from shoplens.textevaluate import hold_out
+    from shoplens.quality.textevaluate import hold_out
 
     held = {p.title for p in hold_out(read_catalog(root).products, 0.25, 0)[1]}
     assert held == {"Modern Red Sneaker", "Vintage Red Tshirt", "Classic Red Handbag", "Modern Red Handbag",

@@ -138,9 +138,9 @@ def built(tmp_path_factory):
 
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
     from shoplens.store.edge import EdgeStore
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import TextIndexer
 
     base = tmp_path_factory.mktemp("integrity")
     cache = fresh_cache(base / "cache")
@@ -284,11 +284,11 @@ def test_verify_reports_each_defect_and_repair_fixes_it_on_qdrant_client(tmp_pat
     """The checks that apply to a Qdrant server, on qdrant-client's local (':memory:') mode: a point without
     its image vector, a point without its payload, a garbage bridge file."""
     from shoplens.catalog import read_catalog
-    from shoplens.check import repair, verify
     from shoplens.encoders import create_encoder
+    from shoplens.index.check import repair, verify
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import BRIDGE_FILE, TextIndexer
     from shoplens.store.remote import QdrantStore
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import BRIDGE_FILE, TextIndexer
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(fresh_cache(tmp_path / "cache")))
     catalog = read_catalog(make_catalog(tmp_path / "catalog"))
@@ -328,10 +328,10 @@ def test_indexer_refuses_to_start_without_disk_space_and_leaves_the_index_alone(
 
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import DiskSpaceError
     from shoplens.store import space
     from shoplens.store.edge import EdgeStore
-    from shoplens.sync import sync_catalog
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(space.shutil, "disk_usage", lambda _p: usage(2**30, 2**30 - 2**20, 2**20))
@@ -450,8 +450,8 @@ def test_metadata_without_a_backup_names_a_rebuild_into_a_new_folder(built, tmp_
 
 def test_text_search_refits_a_truncated_bridge_instead_of_a_traceback(built, tmp_path, monkeypatch):
     """A half text-bridge.npz used to raise BadZipFile on every text search, and no re-run repaired it."""
-    from shoplens.search import Searcher
-    from shoplens.textindex import BRIDGE_FILE
+    from shoplens.index.text import BRIDGE_FILE
+    from shoplens.query.search import Searcher
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(built["cache"]))
     index = tmp_path / "index"
@@ -473,12 +473,12 @@ def test_indexer_drops_a_damaged_point_no_product_owns(folder_catalog, tmp_path,
     """A point with an empty payload whose id is no catalog product's: the check flags it, the indexer
     removes it (nothing could ever find or re-write it), and the index is whole again."""
     from shoplens.catalog import read_catalog
-    from shoplens.check import verify
     from shoplens.encoders import create_encoder
+    from shoplens.index.check import verify
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import PointData
     from shoplens.store.edge import EdgeStore
     from shoplens.store.remote import QdrantStore
-    from shoplens.sync import sync_catalog
 
     monkeypatch.setenv("SHOPLENS_CACHE", str(tmp_path / "cache"))
     catalog = read_catalog(folder_catalog)
@@ -511,3 +511,66 @@ def test_check_on_a_whole_index_exits_0_and_speaks_json(built, tmp_path, capsys,
     assert "nothing to repair" in capsys.readouterr().out
     assert main(["check", "--index", str(tmp_path / "nothing-here")]) == 1
     assert "no index at" in capsys.readouterr().out
+
+
+def test_repair_makes_the_fresh_shard_as_the_original_was(built, tmp_path, monkeypatch):
+    """A repair that copies the points into a fresh shard creates it with the original's configuration (HNSW,
+    quantization, vectors on disk, optimizer threshold, sparse IDF) and payload indexes, so filtered and keyword
+    searches answer exactly as before the damage. Before: the fresh shard had Qdrant's defaults."""
+    import qdrant_edge as qe
+
+    from shoplens.catalog import read_catalog
+    from shoplens.encoders import create_encoder
+    from shoplens.index.check import repair, verify
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
+    from shoplens.query.search import Searcher
+    from shoplens.store import point_id
+    from shoplens.store.edge import EdgeStore, read_json
+
+    monkeypatch.setenv("SHOPLENS_CACHE", str(built["cache"]))  # the build's embedding cache refills the vectors
+    index = tmp_path / "index"
+    with EdgeStore(index, hnsw_config=qe.HnswIndexConfig(m=8, ef_construct=40, full_scan_threshold=5000),
+                   quantization_config=qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True),
+                   on_disk_vectors=True, optimizers_config=qe.EdgeOptimizersConfig(indexing_threshold=1)) as store:
+        sync_catalog(read_catalog(built["catalog"]), store, create_encoder("tiny"), text=TextIndexer(), progress=False)
+
+    def config_and_indexes() -> tuple[dict, dict]:
+        with EdgeStore(index) as store:  # as read back by a fresh opening
+            schema = {name: str(info.data_type) for name, info in store.shard.info().payload_schema.items()}
+        return read_json(index / "shard" / "edge_config.json"), schema
+
+    photo = built["catalog"] / "photos" / "p004.jpg"
+    shoes_red = {"category": ["Shoes"], "colour": ["Red"]}
+
+    def answers() -> tuple[list[str], list[str]]:
+        searcher = Searcher.open(index)
+        try:
+            filtered = searcher.search_image(photo, k=10, filters=shoes_red, crop="off").hits
+            words = searcher.search_text("blue shoe number 17", k=5, mode="keyword").hits
+        finally:
+            searcher.close()
+        return [h.product_id for h in filtered], [h.product_id for h in words]
+
+    config, schema = config_and_indexes()
+    # What the store was asked for, as Edge keeps it (worked out from the options above).
+    assert config["hnsw_config"]["m"] == 8 and config["hnsw_config"]["ef_construct"] == 40
+    assert config["optimizers"]["indexing_threshold"] == 1 and config["vectors"]["image"]["on_disk"] is True
+    assert "int8" in json.dumps(config["quantization_config"]).lower()
+    assert config["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
+    assert schema == {"category": "PayloadSchemaType.Keyword", "colour": "PayloadSchemaType.Keyword",
+                      "colours": "PayloadSchemaType.Keyword"}
+    filtered, words = answers()
+    # Red is i % 4 == 0 and Shoes (i // 4) % 3 == 1: i in 4, 16, 28, 40, 52 (make_catalog); the photo is p004's.
+    assert sorted(filtered) == ["p004", "p016", "p028", "p040", "p052"] and filtered[0] == "p004"
+    assert words[0] == "p017"  # "Blue shoe number 17": the only title with all four words
+
+    with EdgeStore(index) as store:  # the damage: two products lose their image vector
+        store.shard.update(qe.UpdateOperation.delete_vectors([point_id("p004"), point_id("p017")], ["image"]))
+        store.shard.flush()
+        assert verify(store).kinds() == {"image"}
+        report = repair(store)
+    assert report.ok, report.lines()
+    assert any("copied 64 whole products into a fresh shard (2 image vectors refilled" in r for r in report.repaired)
+    assert config_and_indexes() == (config, schema)
+    assert answers() == (filtered, words)

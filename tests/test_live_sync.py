@@ -12,9 +12,9 @@ import pytest
 from conftest import make_shop_catalog
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
-from shoplens.search import Searcher
+from shoplens.index.sync import sync_catalog
+from shoplens.query.search import Searcher
 from shoplens.store import open_store
-from shoplens.sync import sync_catalog
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from conftest import REPO, make_product_photo  # noqa: E402
-from shoplens.channel import SOCKET_NAME, Channel, ChannelError, connect, request  # noqa: E402
+from shoplens.index.channel import SOCKET_NAME, Channel, ChannelError, connect, request  # noqa: E402
 from shoplens.store import point_id  # noqa: E402
 
 
@@ -124,7 +124,7 @@ def test_the_channel_is_the_owners_only(serving, small_index):
 
 
 def test_another_uid_is_refused(small_index, monkeypatch):
-    import shoplens.channel as channel
+    import shoplens.index.channel as channel
 
     ran = []
     server = Channel(small_index, {"sync": lambda args, reply: ran.append(1)}).start()
@@ -235,6 +235,83 @@ def test_app_that_stops_mid_sync(small_index, tmp_path):
     assert again.returncode == 0 and again.stdout.startswith("added 0, updated 0, unchanged 24")
 
 
+def files_of(index: Path) -> dict[str, bytes]:
+    """Every file of an index folder but the app's socket, with its bytes (the WAL's 32 MB files as a digest)."""
+    import hashlib
+
+    return {str(f.relative_to(index)): hashlib.sha256(f.read_bytes()).digest()
+            for f in sorted(index.rglob("*")) if f.is_file() and f.name != SOCKET_NAME}
+
+
+def test_repair_refuses_while_the_app_serves_and_a_check_reads_a_snapshot(serving, small_index):
+    """index.json is zeroed under a serving app. Before: `check --repair` restored it (a write beside the app)
+    and then failed on the WAL lock; a plain `check` could not open the index at all."""
+    (small_index / "index.json").write_bytes(b"\0" * 64)
+    before = files_of(small_index)
+    done = run_cli("check", "--index", small_index, "--repair", entry="shoplens")
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert files_of(small_index) == before  # nothing changed: index.json still zeroed, nothing moved aside
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: the index at {small_index} is served by a running shoplens app "
+                               f"(pid {os.getpid()}); a repair beside it could lose products, so nothing was changed. "
+                               "Stop the app"), lines[0]
+    assert serving.searcher.store.count() == 24
+
+    # The plain check reads a snapshot and names the served index, not the copy.
+    check = run_cli("check", "--index", small_index, entry="shoplens")
+    assert check.returncode == 1, check.stdout + check.stderr
+    out = check.stdout.strip().splitlines()
+    assert out[0] == (f"damaged: {small_index / 'index.json'}: unreadable index metadata (Expecting value: line 1 "
+                      f"column 1 (char 0)); fix: python -m shoplens check --index {small_index} --repair"), out
+    assert out[-1] == (f"note: checked a snapshot the app serving {small_index} made between two writes; stop the "
+                       "app before repairing")
+    assert "shoplens-snapshot-" not in check.stdout
+    (small_index / "index.json").write_bytes((small_index / "index.backup.json").read_bytes())
+    whole = run_cli("check", "--index", small_index, entry="shoplens")
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert whole.stdout.splitlines()[0] == f"ok: the index at {small_index} is whole (24 products)"
+    assert files_of(small_index) == {**before, "index.json": before["index.backup.json"]}
+
+
+def test_repair_refuses_while_another_process_holds_the_index(small_index):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, qdrant_edge; s = qdrant_edge.EdgeShard.load(sys.argv[1]);"
+                               " print('held', flush=True); sys.stdin.read()", str(small_index / "shard")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        whole = (small_index / "index.json").read_bytes()
+        # A repair refuses before anything (before: it restored the zeroed index.json beside the holder).
+        # A plain check needs the shard (a whole index.json): it says why it cannot open it.
+        for meta, args in ((b"\0" * 64, ("--repair",)), (whole, ())):
+            (small_index / "index.json").write_bytes(meta)
+            before = files_of(small_index)
+            done = run_cli("check", "--index", small_index, *args, entry="shoplens")
+            lines = done.stderr.strip().splitlines()
+            assert files_of(small_index) == before
+            assert done.returncode == 2 and len(lines) == 1, (args, done.stdout + done.stderr)
+            assert lines[0].startswith(f"error: the index at {small_index} is held by another process that is not "
+                                       "a serving shoplens app"), lines[0]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_closing_the_channel_ends_its_thread_without_an_exception(small_index, monkeypatch):
+    """Before: close() left the accept loop blocked in accept() for ever (26 of 30 rounds), or the loop read
+    self._server after close() had set it to None (AttributeError from the shoplens-channel thread)."""
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", lambda hook: raised.append((hook.thread.name, hook.exc_value)))
+    for _ in range(30):
+        server = Channel(small_index, {}).start()
+        assert request(connect(small_index), "ping")["app"] == "shoplens"
+        thread = server._thread
+        server.close()
+        assert not thread.is_alive()
+        assert not (small_index / SOCKET_NAME).exists()
+    assert raised == []
+
+
 # --- writes never come from the web page ---
 
 # Every endpoint the page offers; each only reads the index. A new one must be added here knowingly.
@@ -267,7 +344,7 @@ def test_the_channel_is_not_reachable_through_gradio(serving, small_index):
 # --- app.py --catalog DIR --watch SECONDS ---
 
 def test_watch_syncs_on_a_timer(serving, tmp_path):
-    from shoplens.live import Watcher
+    from shoplens.index.live import Watcher
 
     catalog = tmp_path / "catalog"
     watcher = Watcher(serving.live, catalog, 0.3).start()
@@ -287,13 +364,13 @@ def test_watch_syncs_on_a_timer(serving, tmp_path):
 
 def test_watch_survives_a_vanishing_catalog(serving, tmp_path, caplog):
     import logging
-    from shoplens.live import Watcher
+    from shoplens.index.live import Watcher
 
     catalog = tmp_path / "catalog"
     watcher = Watcher(serving.live, catalog, 3600)  # ticks by hand
     hidden = tmp_path / "hidden"
     catalog.rename(hidden)
-    with caplog.at_level(logging.INFO, logger="shoplens.live"):
+    with caplog.at_level(logging.INFO, logger="shoplens.index.live"):
         assert watcher.tick() is None
         assert watcher.tick() is None
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -386,14 +463,53 @@ def test_a_replaced_photo_gets_a_new_thumbnail(big_index, tmp_path):
 
 def test_a_page_loaded_after_a_sync_shows_the_new_counts_and_values(serving, small_index, tmp_path):
     add_product(tmp_path / "catalog", "zz", (10, 200, 200), "photos/new/zz.jpg")
+    make_product_photo(tmp_path / "catalog/photos/hats/hcm.jpg", (10, 200, 200), "round")
+    with open(tmp_path / "catalog/products.csv", "a") as fh:
+        fh.write("hcm,photos/hats/hcm.jpg,Cyan hat for men,Hats,Cyan,Men\n")
     assert run_cli(tmp_path / "catalog", "--index", small_index, "--quiet").returncode == 0
     load = next(f.fn for f in serving.demo.fns.values() if getattr(f.fn, "__name__", "") == "refreshed")
     out = load()
     header = next(v for v in out.values() if isinstance(v, str))
-    assert "**25** products" in header
+    assert "**26** products" in header  # 24 + zz + hcm
     colours = next(u["choices"] for u in out.values() if isinstance(u, dict) and
                    any("Cyan" in str(c) for c in u["choices"]))
     assert len(colours) == 5  # Red, Blue, Green, Yellow and the new Cyan
+    # The "Browse by category" picker (the category filter's values too): the new category, Hats. Before: the
+    # picker was not among the page load's outputs and kept the values the app started with.
+    pickers = [sorted(u["choices"]) for u in out.values() if isinstance(u, dict) and
+               any("Hats" in str(c) for c in u["choices"])]
+    assert pickers == [[("Bags (9)", "Bags"), ("Hats (1)", "Hats"), ("Shoes (8)", "Shoes"), ("Tops (8)", "Tops")]] * 2
+
+
+def test_the_category_picker_of_a_page_loaded_after_a_sync_lists_a_new_category(small_index, tmp_path):
+    """A sync run by the app (its Watcher, as --watch does) adds a product in a new category, Hats. Before: the
+    "Browse by category" picker kept the values the app started with, page load after page load."""
+    from shoplens.index.live import LiveIndex, Watcher
+    from shoplens.web.handlers import Handlers, Update
+    from shoplens.web.shop import Shop
+
+    shop = Shop(Searcher.open(small_index), page_size=4, thumbnails=False)
+    facets = shop.facets()
+    assert shop.browse_field(facets) == "category"  # what ui.build gives the page's "Browse by" to start with
+    act = Handlers(shop, ["category", "colour", "gender"], crop="off", browse_default="category")
+    live = LiveIndex(small_index, shop.searcher.store, refreshed=shop.refresh)
+    try:
+        started = [("Bags (8)", "Bags"), ("Shoes (8)", "Shoes"), ("Tops (8)", "Tops")]  # 8 per category
+        assert sorted(act.refreshed()["browse_value"].changes["choices"]) == started
+        catalog = tmp_path / "catalog"
+        make_product_photo(catalog / "photos/hats/hcm.jpg", (10, 200, 200), "round")
+        with open(catalog / "products.csv", "a") as fh:
+            fh.write("hcm,photos/hats/hcm.jpg,Cyan hat for men,Hats,Cyan,Men\n")
+        summary = Watcher(live, catalog, 3600).tick()
+        assert (summary.added, summary.unchanged, summary.removed) == (1, 24, 0)
+        picker = act.refreshed()["browse_value"]
+        assert sorted(picker.changes["choices"]) == sorted(started + [("Hats (1)", "Hats")])
+        assert picker == Update(choices=picker.changes["choices"])  # only the choices change (the picker starts empty)
+        assert act.browse_values("category")["browse_value"].changes["choices"] == picker.changes["choices"]
+        assert act.browse("category", "Hats", False)["page_ids"] == ["hcm"]
+    finally:
+        live.close()
+        shop.searcher.close()
 
 
 def test_a_photo_smaller_than_a_thumbnail_is_shown_as_it_is(small_index, tmp_path):

@@ -130,7 +130,7 @@ def handmade_index(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searcher(handmade_index, saliency):
-    from shoplens.search import Searcher
+    from shoplens.query.search import Searcher
 
     s = Searcher.open(handmade_index)
     s._localiser = saliency  # share the loaded model across tests
@@ -180,7 +180,7 @@ def test_crop_encoder_embeds_the_best_crop(saliency):
 
 
 def test_evaluate_crops_only_queries(tmp_path, saliency):
-    from shoplens.evaluate import evaluate
+    from shoplens.quality.evaluate import evaluate
 
     catalog = tmp_path / "catalog"
     queries = tmp_path / "queries"

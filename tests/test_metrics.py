@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from shoplens import metrics
+from shoplens.quality import metrics
 
 # Ranking [hit, miss, hit, miss, miss] with 3 relevant items in the catalog.
 REL = [1, 0, 1, 0, 0]

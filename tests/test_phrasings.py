@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from conftest import make_product_photo
-from shoplens import hybrid
 from shoplens.catalog import read_catalog
 from shoplens.encoders import Encoder, l2_normalise
-from shoplens.hybrid import TextSide, label_list
-from shoplens.phrasings import (Phrasing, PhrasingError, capped_precision, evaluate_phrasings, read_phrasings,
+from shoplens.quality.phrasings import (Phrasing, PhrasingError, capped_precision, evaluate_phrasings, read_phrasings,
                                 score_phrasings)
+from shoplens.query import hybrid
+from shoplens.query.hybrid import TextSide, label_list
 from shoplens.store import TEXT_VECTOR, Hit
 from shoplens.text.expand import LabelVocabulary, pick_labels, type_votes
 
@@ -250,14 +250,17 @@ def test_evaluate_phrasings_end_to_end(shop, tmp_path):
     assert result.figures["tune"]["keyword"] == pytest.approx(1 / 3)
     assert result.figures["report"]["keyword"] == 1.0
     assert result.unscored == ["umbrella"] and result.info["indexed"] == 8
-    assert (index / "shoplens.json").exists() or any(index.iterdir())  # kept for the next run
+    from shoplens.store.edge import EdgeStore
+
+    with EdgeStore(index) as store:  # kept for the next run: the 8 products, with their text vectors
+        assert store.count() == 8 and store.read_meta()["text"]
     again = evaluate_phrasings(read_catalog(shop), phrasings, index=index, encoder=InkEncoder(), modes=("keyword",))
     assert again.per_query == result.per_query and again.info["seconds_indexing"] < result.info["seconds_indexing"]
 
 
 def test_label_vocabulary_on_a_real_index(shop, tmp_path):
     """The Searcher reads the shop's article types; 'bag' means Bags to MiniLM, and the labels list holds bags only."""
-    from shoplens.phrasings import phrasing_index
+    from shoplens.quality.phrasings import phrasing_index
 
     with phrasing_index(read_catalog(shop), tmp_path / "index", InkEncoder()) as searcher:
         side = searcher.text_side
@@ -317,11 +320,11 @@ def test_fused_with_the_type_list_by_hand():
 
 def test_type_list_alike_on_both_stores(shop, tmp_path):
     """Edge and a Qdrant server (qdrant-client in memory) read the same types and fuse alike."""
-    from shoplens.search import Searcher
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
+    from shoplens.query.search import Searcher
     from shoplens.store.edge import EdgeStore
     from shoplens.store.remote import QdrantStore
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import TextIndexer
 
     catalog, encoder, searchers = read_catalog(shop), InkEncoder(), []
     for store in (EdgeStore(tmp_path / "edge"), QdrantStore(":memory:")):

@@ -23,8 +23,8 @@ from PIL import Image
 
 from shoplens.images import ImageError, load_image
 from shoplens.web import shop as shop_module
-from shoplens.web.photos import Photos
 from shoplens.web import serve as serve_module
+from shoplens.web.photos import Photos
 from shoplens.web.serve import create, main
 from shoplens.web.shop import MAX_UPLOAD_PIXELS, Shop
 from shoplens.web.ui import PhotoInput
@@ -44,8 +44,8 @@ XSS_CATEGORY = "<b>Evil</b>"
 def index_catalog(manifest: Path, index: Path) -> Path:
     from shoplens.catalog import read_catalog
     from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
     from shoplens.store import open_store
-    from shoplens.sync import sync_catalog
 
     with open_store(index) as store:
         sync_catalog(read_catalog(manifest), store, create_encoder("tiny"), progress=False)

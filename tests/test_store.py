@@ -126,6 +126,20 @@ def test_missing_and_foreign_folders(tmp_path):
         EdgeStore(tmp_path / "docs").read_meta()
 
 
+def test_no_index_names_the_command_and_a_refused_search_closes_its_store(tmp_path, monkeypatch):
+    from shoplens.query.search import Searcher
+
+    where = tmp_path / "new"
+    with pytest.raises(StoreError) as err:
+        EdgeStore(where).require_meta()
+    assert str(err.value) == f"no index at {where}; build one with: python indexer.py CATALOG --index {where}"
+    closed = []
+    monkeypatch.setattr(EdgeStore, "close", lambda self: closed.append(self.location))
+    with pytest.raises(StoreError, match="no index at"):
+        Searcher.open(where)
+    assert closed == [str(where)]
+
+
 def test_unreachable_server_is_a_store_error():
     store = QdrantStore("http://127.0.0.1:9", timeout=2)
     with pytest.raises(StoreError, match="127.0.0.1:9"):

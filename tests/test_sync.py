@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,9 +19,9 @@ from PIL import Image
 from conftest import PALETTE, REPO, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
-from shoplens.store import IndexMismatchError, point_id
+from shoplens.index.sync import filter_fields, sync_catalog
+from shoplens.store import IndexMismatchError, StoreError, point_id
 from shoplens.store.edge import EdgeStore
-from shoplens.sync import filter_fields, sync_catalog
 from stores import STORES
 
 
@@ -144,6 +145,28 @@ def test_another_encoder_is_refused(folder_catalog, store, colour_encoder):
         _sync(folder_catalog, store, create_encoder("tiny"))
 
 
+def test_a_failed_write_closes_the_bar_so_the_error_starts_a_line(folder_catalog, make_store, colour_encoder,
+                                                                   monkeypatch):
+    store = make_store("edge")
+
+    def lost(points):
+        raise StoreError("lost the server")
+
+    monkeypatch.setattr(store, "upsert", lost)
+    drawn = io.StringIO()
+    try:
+        sync_catalog(read_catalog(folder_catalog), store, colour_encoder, progress=drawn, batch_size=4)
+    except StoreError:
+        # Read while the error is handled, where the CLI prints it: the run's frames, its bar among them, still
+        # live (an unclosed bar is closed only when it is collected, after the error line).
+        text = drawn.getvalue()
+    else:
+        pytest.fail("the write did not fail")
+    # The bar counted the first batch's 4 products (of 8), whose write failed, and ended its line.
+    assert text.endswith("\n"), repr(text)
+    assert " 4/8 " in text.split("\r")[-1], repr(text)
+
+
 def test_filter_fields_are_category_like(datasets_dir):
     fields = filter_fields(read_catalog(datasets_dir / "fashion-images"))
     assert fields == ["category", "colour", "gender", "product_type", "sub_category", "usage"]
@@ -247,8 +270,8 @@ def test_colours_follow_the_label_and_the_flag(tmp_path, store):
 
 def test_an_index_with_text_keeps_it_in_step_without_being_asked(tmp_path):
     from conftest import make_shop_catalog
-    from shoplens.search import Searcher
-    from shoplens.textindex import TextIndexer
+    from shoplens.index.text import TextIndexer
+    from shoplens.query.search import Searcher
 
     root = make_shop_catalog(tmp_path / "shop")
     tiny = create_encoder("tiny")

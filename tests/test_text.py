@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from shoplens.query.fusion import rrf, rrf_score
 from shoplens.text.bridge import BridgeMismatchError, fit_bridge, load_bridge, neighbour_means
 from shoplens.text.document import bm25_document, bm25_query, product_text, semantic_text
-from shoplens.text.fusion import rrf, rrf_score
 
 FASHION_ROW = {"id": "10000", "gender": "Women", "category": "Apparel", "sub_category": "Bottomwear",
                "article_type": "Skirts", "colour": "White", "season": "Summer", "year": "2011", "usage": "Casual",

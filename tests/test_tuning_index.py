@@ -25,14 +25,14 @@ from conftest import PALETTE, REPO, ColourEncoder, fresh_cache, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.cli import main
 from shoplens.encoders import create_encoder
-from shoplens.evaluate import evaluate
-from shoplens.search import Searcher
+from shoplens.index.sync import sync_catalog
+from shoplens.index.tuning import TUNING_FIELD, TuningIndexError
+from shoplens.quality.evaluate import evaluate
+from shoplens.query.search import Searcher
 from shoplens.store import StoreError, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
-from shoplens.sync import sync_catalog
 from shoplens.tune import Tuning
-from shoplens.tuneindex import TUNING_FIELD, TuningIndexError
 
 # product id -> (colour, kind); 'kind' is the label a tuning is "fitted" on.
 PRODUCTS = {"r1": ("red", "warm"), "r2": ("dark-red", "warm"), "y1": ("yellow", "warm"),
@@ -343,12 +343,39 @@ def test_tune_label_fits_and_applies_in_one_run(catalog, tmp_path, capsys):
     assert record["hash"] != meta["tuning"]["hash"] and json.loads(out)["reprojected"] == 8
 
 
+
+def test_a_sync_handed_to_an_app_says_everything_on_the_indexers_stream(catalog, tmp_path, capsys):
+    """An app running an indexer's sync writes the indexer's bars and notes to the stream it was handed (the
+    indexer's terminal), never to its own console: the tuning line, the re-projection."""
+    from io import StringIO
+
+    from shoplens.index.live import LiveIndex
+
+    index = tmp_path / "idx"
+    assert run(capsys, "index", catalog, "--index", index, "--encoder", "tiny", "--quiet")[0] == 0
+    store = EdgeStore(index)
+    live = LiveIndex(index, store)
+    try:
+        terminal = StringIO()
+        summary = live.sync({"catalog": catalog.resolve(), "layout": "auto", "encoder": "tiny", "batch_size": 4,
+                             "text": "auto", "tune_label": "kind",
+                             "force": True}, progress=terminal)
+        said = terminal.getvalue()
+        console = capsys.readouterr()
+        assert summary.reprojected == 8  # the 8 stored vectors, re-projected to the new tuning
+        assert re.search(r"Tuned to kind: held-out (P@10|R@1) \d\.\d\d → \d\.\d\d", said), said
+        assert "re-projecting" in said
+        assert console.out == "" and console.err == ""
+    finally:
+        live.close()
+        store.close()
+
 # --- killed midway ---
 
 KILLED_RUN = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-import shoplens.tuneindex as tuneindex
+import shoplens.index.tuning as tuneindex
 from shoplens.store.edge import EdgeStore
 
 tuneindex.BATCH = 4
@@ -499,8 +526,8 @@ def test_the_app_says_which_tuning_is_in_use(catalog, tmp_path, capsys):
 
 
 def test_the_text_bridge_is_fitted_again_on_the_reprojected_vectors(tmp_path):
+    from shoplens.index.text import BRIDGE_ALPHA, BRIDGE_FILE, TextIndexer
     from shoplens.text.bridge import fit_bridge, load_bridge
-    from shoplens.textindex import BRIDGE_ALPHA, BRIDGE_FILE, TextIndexer
 
     root = tmp_path / "catalog"
     colours = list(PALETTE.items())
@@ -553,7 +580,7 @@ def test_the_indexer_leaves_every_backbone_vector_in_the_cache_for_tune(catalog,
 def interrupted_change(store, tuning, after_batches: int) -> None:
     """A change of tuning stopped as a kill would stop it: after some batches, between a batch's vectors and
     its marks."""
-    from shoplens.tuneindex import change_tuning
+    from shoplens.index.tuning import change_tuning
 
     calls = {"n": 0}
     real = store.set_field

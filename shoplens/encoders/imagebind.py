@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.encoders.base import Encoder, EncoderError, l2_normalise
 from shoplens.encoders.preprocess import fit_square, to_tensor
@@ -51,20 +52,21 @@ def checkpoint_path(path: str | Path | None = None, download: bool = True, timeo
 
 
 def download_checkpoint(target: Path, url: str = CHECKPOINT_URL, timeout: float = 10.0) -> Path:
-    """Stream the checkpoint to `target` (via a .part file), then verify it. Fails fast offline."""
-    part = target.with_suffix(".part")
-    print(f"Downloading the ImageBind checkpoint (4.8 GB) to {target} ...", file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
+    """Stream the checkpoint to `target` (atomically: an interrupted download leaves no half file), then verify
+    it. Fails fast offline."""
+    def fetch(tmp: Path) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
             while chunk := response.read(1 << 22):
                 out.write(chunk)
+
+    print(f"Downloading the ImageBind checkpoint (4.8 GB) to {target} ...", file=sys.stderr)
+    try:
+        atomic_write(target, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        part.unlink(missing_ok=True)
         raise EncoderError(
             f"could not download the ImageBind checkpoint from {url} ({exc}). Without internet, copy the file "
             f"to {target} or pass its path (SHOPLENS_IMAGEBIND_CHECKPOINT)."
         ) from None
-    os.replace(part, target)
     verify_checkpoint(target)
     return target
 

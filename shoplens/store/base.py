@@ -1,4 +1,5 @@
-"""One store interface; an embedded Qdrant Edge shard and a qdrant-client collection implement it."""
+"""One store interface; an embedded Qdrant Edge shard, a qdrant-client collection and a Milvus collection
+implement it."""
 
 from __future__ import annotations
 
@@ -37,6 +38,10 @@ class DiskSpaceError(StoreError):
     """Not enough free disk space to write (or even open) the index; nothing was changed."""
 
 
+class ServerLostError(StoreError):
+    """The store's server stopped answering (refused, unreachable, or no answer in time): not a damaged index."""
+
+
 def repair_command(location: str, qdrant: bool = False) -> str:
     """The command that checks and repairs the index at `location`."""
     where = f"--qdrant-url {location.split(' (collection')[0]}" if qdrant else f"--index {location}"
@@ -52,7 +57,7 @@ def point_id(product_id: str) -> str:
 class Hit:
     """A product returned by the store: its point id, score (cosine, or 0 for listings) and payload.
 
-    `score` is what a list is ranked by, so it decreases down every list; re-ranking (shoplens.hybrid)
+    `score` is what a list is ranked by, so it decreases down every list; re-ranking (shoplens.query.hybrid)
     replaces it. `similarity` is the raw image cosine to the query photo where there is one.
     """
 
@@ -115,6 +120,14 @@ class Store(ABC):
     @abstractmethod
     def read_meta(self) -> dict | None:
         """The index's metadata (encoder, dim, catalog, ...), or None when the index does not exist."""
+
+    def require_meta(self) -> dict:
+        """The index's metadata; a StoreError with the command that builds the index when there is none."""
+        meta = self.read_meta()
+        if meta is None:
+            where = f" {self.cli_args()}" if self.cli_args() else ""
+            raise StoreError(f"no index at {self.location}; build one with: python indexer.py CATALOG{where}")
+        return meta
 
     @abstractmethod
     def create(self, meta: dict) -> None:

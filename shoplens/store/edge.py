@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -173,6 +174,15 @@ class EdgeStore(Store):
                 self._shard = qe.EdgeShard.create(str(shard_dir), config)
         self.write_meta(meta)
         self.backup_config()
+
+    def create_from_config(self, config: dict) -> None:
+        """Create an empty shard from a Qdrant Edge config as a shard's edge_config.json holds it (another
+        shard's: the repair's fresh shard is configured exactly as the damaged one was)."""
+        shard_dir = self.path / SHARD_DIR
+        shard_dir.mkdir(parents=True)
+        write_atomically(shard_dir / CONFIG_FILE, json.dumps(config))
+        with _edge_errors(self.path):
+            self._shard = _edge().EdgeShard.load(str(shard_dir))  # no segments yet: Edge makes them from the file
 
     def backup_config(self) -> None:
         """Keep a copy of Qdrant Edge's config (vectors, tuning) to restore a damaged one from."""
@@ -356,6 +366,26 @@ class EdgeStore(Store):
         with _edge_errors(self.path, reading=True):
             response = self.shard.facet(request)
         return [(str(h.value), int(h.count)) for h in response.hits]
+
+
+def wal_locked(index: str | Path) -> bool:
+    """Whether a process (this one included, through another opening) has the index's shard open: Qdrant Edge
+    holds an exclusive flock on `shard/wal` while a shard is open. Tried and released at once; opens nothing."""
+    try:
+        fd = os.open(Path(index) / SHARD_DIR / "wal", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False  # no WAL (no index yet, or it was moved aside): nothing can hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # a file system without flock: the store's own open says WouldBlock instead
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_json(path: Path) -> dict | None:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from shoplens.store.base import IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, text_dim
+from shoplens.store.base import IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, StoreError, text_dim
 from shoplens.store.edge import (CONFIG_BACKUP, CONFIG_FILE, META_BACKUP, META_FILE, SHARD_DIR, EdgeStore, _edge,
                                  first_line, read_json, write_atomically)
 
@@ -93,6 +93,10 @@ def repair_open(index: Path, meta: dict, aside: Callable[[], Path]) -> tuple[lis
         reason = probe_open(shard_dir)
         if reason is None:
             return done, None
+        if "WouldBlock" in reason:  # another process opened it meanwhile: its files are not ours to move
+            raise StoreError(f"the index at {index} was opened by another process (an app or an indexer) during "
+                             f"the repair{'; done so far: ' + '; '.join(done) if done else ''}. Stop it, then run "
+                             f"the repair again")
         if CONFIG_FILE in reason and not tried_config:
             tried_config = True
             backup = read_json(index / CONFIG_BACKUP)
@@ -133,15 +137,23 @@ def _bisect_segments(shard_dir: Path, aside: Callable[[], Path]) -> str | None:
 def rebuild_shard(store: EdgeStore, meta: dict, keep: Callable[[str, dict, dict], dict | None],
                   aside: Callable[[], Path]) -> tuple[int, int]:
     """Copy every readable point that `keep(id, payload, vectors)` accepts (it returns the vectors to write,
-    or None to drop the point) into a fresh shard, and swap it in; the old shard goes aside.
+    or None to drop the point) into a fresh shard, and swap it in; the old shard goes aside. The fresh shard
+    gets the original's Edge config (shard_config) and payload indexes (payload_indexes): the repaired index
+    searches and filters as before.
     Returns (points copied, points dropped)."""
     qe = _edge()
     index = store.path
     old = store.shard
     work = index / "shard.rebuild"
     shutil.rmtree(work, ignore_errors=True)
-    fresh = EdgeStore(work)
-    fresh.create(meta)
+    # The original's profile, whatever its size says now (used only when no copy of its config is left).
+    fresh = EdgeStore(work, profile="large" if meta.get("edge_profile") == "large" else "default")
+    config = shard_config(index)
+    if config is None:
+        fresh.create(meta)  # vectors and sparse IDF as the indexer sets them; tuning options are not recorded
+    else:
+        fresh.create_from_config(config)
+    schemas = payload_indexes(old, meta)
     copied = dropped = 0
     offset = None
     while True:
@@ -174,8 +186,8 @@ def rebuild_shard(store: EdgeStore, meta: dict, keep: Callable[[str, dict, dict]
             copied += len(points)
         if offset is None:
             break
-    for name in meta.get("keyword_fields", []):
-        fresh.create_keyword_index(name)
+    for name, schema in schemas.items():
+        fresh.shard.update(qe.UpdateOperation.create_field_index(name, schema))
     fresh.finish()
     fresh.close()
     store.close()
@@ -184,6 +196,33 @@ def rebuild_shard(store: EdgeStore, meta: dict, keep: Callable[[str, dict, dict]
     shutil.rmtree(work, ignore_errors=True)
     store.backup_config()
     return copied, dropped
+
+
+def shard_config(index: Path) -> dict | None:
+    """The shard's own Qdrant Edge config (vectors, on-disk storage, sparse vectors, HNSW, quantization,
+    optimizers), or our copy of it; None when neither is usable. A fresh shard made from it is configured as
+    the original was, whatever tuning or profile the index was created with."""
+    for path in (index / SHARD_DIR / CONFIG_FILE, index / CONFIG_BACKUP):
+        config = read_json(path)
+        if config and isinstance(config.get("vectors"), dict) and IMAGE_VECTOR in config["vectors"]:
+            return config
+    return None
+
+
+def payload_indexes(shard, meta: dict) -> dict:
+    """field -> payload index schema of the shard (as Edge reports them), plus the keyword fields the metadata
+    names (those the indexer makes), so the fresh shard filters as fast as the original."""
+    qe = _edge()
+    schemas: dict = {name: qe.PayloadSchemaType.Keyword for name in meta.get("keyword_fields", [])}
+    try:
+        found = shard.info().payload_schema
+    except BaseException as exc:  # noqa: BLE001 - a damaged shard: the metadata's list is what is left
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        return schemas
+    for name, info in found.items():
+        schemas[name] = info.params if info.params is not None else info.data_type
+    return schemas
 
 
 def usable_vector(value, dim: int) -> np.ndarray | None:

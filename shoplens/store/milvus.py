@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 
 from shoplens.cache import cache_dir
-from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
-                                 StoreError, normalise_filters, text_dim)
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, ServerLostError,
+                                 Sparse, Store, StoreError, normalise_filters, text_dim)
 
 DEFAULT_COLLECTION = "products"
 META_SUFFIX = "_shoplens"
@@ -49,6 +49,19 @@ CONSISTENCY = "Strong"
 # A store that has written nothing (a searcher, the app) reads at "Bounded" staleness instead: a Strong search
 # waits for the server's next time tick, 200-400 ms on the 2.3 server, for writes a shopper cannot tell apart.
 READER_CONSISTENCY = "Bounded"
+# Per-call timeouts, whole seconds: pymilvus 2.5 retries a call that failed in gRPC (the server unreachable,
+# ...) until `timeout` seconds have passed only when it is an int; without one it retries 75 times with
+# back-off up to 3 s, ~210 s on a server that has gone away. The same timeout is each attempt's gRPC deadline,
+# and a deadline exceeded is not retried: a call gives up after about timeout + 3 s.
+WRITE_TIMEOUT = 10  # an upsert of a batch or a delete: a healthy server acknowledges it in milliseconds
+READ_TIMEOUT = 30  # a query or search: some read many rows (a page of 16k payloads, an exact search)
+# Until a read has answered, the server may have just (re)started: a restarted 2.3 server holds queries until
+# the old process's session expires, 30 s after it stopped (a first query waited 24 s after a restart, on 2
+# busy cores). Creating a collection (loaded before the call returns) and Lite's flush take seconds as well.
+START_TIMEOUT = 120
+WRITES = ("upsert", "delete", "insert")
+SLOW = ("create_collection", "create_index", "flush", "load_collection")
+READS = ("query", "search")
 
 
 def _pymilvus():
@@ -123,6 +136,10 @@ class MilvusStore(Store):
         self._meta_cache: dict | None = None
         self._artifacts: Path | None = None
         self._wrote = strong
+        self._answered = False  # whether a read has answered (the server is up and its collections loaded)
+        self._loads: set[str] = set()  # collections this store asked the server to load (see _call)
+        self._writer = False  # whether this store has written (`_wrote` is also set by `strong`)
+        self._stored = 0  # product rows this store has written (acknowledged by the server)
 
     def _consistency(self) -> str:
         return CONSISTENCY if self._wrote else READER_CONSISTENCY
@@ -147,15 +164,45 @@ class MilvusStore(Store):
                 raise StoreError(f"cannot reach Milvus at {self.uri}: {_reason(exc)}") from None
         return self._client
 
+    def _call_timeout(self, fn_name: str) -> int:
+        """The seconds one pymilvus call may take, retries included (see WRITE_TIMEOUT)."""
+        if not self._answered or fn_name in SLOW:
+            return START_TIMEOUT
+        return WRITE_TIMEOUT if fn_name in WRITES else READ_TIMEOUT
+
     def _call(self, fn_name: str, *args, **kwargs):
-        if fn_name in ("upsert", "delete", "create_collection", "insert"):
-            self._wrote = True
+        if fn_name in WRITES or fn_name == "create_collection":
+            self._wrote = self._writer = True
+        timeout = self._call_timeout(fn_name)
         try:
-            return getattr(self.client, fn_name)(*args, **kwargs)
+            result = getattr(self.client, fn_name)(*args, timeout=timeout, **kwargs)
         except StoreError:
             raise
         except Exception as exc:
+            why = _lost(exc, timeout)
+            if why:
+                self._answered = False  # if it comes back, it comes back starting (see START_TIMEOUT)
+                raise ServerLostError(self._lost_message(fn_name, why)) from None
+            if fn_name in READS and _not_loaded(exc) and args[0] not in self._loads:
+                # A server just (re)started answers "collection not loaded" until it has reloaded our
+                # collections (they are always loaded): wait for that load, once, and ask again.
+                self._loads.add(args[0])
+                self._call("load_collection", args[0])
+                return self._call(fn_name, *args, **kwargs)
             raise StoreError(f"Milvus at {self.location} failed ({fn_name}): {_reason(exc)}") from None
+        if fn_name in READS:
+            self._answered = True
+        elif fn_name in ("upsert", "insert") and args[0] == self.collection:
+            self._stored += len(args[1])
+        return result
+
+    def _lost_message(self, fn_name: str, why: str) -> str:
+        where = f"Milvus Lite at {self.uri}" if is_lite(self.uri) else f"the Milvus server at {self.uri}"
+        if not self._writer:
+            return f"lost {where} ({fn_name}: {why}): start it, or check --milvus-uri, and try again"
+        kept = f"; the {self._stored} products written before are kept" if self._stored else ""
+        return (f"lost {where} ({fn_name}: {why}){kept}: start the server and run the same command again, it "
+                "resumes where it stopped")
 
     def server_version(self) -> str:
         """The engine's version, e.g. 'v2.3.5', or 'lite 2.5.1' for Milvus Lite."""
@@ -368,7 +415,7 @@ class MilvusStore(Store):
             index = self.client.prepare_index_params()
             index.add_index("payload", index_type="INVERTED", index_name=f"kw_{re.sub(r'[^0-9A-Za-z_]', '_', field_name)}",
                             params={"json_path": _field_path(field_name), "json_cast_type": "varchar"})
-            self.client.create_index(self.collection, index)
+            self.client.create_index(self.collection, index, timeout=START_TIMEOUT)
         except Exception:  # an engine without JSON-path indexes: the scan above
             pass
 
@@ -499,6 +546,8 @@ class MilvusStore(Store):
         try:
             return self._call("query", self.collection, filter=expr, output_fields=fields,
                               consistency_level=self._consistency(), **kwargs)
+        except ServerLostError:
+            raise
         except StoreError:
             # Milvus Lite 2.5 fails a query for a JSON field when no row matches ("Unsupported data type: 0").
             if self.count(extra=expr) == 0:
@@ -554,7 +603,49 @@ def _sparse_dict(value) -> dict[int, float]:
         return dict(value)
 
 
+def _grpc_status(exc: BaseException):
+    """(gRPC status code, details) of the gRPC error behind a pymilvus error, or None when there is none."""
+    import grpc
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # pymilvus re-raises `e from e`: a chain with a loop
+        seen.add(id(exc))
+        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
+            return exc.code(), str(exc.details() or "")
+        code = getattr(exc, "code", None)
+        # After its retries pymilvus 2.5 raises MilvusException(e.code, ...): the gRPC error's bound method,
+        # the only link left to it (`raise e from e` drops the cause). A later version may pass the code itself.
+        if isinstance(getattr(code, "__self__", None), grpc.RpcError):
+            return code(), str(code.__self__.details() or "")
+        if isinstance(code, grpc.StatusCode):
+            return code, str(getattr(exc, "message", "") or "")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _lost(exc: BaseException, timeout: int) -> str | None:
+    """Why the server did not answer ('connection refused for 10 s', ...), or None for any other error."""
+    import grpc
+
+    code, details = _grpc_status(exc) or (None, "")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer within {timeout} s"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        found = re.search(r"connection refused|connection reset|socket closed|name resolution|no route to host|"
+                          r"network is unreachable", details, re.IGNORECASE)
+        return f"{found[0].lower() if found else 'unavailable'} for {timeout} s"
+    return None
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    """Whether the server said the collection is not loaded (Milvus error 101)."""
+    return getattr(exc, "code", None) == 101 or "not loaded" in str(getattr(exc, "message", "") or exc)
+
+
 def _reason(exc: Exception) -> str:
     """The first line of a pymilvus/grpc error, without the class noise."""
+    status = _grpc_status(exc)
+    if status:  # str() of a gRPC error is "<_InactiveRpcError of RPC that terminated with:" and more lines
+        return f"{status[0].name.lower()}: {status[1].strip()[:300]}"
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return text.strip().splitlines()[0][:300]

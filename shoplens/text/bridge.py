@@ -35,7 +35,7 @@ class Bridge:
     fitted_on: int  # how many (text, image) pairs
     text_model: str  # e.g. "all-minilm-l6-v2@1"
     image_encoder: str  # e.g. "efficientnet-lite0@1-crop224"
-    version: str = ""  # digest of the index content it was fitted on (shoplens.textindex.content_version)
+    version: str = ""  # digest of the index content it was fitted on (shoplens.index.text.content_version)
 
     def project(self, text_vectors: np.ndarray) -> np.ndarray:
         """(n, text_dim) text vectors -> (n, image_dim) unit vectors to search the image vectors with."""

@@ -8,7 +8,7 @@ vector and the closest types are read as what the shopper means. The vocabulary 
 (its facet values), embedded by the same sentence model: nothing here is a hand-written synonym list.
 
 Search then adds one ranked list to the fusion: the semantic search restricted to those types
-(shoplens.hybrid). How many types to keep and the list's weight were chosen on the "tune" half of
+(shoplens.query.hybrid). How many types to keep and the list's weight were chosen on the "tune" half of
 benchmarks/data/text_phrasings.csv and reported on the other half (docs/quality.md).
 """
 

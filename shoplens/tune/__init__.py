@@ -2,7 +2,7 @@
 
 `Tuning`, `load_tuning`, `check_tuning` and `TuningError` need numpy only, and importing them pulls in
 nothing else of shoplens, so the store, search and the app can use them without an import circle;
-`tune_catalog`, `TuneResult` and `DEFAULT_METHOD` (fitting, which uses shoplens.evaluate) load on first use.
+`tune_catalog`, `TuneResult` and `DEFAULT_METHOD` (fitting, which uses shoplens.quality.evaluate) load on first use.
 """
 
 from shoplens.tune.base import FORMAT, Tuning, TuningError, check_tuning, load_tuning

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shoplens import metrics
-from shoplens.evaluate import Evaluation, Ranking, build_evaluation
+from shoplens.quality import metrics
+from shoplens.quality.evaluate import Evaluation, Ranking, build_evaluation
 from shoplens.tune.base import TuningError
 from shoplens.tune.fit import DEFAULT_METHOD, LabelledSet, fit_tuning, holdout_groups, score
 

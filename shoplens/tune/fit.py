@@ -10,16 +10,16 @@ catalog product with its label value), so no photo of a held-out product is ever
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from shoplens.catalog import Catalog, Product, read_catalog
-from shoplens.embedcache import embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-from shoplens.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
+from shoplens.index.embedcache import embed_products
+from shoplens.progress import note
+from shoplens.quality.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
 from shoplens.tune.base import Tuning, TuningError
 from shoplens.tune.methods import get_method
 
@@ -253,8 +253,7 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
                                + f"; {len(query_rows)} held-out labelled photos query the whole catalog",
                    "queries": int(len(query_rows))}
     measured = time.perf_counter()
-    if progress:
-        print(f"fitting {method} on {int(labelled.sum())} labelled photos ...", file=sys.stderr)
+    note(progress, f"fitting {method} on {int(labelled.sum())} labelled photos ...")
     tuning = fit_tuning(data.vectors, data.labels, fields, meta, method, seed, options)
     tuning.figures = figures
     done = time.perf_counter()

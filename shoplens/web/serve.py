@@ -18,12 +18,13 @@ from gradio.utils import get_upload_folder
 from PIL import Image
 from starlette.middleware import Middleware
 
-from shoplens.check import verify
-from shoplens.cli import USER_ERRORS, add_store_args, cmd_index
+from shoplens.cli import add_store_args, cmd_index
 from shoplens.encoders import create_encoder
-from shoplens.live import LiveIndex, Watcher, is_locked
-from shoplens.search import Searcher
+from shoplens.index.check import verify
+from shoplens.index.live import LiveIndex, Watcher, is_locked
+from shoplens.query.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
+from shoplens.usererrors import USER_ERRORS
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
 from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message

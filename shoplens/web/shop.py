@@ -17,11 +17,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from shoplens.images import ImageError, load_image
+from shoplens.index.tuning import tuning_line
 from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
-from shoplens.search import Results, Searcher
+from shoplens.query.search import Results, Searcher
 from shoplens.store import Hit, StoreError
-from shoplens.tuneindex import tuning_line
 from shoplens.web.photos import Photos
 from shoplens.web.thumbs import THUMB_DIR, Thumbnails
 from shoplens.web.views import caption

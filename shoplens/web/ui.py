@@ -1,7 +1,8 @@
 """The Gradio page: a "Search by photo" tab and a "Browse by category" tab over one Shop.
 
-Handlers are closures over the Shop (opened once per process); everything a user did lives in
-gr.State or in the page's components, never in module globals.
+`build()` lays out the components and wires each event to a method of shoplens.web.handlers.Handlers, which
+does the work without Gradio; `adapt` turns the named outputs a method returns into component updates.
+Everything a user did lives in gr.State or in the page's components, never in module globals.
 """
 
 from __future__ import annotations
@@ -10,22 +11,15 @@ import base64
 import binascii
 import html
 import inspect
-import logging
-import random
+from typing import Callable
 
 import gradio as gr
 
-from shoplens.errors import UserError
-from shoplens.images import ImageError
-from shoplens.localise import DEFAULT_CROP
-from shoplens.store import StoreError
-from shoplens.web.shop import MAX_WORDS, Refused, clean_words, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop, too_large
-from shoplens.web.views import details_html, facet_choices, label, md, redact, result_row, status_line
-
-log = logging.getLogger("shoplens.web")
+from shoplens.web.handlers import DEFAULT_K, Handlers, Update
+from shoplens.web.shop import MAX_WORDS, Refused, MAX_RESULTS, MAX_UPLOAD_BYTES, Shop, too_large
+from shoplens.web.views import facet_choices, label
 
 TITLE = "shoplens: find products by photo"
-DEFAULT_K = 12
 # One clear colour per box drawn on the shopper's photo (the localisers return at most 4).
 ITEM_COLOURS = {"Item 1": "#e11d48", "Item 2": "#2563eb", "Item 3": "#16a34a", "Item 4": "#d97706"}
 PAGE_SIZE = 24
@@ -89,28 +83,34 @@ class PhotoInput(gr.Image):
         return payload.path
 
 
-def friendly(exc: Exception) -> str:
-    """A message for the page: what went wrong and what to do, never a traceback."""
-    if isinstance(exc, ImageError):
-        return f"That photo can't be used: {redact(str(exc))}. Try a JPEG, PNG or WebP photo of a product."
-    if isinstance(exc, StoreError):
-        log.warning("index error in a request: %s", exc)
-        return f"The product index can't be used right now: {redact(str(exc))}"
-    if isinstance(exc, UserError):
-        return redact(str(exc))
-    log.exception("unexpected error in a request")
-    return "Something went wrong on our side; the details are in the server log. Please try again."
-
-
-def error_md(exc: Exception) -> str:
-    return f"<p class='sl-error'>⚠️ {md(friendly(exc))}</p>"
-
-
 def with_signature(fn, names: list[str]):
     """Give a *args handler named parameters, so API callers see (and can pass) photo=, k=, gender=..."""
     fn.__signature__ = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
     return fn
+
+
+def updates(shown: dict, outputs: dict) -> dict:
+    """A handler's named outputs (shoplens.web.handlers) as updates of the components `outputs` names."""
+    return {outputs[name]: gr.update(**value.changes) if isinstance(value, Update) else value
+            for name, value in shown.items()}
+
+
+def adapt(method: Callable[..., dict], outputs: dict, names: list[str], filters_at: int | None = None,
+          filters: int = 0):
+    """`method` as a Gradio event handler: the event's inputs in, its named outputs turned into updates.
+
+    From position `filters_at`, the `filters` dropdowns' values reach `method` as one list. `names` are the
+    parameters API callers see (and can pass): photo=, k=, filter_gender=...
+    """
+    def handler(*args):
+        if filters_at is not None:
+            end = filters_at + filters
+            args = (*args[:filters_at], list(args[filters_at:end]), *args[end:])
+        return updates(method(*args), outputs)
+
+    handler.__name__, handler.__doc__ = method.__name__, method.__doc__
+    return with_signature(handler, names)
 
 
 def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
@@ -120,20 +120,10 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
     fields = [f for f in shop.fields if facets.get(f)]
     browse_default = shop.browse_field(facets)
     examples = shop.example_photos(facets)
-    total = shop.count()
-
-    def filters_of(values) -> dict:
-        # Dropdown values are matched against the index's own values by Gradio; they only ever
-        # become filter values in the store. An API caller may pass one value as a plain string.
-        return {f: [v] if isinstance(v, str) else list(v) for f, v in zip(fields, values) if v}
-
-    prompt = ("Upload, paste or take a photo of a product, or type a few words (e.g. “red running shoes”)."
-              if shop.has_text else "Upload, paste or take a photo of a product to find look-alikes.")
+    act = Handlers(shop, fields, browse_default=browse_default)
 
     with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=cache_expiry) as demo:
-        how = "by photo or by words" if shop.has_text else "by photo"
-        header = gr.Markdown(f"# shoplens\nFind products {how} in a catalog of **{total:,}** products.",
-                             elem_classes="sl-header")
+        header = gr.Markdown(act.header(shop.count()), elem_classes="sl-header")
         if shop.tuning_line:  # which tuning the index's vectors carry, with its held-out figures
             gr.Markdown(html.escape(shop.tuning_line), elem_id="tuning", elem_classes="sl-tuning")
         with gr.Tabs():
@@ -156,7 +146,7 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                             gr.Examples([[p] for p in examples], inputs=[photo], label="Try a catalog photo",
                                         examples_per_page=len(examples))
                     with gr.Column(scale=3, min_width=300):
-                        status = gr.Markdown(prompt, label="Status", elem_id="status", elem_classes="sl-status")
+                        status = gr.Markdown(act.prompt, label="Status", elem_id="status", elem_classes="sl-status")
                         gallery = gr.Gallery(label="Results", columns=4, height="auto", object_fit="contain",
                                              allow_preview=False, elem_id="results", elem_classes="sl-gallery")
                         with gr.Group(visible=False, elem_id="details") as details_box:
@@ -203,281 +193,86 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                 browse_state = gr.State({})
                 page_ids = gr.State([])
 
+        # Each handler's named outputs (shoplens.web.handlers.OUTPUTS) and the components showing them.
+        out = {"gallery": gallery, "status": status, "hits": hits_state, "json": results_json, "details": details_box,
+               "detail_photo": detail_photo, "detail_info": detail_info, "selected": selected,
+               "items": items_state, "picked": picked_state, "items_view": items_view, "item_pick": item_pick,
+               "browse_gallery": browse_gallery, "page": page_md, "browse_state": browse_state, "page_ids": page_ids,
+               "browse_value": browse_value, "browse_box": browse_box, "browse_photo": browse_photo,
+               "browse_info": browse_info, "browse_selected": browse_selected, "similar_status": similar_status,
+               "similar_gallery": similar_gallery, "header": header,
+               **{f"filter_{f}": d for f, d in zip(fields, dropdowns)}}
+        n = len(fields)
+        filter_names = [f"filter_{f}" for f in fields]
+
         # Search by photo
 
         result_outputs = [gallery, status, hits_state, results_json, details_box]
-
-        def show_results(results, query: str) -> dict:
-            # Every list shows its ranking score, which decreases down it; the image similarity is in the details.
-            hits = results.hits
-            return {gallery: shop.gallery(hits), hits_state: [[h.product_id, h.score, h.similarity] for h in hits],
-                    status: f"{status_line(len(hits), results.seconds)} · {query}",
-                    results_json: {"seconds": round(results.seconds, 4),
-                                   "results": [result_row(h, i) for i, h in enumerate(hits, 1)]},
-                    details_box: gr.update(visible=False)}
-
-        def show_item(items: list, index: int, image) -> dict:
-            # One item's results, plus every item's in the JSON: "several items give results per item".
-            shown = show_results(items[index], "similar to your photo" if index == 0 else f"similar to item {index}")
-            shown[results_json] = {**shown[results_json], "searched": item_name(index),
-                                   "items": [item_json(r, i) for i, r in enumerate(items)]}
-            return {**shown, picked_state: {"photo": image, "item": index}}
-
-        def search(image, k_value, picked, *values):
-            """Search the catalog with a photo (by the crop default: the whole photo, or the best product in it;
-            the shopper's pick for this photo wins). Words typed beside the photo refine its results."""
-            *values, text = values
-            if image is None:
-                if clean_words(text) and shop.has_text:
-                    return {**search_words(text, k_value, *values), items_state: [], picked_state: {}}
-                return {gallery: [], hits_state: [], results_json: {"results": []}, items_state: [],
-                        status: prompt, details_box: gr.update(visible=False)}
-            try:
-                # With crop off the whole photo answers at once; the products in it are found by the next step
-                # (find_items), so the localiser never delays the first results.
-                items = (shop.search_items(image, k_value, filters_of(values), words=text) if DEFAULT_CROP == "auto"
-                         else [shop.search_photo(image, k_value, filters_of(values), words=text)])
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
-                return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
-                        details_box: gr.update(visible=False), items_state: []}
-            index = (picked or {}).get("item") if (picked or {}).get("photo") == image else None
-            if not isinstance(index, int) or not 0 <= index < len(items):
-                index = 1 if DEFAULT_CROP == "auto" and len(items) > 1 else 0
-            shown = {**show_item(items, index, image), items_state: items}
-            if clean_words(text):
-                shown[status] += f", refined by “{md(clean_words(text))}”"
-            return shown
-
-        def search_words(text, k_value, *values):
-            """Search the catalog by words: titles and attributes, keyword and semantic search fused."""
-            if not clean_words(text):
-                return {status: prompt, gallery: [], hits_state: [], results_json: {"results": []}}
-            try:
-                results = shop.search_text(clean_words(text), k_value, filters_of(values))
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
-                return {gallery: [], hits_state: [], results_json: {"error": friendly(exc)}, status: error_md(exc),
-                        details_box: gr.update(visible=False)}
-            return show_results(results, f"matching “{md(clean_words(text))}”")
-
-        filter_names = [f"filter_{f}" for f in fields]
         search_outputs = result_outputs + [items_state, picked_state]
         searched = gr.on([search_btn.click, photo.change, k.release] + [d.input for d in dropdowns],
-                         with_signature(search, ["photo", "k", "picked", *filter_names, "words"]),
+                         adapt(act.search, out, ["photo", "k", "picked", *filter_names, "words"], 3, n),
                          inputs=[photo, k, picked_state, *dropdowns, words], outputs=search_outputs,
                          api_name="search")
-
-        def submit_words(text, image, k_value, picked, *values):
-            """Enter in the words box: search by the words, or by the photo refined by them when there is one."""
-            return search(image, k_value, picked, *values, text)
-
-        worded = words.submit(with_signature(submit_words, ["words", "photo", "k", "picked", *filter_names]),
+        worded = words.submit(adapt(act.submit_words, out, ["words", "photo", "k", "picked", *filter_names], 4, n),
                               inputs=[words, photo, k, picked_state, *dropdowns], outputs=search_outputs,
                               api_name="search_text")
 
-        def find_items(image, k_value, picked, *values):
-            """The products found in the photo: each one's results, the photo with a box around each, and the
-            choice of what to search with. Shows the item the shopper picked for this photo, if any."""
-            *values, text, items = values
-            if not image:
-                return {items_view: gr.update(value=None, visible=False), item_pick: gr.update(visible=False)}
-            same = (picked or {}).get("photo") == image
-            try:
-                if not (same and items):  # called on its own (API): search the whole photo too
-                    items = [shop.search_photo(image, k_value, filters_of(values), words=text)]
-                if len(items) == 1:
-                    items = items + shop.search_boxes(image, k_value, filters_of(values), words=text)
-                preview, boxes = shop.preview(image, [r.box for r in items[1:]])
-            except Exception as exc:  # noqa: BLE001
-                return {status: error_md(exc)}
-            index = (picked or {}).get("item", 0) if same else 0
-            index = index if isinstance(index, int) and 0 <= index < len(items) else 0
-            shown = show_item(items, index, image)
-            out = {items_state: items, picked_state: shown[picked_state], results_json: shown[results_json]}
-            if index or not same:
-                out.update(shown)
-            if len(items) < 2:
-                return {**out, items_view: gr.update(value=None, visible=False), item_pick: gr.update(visible=False)}
-            names = [item_name(i) for i in range(1, len(items))]
-            choices = [(name, i) for i, name in enumerate(names, 1)] + [(item_name(0), 0)]  # whole photo last
-            return {**out, items_view: gr.update(value=(preview, list(zip(boxes, names))), visible=True),
-                    item_pick: gr.update(choices=choices, value=index, visible=True)}
-
         item_inputs = [photo, k, picked_state, *dropdowns, words, items_state]
         item_outputs = [items_view, item_pick, status, items_state, *result_outputs, picked_state]
-        find = with_signature(find_items, ["photo", "k", "picked", *filter_names, "words", "items"])
+        find = adapt(act.find_items, out, ["photo", "k", "picked", *filter_names, "words", "items"], 3, n)
         searched.then(find, inputs=item_inputs, outputs=item_outputs, api_name="show_items")
         worded.then(find, inputs=item_inputs, outputs=item_outputs, api_visibility="private")
 
-        def pick_item(index, items, image):
-            """Show the results of one item (0 = the whole photo) of the last search."""
-            if not isinstance(index, int) or not 0 <= index < len(items):
-                return {status: "Search with a photo first, then pick a product in it."}
-            return show_item(items, index, image)
-
         pick_outputs = result_outputs + [picked_state]
-        item_pick.input(pick_item, inputs=[item_pick, items_state, photo], outputs=pick_outputs, api_name="pick_item")
+        item_pick.input(adapt(act.pick_item, out, ["index", "items", "image"]),
+                        inputs=[item_pick, items_state, photo], outputs=pick_outputs, api_name="pick_item")
 
         def select_item(items, image, evt: gr.SelectData):
             """Clicking a box (or its legend) in the photo shows that product's results."""
-            index = evt.index + 1 if isinstance(evt.index, int) else -1
-            return {**pick_item(index, items, image), item_pick: index if 0 < index < len(items) else None}
+            return updates(act.select_item(items, image, evt.index), out)
 
         items_view.select(select_item, inputs=[items_state, photo], outputs=pick_outputs + [item_pick],
                           api_name="select_item")
 
         def select_result(hits, evt: gr.SelectData):
             """Details of the clicked result."""
-            pid, score, *similarity = (hits[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(hits)
-                                       else ("", 0.0))
-            try:
-                hit = shop.product(pid)
-            except Exception as exc:  # noqa: BLE001
-                return {detail_info: error_md(exc), details_box: gr.update(visible=True)}
-            if hit is None:
-                return {details_box: gr.update(visible=False), selected: ""}
-            info = details_html(hit, score, (similarity or [None])[0])
-            return {detail_photo: shop.photo(hit), detail_info: info, selected: pid,
-                    details_box: gr.update(visible=True)}
+            return updates(act.select_result(hits, evt.index), out)
 
         gallery.select(select_result, inputs=[hits_state], outputs=[detail_photo, detail_info, selected, details_box],
                        api_name="select_result", scroll_to_output=True)
-
-        def more_like(product_id, k_value, *values):
-            """Products like an indexed one (its stored vector, no re-encoding), with the current filters."""
-            try:
-                results = shop.more_like(str(product_id or ""), k_value, filters_of(values))
-                hit = shop.product(str(product_id))
-            except Exception as exc:  # noqa: BLE001
-                return {status: error_md(exc)}
-            title = (hit.payload.get("title") if hit else None) or product_id
-            return show_results(results, f"more like “{md(str(title))}”")
-
-        more_btn.click(with_signature(more_like, ["product_id", "k", *filter_names]),
+        more_btn.click(adapt(act.more_like, out, ["product_id", "k", *filter_names], 2, n),
                        inputs=[selected, k, *dropdowns], outputs=result_outputs, api_name="more_like_this")
 
         # Browse by category
 
         browse_outputs = [browse_gallery, page_md, browse_state, page_ids, browse_box, similar_gallery]
-
-        def show_page(state: dict) -> dict:
-            try:
-                page = shop.page(state.get("field"), state.get("value"), state.get("page", 0), state.get("seed"))
-            except Exception as exc:  # noqa: BLE001
-                return {page_md: error_md(exc)}
-            state = {**state, "page": page.number}
-            name = md(str(state.get("value") or "All products"))
-            text = (f"**{name}**: page **{page.number + 1}** of **{page.pages}** "
-                    f"({page.total:,} products{', shuffled' if state.get('seed') is not None else ''})")
-            return {browse_gallery: shop.gallery(page.hits, with_score=False), page_md: text, browse_state: state,
-                    page_ids: [h.product_id for h in page.hits], browse_box: gr.update(visible=False),
-                    similar_gallery: gr.update(value=[], visible=False)}
-
-        def browse(field, value, shuffled):
-            """First page of a category (field = value); shuffled pages come in a random order."""
-            if not value and field:
-                return {page_md: "Pick a category to see its products.", browse_gallery: [], page_ids: [],
-                        browse_state: {}}
-            if field and field not in fields:
-                return {page_md: "Pick one of the fields offered under “Browse by”."}
-            try:
-                known = field is None or value in dict(shop.searcher.store.facet(field, limit=1000))
-            except Exception as exc:  # noqa: BLE001
-                return {page_md: error_md(exc)}
-            if not known:
-                return {page_md: f"No products in “{md(str(value))}”: pick a category from the list.",
-                        browse_gallery: [], page_ids: [], browse_state: {}}
-            seed = random.randrange(1 << 30) if shuffled else None
-            return show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed})
-
-        def turn(state, step: int):
-            if not state:
-                return {page_md: "Pick a category first."}
-            return show_page({**state, "page": int(state.get("page", 0)) + step})
-
-        def next_page(state):
-            """The next page of the category being browsed."""
-            return turn(state, 1)
-
-        def previous_page(state):
-            """The previous page of the category being browsed."""
-            return turn(state, -1)
-
-        def browse_values(field):
-            """The values of a field, with counts, for the category picker."""
-            try:
-                values = facet_choices(shop.searcher.store.facet(field, limit=500)) if field else []
-            except Exception as exc:  # noqa: BLE001
-                return {page_md: error_md(exc)}
-            return {browse_value: gr.update(choices=values, value=None, label=label(field) if field else "Category")}
-
-        browse_field.change(browse_values, inputs=[browse_field], outputs=[browse_value, page_md],
-                            api_name="browse_values")
-        gr.on([browse_value.input, shuffle.input], browse, inputs=[browse_field, browse_value, shuffle],
-              outputs=browse_outputs, api_name="browse")
-        next_btn.click(next_page, inputs=[browse_state], outputs=browse_outputs, api_name="next_page")
-        prev_btn.click(previous_page, inputs=[browse_state], outputs=browse_outputs, api_name="previous_page")
+        browse_field.change(adapt(act.browse_values, out, ["field"]), inputs=[browse_field],
+                            outputs=[browse_value, page_md], api_name="browse_values")
+        gr.on([browse_value.input, shuffle.input], adapt(act.browse, out, ["field", "value", "shuffled"]),
+              inputs=[browse_field, browse_value, shuffle], outputs=browse_outputs, api_name="browse")
+        next_btn.click(adapt(act.next_page, out, ["state"]), inputs=[browse_state], outputs=browse_outputs,
+                       api_name="next_page")
+        prev_btn.click(adapt(act.previous_page, out, ["state"]), inputs=[browse_state], outputs=browse_outputs,
+                       api_name="previous_page")
 
         def select_product(ids, evt: gr.SelectData):
             """Details of the clicked product."""
-            try:
-                pid = ids[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(ids) else ""
-                hit = shop.product(pid)
-            except Exception as exc:  # noqa: BLE001
-                return {browse_info: error_md(exc), browse_box: gr.update(visible=True)}
-            if hit is None:
-                return {browse_box: gr.update(visible=False), browse_selected: ""}
-            return {browse_photo: shop.photo(hit), browse_info: details_html(hit), browse_selected: pid,
-                    browse_box: gr.update(visible=True), similar_status: "",
-                    similar_gallery: gr.update(value=[], visible=False)}
+            return updates(act.select_product(ids, evt.index), out)
 
         browse_gallery.select(select_product, inputs=[page_ids],
                               outputs=[browse_photo, browse_info, browse_selected, browse_box, similar_status,
                                        similar_gallery], api_name="select_product", scroll_to_output=True)
-
-        def find_similar(product_id):
-            """Look-alikes of a product, from its stored vector."""
-            try:
-                results = shop.more_like(str(product_id or ""), DEFAULT_K)
-            except Exception as exc:  # noqa: BLE001
-                return {similar_status: error_md(exc), similar_gallery: gr.update(visible=False)}
-            return {similar_gallery: gr.update(value=shop.gallery(results.hits), visible=True),
-                    similar_status: status_line(len(results.hits), results.seconds, "look-alikes")}
-
-        similar_btn.click(find_similar, inputs=[browse_selected], outputs=[similar_gallery, similar_status],
-                          api_name="find_similar")
+        similar_btn.click(adapt(act.find_similar, out, ["product_id"]), inputs=[browse_selected],
+                          outputs=[similar_gallery, similar_status], api_name="find_similar")
 
         def product_details(product_id: str) -> dict:
             """Everything the index holds about one product, as JSON (for API callers)."""
-            try:
-                hit = shop.product(str(product_id or ""))
-            except Exception as exc:  # noqa: BLE001
-                return {"error": friendly(exc)}
-            return result_row(hit, 1)["metadata"] if hit else {"error": f"no product {product_id!r}"}
+            return act.product_details(product_id)
 
         gr.api(product_details, api_name="product")
-
-        def refreshed() -> dict:
-            # The index changes under a running app (a sync handed over by the indexer, --watch): each page load
-            # shows today's product count and filter values, not those of the day the app started.
-            now = shop.facets()
-            out = {header: f"# shoplens\nFind products {how} in a catalog of **{shop.count():,}** products."}
-            for name, dropdown in zip(fields, dropdowns):
-                out[dropdown] = gr.update(choices=facet_choices(now.get(name, [])))
-            return out
-
-        demo.load(refreshed, outputs=[header, *dropdowns], api_visibility="private", queue=False)
+        demo.load(adapt(act.refreshed, out, []), outputs=[header, *dropdowns, browse_value], api_visibility="private",
+                  queue=False)
     return demo
-
-
-def item_name(index: int) -> str:
-    """0 -> 'Whole photo', 1 -> 'Item 1' (the best box), ..."""
-    return "Whole photo" if index == 0 else f"Item {index}"
-
-
-def item_json(results, index: int) -> dict:
-    """One item of a search for API callers: its name, box (pixels of the decoded photo) and results."""
-    return {"item": index, "name": item_name(index), "box": results.box.as_dict() if results.box else None,
-            "results": [result_row(h, i) for i, h in enumerate(results.hits, 1)]}
 
 
 def build_message(message: str, cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
-from shoplens.embedcache import embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
-from shoplens.evaluate import label_of, parse_label
-from shoplens.hybrid import MODES, search_text
-from shoplens.search import Searcher
+from shoplens.index.embedcache import embed_products
+from shoplens.index.sync import sync_catalog
+from shoplens.index.text import TextIndexer
+from shoplens.quality import metrics
+from shoplens.quality.evaluate import label_of, parse_label
+from shoplens.query.hybrid import MODES, search_text
+from shoplens.query.search import Searcher
 from shoplens.store.edge import EdgeStore
-from shoplens.sync import sync_catalog
-from shoplens.textindex import TextIndexer
 
 TITLE = "title"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, Store, StoreError, point_id, repair_command,
-                            text_dim)
+from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, ServerLostError, Store, StoreError, point_id,
+                            repair_command, text_dim)
 
 EXAMPLES = 3  # product ids named per problem
 
@@ -74,6 +74,16 @@ class Report:
         """The problems on one line each, for an error message or a page."""
         return "\n".join(p.line() for p in self.problems)
 
+    def relocate(self, old: str | Path, new: str | Path) -> None:
+        """Name `new` wherever the report names `old`: a check of a snapshot reports on the index it copies."""
+        def swap(text: str) -> str:
+            text = text.replace(f"--index {shlex.quote(str(old))}", f"--index {shlex.quote(str(new))}")
+            return text.replace(str(old), str(new))
+
+        self.location = swap(self.location)
+        self.problems = [Problem(p.kind, swap(p.text), swap(p.fix), p.repairable) for p in self.problems]
+        self.notes = [swap(n) for n in self.notes]
+
     def as_dict(self) -> dict:
         return {"location": self.location, "ok": self.ok, "points": self.points, "recorded": self.recorded,
                 "scanned": self.scanned, "repaired": list(self.repaired), "notes": list(self.notes),
@@ -111,6 +121,8 @@ def verify(store: Store, scan: bool = True) -> Report:
     report = Report(store.location)
     try:
         meta = store.read_meta()
+    except ServerLostError:
+        raise  # the server is down, not the index damaged: say so, not "repair it"
     except StoreError as exc:
         from shoplens.store.edge import META_BACKUP, read_json
 
@@ -130,6 +142,8 @@ def verify(store: Store, scan: bool = True) -> Report:
     except DiskSpaceError as exc:
         report.problems.append(Problem("disk", str(exc), "free some disk space", False))
         return report
+    except ServerLostError:
+        raise
     except StoreError as exc:
         if "WouldBlock" in str(exc):  # held by another process (a serving app, an indexer): busy, not damaged
             raise
@@ -185,6 +199,8 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
                 if tv is None or not np.isfinite(tv).all() or not np.any(tv):
                     report.no_text.add(hit.id)
                     examples["text"].append(name)
+    except ServerLostError:
+        raise
     except StoreError as exc:
         report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
         return
@@ -203,7 +219,7 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
 
 
 def _check_bridge(store: Store, meta: dict, report: Report) -> None:
-    from shoplens.textindex import BRIDGE_FILE, MIN_BRIDGE_PAIRS, bridge_readable
+    from shoplens.index.text import BRIDGE_FILE, MIN_BRIDGE_PAIRS, bridge_readable
 
     fitted = (meta.get("text") or {}).get("bridge") or {}
     if fitted.get("pairs", 0) < MIN_BRIDGE_PAIRS:
@@ -323,8 +339,8 @@ def _keep_recorded_count(store: Store, report: Report) -> None:
 def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
     """content hash -> image vector from the embedding cache of the index's encoder (empty when unknown)."""
     try:
-        from shoplens.embedcache import cache_file, load_cache
         from shoplens.encoders import create_encoder
+        from shoplens.index.embedcache import cache_file, load_cache
 
         encoder = create_encoder(meta["encoder"], **dict(meta.get("encoder_options") or {}))
         if (encoder.version, encoder.dim) != (meta.get("encoder_version"), int(meta["dim"])):
@@ -335,8 +351,8 @@ def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
 
 
 def _refill_text(store: Store, report: Report) -> list[str]:
+    from shoplens.index.text import TextIndexer
     from shoplens.store import PointData
-    from shoplens.textindex import TextIndexer
 
     hits = store.retrieve(sorted(report.no_text))
     text = TextIndexer()
@@ -347,7 +363,7 @@ def _refill_text(store: Store, report: Report) -> list[str]:
 
 
 def _refit_bridge(store: Store, meta: dict) -> list[str]:
-    from shoplens.textindex import BRIDGE_FILE, TextIndexer
+    from shoplens.index.text import BRIDGE_FILE, TextIndexer
 
     meta = dict(meta)
     meta["text"] = TextIndexer().fit_bridge(store, meta)

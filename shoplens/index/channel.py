@@ -24,7 +24,7 @@ from typing import Callable
 
 from shoplens.store import StoreError
 
-log = logging.getLogger("shoplens.channel")
+log = logging.getLogger("shoplens.index.channel")
 
 SOCKET_NAME = ".shoplens-app.sock"
 # sun_path holds 108 bytes; longer folders are reached through /proc/self/fd/N/ (see _address).
@@ -112,6 +112,7 @@ class Channel:
         self._server: socket.socket | None = None
         self._inode: int | None = None
         self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def start(self) -> "Channel":
         """Listen (replacing a stale socket left by a dead app; refusing when a live app already listens)."""
@@ -133,25 +134,33 @@ class Channel:
         server.listen(16)
         self._server = server
         self._inode = self.path.stat().st_ino
-        self._thread = threading.Thread(target=self._accept, name="shoplens-channel", daemon=True)
+        self._closing.clear()
+        # The loop gets the socket itself: close() sets self._server to None, which it must never read.
+        self._thread = threading.Thread(target=self._accept, args=(server,), name="shoplens-channel", daemon=True)
         self._thread.start()
         return self
 
-    def _accept(self) -> None:
-        while True:
+    def _accept(self, server: socket.socket) -> None:
+        while not self._closing.is_set():
             try:
-                conn, _ = self._server.accept()
+                conn, _ = server.accept()
             except OSError:
-                return  # closed
+                return  # shut down by close()
+            if self._closing.is_set():  # a client that came in as we closed: it sees the app stop
+                close_quietly(conn)
+                return
             threading.Thread(target=self._serve, args=(conn,), name="shoplens-channel-request", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         reply = Reply(conn)
         try:
+            line = conn.makefile("rb").readline()
+            # Refused only after its request is read: closing with unread data would reset the connection and
+            # the client would see "the app stopped" instead of why.
             if peer_uid(conn) != os.getuid():
                 reply.send({"error": "refused: the app's channel is for its owner's processes only"})
                 return
-            request = json.loads(conn.makefile("rb").readline() or b"null")
+            request = json.loads(line or b"null")
             if not isinstance(request, dict) or request.get("op") not in self.handlers:
                 reply.send({"error": f"unknown request {request!r}"})
                 return
@@ -170,10 +179,21 @@ class Channel:
             close_quietly(conn)
 
     def close(self) -> None:
-        """Stop listening and remove the socket file (only our own: a newer app's is left alone)."""
-        if self._server is not None:
-            close_quietly(self._server)
-            self._server = None
+        """Stop listening, wait for the accept loop to end, and remove the socket file (only our own: a newer
+        app's is left alone). Requests already accepted run to their end in their own threads."""
+        server, self._server = self._server, None
+        if server is not None:
+            self._closing.set()
+            # close() alone does not wake a thread blocked in accept() on Linux (it would wait for ever on a
+            # socket nobody can reach); shutdown() does: accept() fails at once and the loop ends.
+            try:
+                server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            thread = self._thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+            close_quietly(server)
             try:
                 if self.path.stat().st_ino == self._inode:
                     self.path.unlink()

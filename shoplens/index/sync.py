@@ -18,17 +18,18 @@ import numpy as np
 from PIL import Image
 
 from shoplens.catalog import Catalog, Product
-from shoplens.colour import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS, colour_profile
-from shoplens.embedcache import cache_file, load_cache, save_cache
+from shoplens.colour.palette import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS
+from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.index.embedcache import cache_file, load_cache, save_cache
+from shoplens.index.text import TextIndexer, check_text
+from shoplens.index.tuning import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
+                                read_kept_tuning)
 from shoplens.progress import progress_bar
 from shoplens.store import (SCHEMA_VERSION, DiskSpaceError, IndexDamagedError, PointData, Store, check_encoder, point_id,
                             text_dim)
 from shoplens.store.space import bytes_needed, ensure_space
-from shoplens.textindex import TextIndexer, check_text
-from shoplens.tuneindex import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
-                                read_kept_tuning)
 
 # sync_catalog(tuning=KEEP): keep the index's tuning (and finish a pending change of it).
 KEEP = "keep"
@@ -189,11 +190,11 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
     dominant colours in its payload (off: they are removed). `progress`: a bar on stderr, or on the text
     stream given. `known_vectors` (content
-    hash -> this encoder's vector, e.g. from shoplens.embedcache) spares encoding those photos.
+    hash -> this encoder's vector, e.g. from shoplens.index.embedcache) spares encoding those photos.
 
     `tuning` (a shoplens.tune.Tuning, None for none, KEEP for the index's own): stored vectors are
     tuning.apply(backbone vector); a new tuning, or none, first re-projects the stored vectors from their
-    cached backbone vectors (shoplens.tuneindex). With `cache`, every vector encoded is written to the
+    cached backbone vectors (shoplens.index.tuning). With `cache`, every vector encoded is written to the
     embedding cache (what re-projection and `tune` read)."""
     known_vectors = dict(known_vectors or {})
     started = time.perf_counter()
@@ -215,7 +216,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         check_text(meta, text, store.location)
     target = index_target_tuning(store, meta, tuning)
     existing = store.states()
-    summary.reprojected = change_tuning(store, meta, encoder, target, progress=bool(progress), states=existing)
+    summary.reprojected = change_tuning(store, meta, encoder, target, progress=progress, states=existing)
     if summary.reprojected:
         existing = store.states()  # their bookkeeping field changed
         summary.notes.append(f"re-projected {summary.reprojected} stored vectors "
@@ -268,31 +269,33 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         batch.clear()
 
     stored_colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
-    for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
-                          stored_colours_ok):
-        bar.update(1)
-        if item.payload is not None:
-            item.payload.update(tuned)  # which tuning the vector written (or kept) has
-        if item.point in seen:
-            summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
-            continue
-        seen.add(item.point)
-        if item.error:
-            summary.failed.append((item.product.rel_path, item.error))
-        elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
-            batch.append(item)
-            if len(batch) >= batch_size:
-                flush_batch()
-        elif existing[item.point] == item.payload and item.point not in damaged.no_text:
-            summary.unchanged += 1
-        else:
-            store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
-            if text:
-                store.update_text([PointData(item.point, None, item.payload, *text.vectors([item.payload])[0])])
-            summary.updated += 1
-    if batch:
-        flush_batch()
-    bar.close()
+    try:
+        for item in _prepared(catalog.products, to_prepare, encoder.draft_size, workers, batch_size * 2, colours,
+                              stored_colours_ok):
+            bar.update(1)
+            if item.payload is not None:
+                item.payload.update(tuned)  # which tuning the vector written (or kept) has
+            if item.point in seen:
+                summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
+                continue
+            seen.add(item.point)
+            if item.error:
+                summary.failed.append((item.product.rel_path, item.error))
+            elif item.image is not None:  # a new or changed photo, or a damaged point (prepared as new)
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    flush_batch()
+            elif existing[item.point] == item.payload and item.point not in damaged.no_text:
+                summary.unchanged += 1
+            else:
+                store.set_payload(item.point, item.payload)  # same photo, new metadata: no re-encoding
+                if text:
+                    store.update_text([PointData(item.point, None, item.payload, *text.vectors([item.payload])[0])])
+                summary.updated += 1
+        if batch:
+            flush_batch()
+    finally:
+        bar.close()  # on an error too: the error's line then starts on a line of its own
     if raw_cache is not None:
         _save_raw(encoder, raw_cache)
     if rewrite:
@@ -333,7 +336,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
 
 def _damage(store: Store, meta: dict, summary: Summary):
     """The integrity check before syncing: points to re-write; refuses a store it cannot read."""
-    from shoplens.check import Report, verify
+    from shoplens.index.check import Report, verify
 
     if meta.get("points") is None and not meta.get("updated"):
         return Report(store.location)  # a new index: nothing to check

@@ -1,6 +1,6 @@
 """Text search measured on shoppers' phrasings: `python -m shoplens evaluate CATALOG --text-phrasings FILE`.
 
-The held-out evaluation (shoplens.textevaluate) builds its queries from the very fields BM25 indexes
+The held-out evaluation (shoplens.quality.textevaluate) builds its queries from the very fields BM25 indexes
 ("navy blue tshirts" against a catalog whose text holds "Navy Blue" and "Tshirts"), which flatters
 keyword search. Here the queries are written by people the way shoppers talk ("kicks", "tote",
 "wrist watch for men"), each with an explicit relevance rule on the catalog's label values, and split
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens.errors import UserError
 from shoplens.catalog import Catalog, read_catalog
-from shoplens.hybrid import MODES, search_text
+from shoplens.errors import UserError
+from shoplens.query.hybrid import MODES, search_text
 from shoplens.store.edge import EdgeStore
 
 SPLITS = ("tune", "report")
@@ -144,11 +144,11 @@ def phrasing_index(catalog: Catalog, index: str | Path | None = None, encoder=No
     """An opened Searcher on `catalog` indexed for real (image vectors from the embedding cache, BM25, MiniLM,
     colours, the bridge). `index`: a folder to keep it in and reuse on the next run (built when it holds no
     index; an index there is trusted to be this catalog's)."""
-    from shoplens.embedcache import embed_products
     from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-    from shoplens.search import Searcher
-    from shoplens.sync import sync_catalog
-    from shoplens.textindex import TextIndexer
+    from shoplens.index.embedcache import embed_products
+    from shoplens.index.sync import sync_catalog
+    from shoplens.index.text import TextIndexer
+    from shoplens.query.search import Searcher
 
     enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER)
     with tempfile.TemporaryDirectory(prefix="shoplens-phrasings-") as tmp:
@@ -184,23 +184,3 @@ def evaluate_phrasings(catalog: str | Path | Catalog, phrasings: str | Path | li
                    "seconds_indexing": round(indexed_at - started, 1),
                    "seconds_searching": round(time.perf_counter() - indexed_at, 1)}
     return result
-
-
-def cmd_evaluate_phrasings(args) -> int:
-    """`python -m shoplens evaluate CATALOG --text-phrasings FILE [--index DIR] [--json FILE]`."""
-    import json
-    import sys
-
-    if args.catalog is None or args.qdrant_url is not None or args.queries is not None or args.text_queries:
-        raise PhrasingError("--text-phrasings indexes a CATALOG itself (into --index DIR when given, to reuse it): "
-                            "give the catalog, without --qdrant-url, --queries or --text-queries")
-    result = evaluate_phrasings(args.catalog, args.text_phrasings, layout=args.layout, index=args.index,
-                                encoder=args.encoder, progress=not args.quiet)
-    print(result.table())
-    if result.unscored:
-        print(f"no product is relevant to (left out): {', '.join(result.unscored)}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.as_dict(), indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
-    return 0

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from shoplens import metrics
 from shoplens.catalog import Catalog, Product, read_catalog
-from shoplens.embedcache import Embedded, embed_products
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
+from shoplens.index.embedcache import Embedded, embed_products
 from shoplens.localise import DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
+from shoplens.quality import metrics
 from shoplens.store import check_encoder, open_store
 
 # Index bookkeeping, not catalog metadata.
@@ -240,12 +240,10 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     `tuning` (optional) must be the index's own: another one is refused with the command that fixes it.
     An index half-way through a change of tuning is refused with the command that finishes it.
     """
-    from shoplens.tuneindex import check_query_tuning, index_tuning
+    from shoplens.index.tuning import check_query_tuning, index_tuning
 
     with open_store(index, qdrant_url, collection, milvus_uri=milvus_uri) as store:
-        meta = store.read_meta()
-        if meta is None:
-            raise UserError(f"no index at {store.location}; build one with: python indexer.py CATALOG")
+        meta = store.require_meta()
         if encoder and encoder != meta.get("encoder"):
             enc = create_encoder(encoder)
             check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
@@ -265,16 +263,9 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
     return IndexVectors(Embedded(products, hashes, vectors / np.maximum(norms, 1e-12)), meta, own)
 
 
-def vectors_from_index(index=None, qdrant_url: str | None = None, collection: str = "products",
-                       encoder: str | None = None, milvus_uri: str | None = None) -> tuple[Embedded, dict]:
-    """Catalog products, content hashes and vectors scrolled from an existing index, and its metadata."""
-    found = index_vectors(index, qdrant_url, collection, encoder, milvus_uri=milvus_uri)
-    return found.embedded, found.meta
-
-
 def cached_vectors(encoder: Encoder, hashes: list[str]) -> np.ndarray | None:
     """The untuned vectors of these photos from the embedding cache, or None when any is missing."""
-    from shoplens.embedcache import cache_file, load_cache
+    from shoplens.index.embedcache import cache_file, load_cache
 
     known = load_cache(cache_file(encoder))
     if not hashes or any(h not in known for h in hashes):

@@ -1,13 +1,13 @@
 """Search by words, and by a photo plus words: ranked lists from the store, fused, then colour-aware.
 
 A text query runs its searches with the same filters and fuses them by weighted reciprocal rank
-fusion (shoplens.text.fusion, Qdrant's own formula): BM25 keywords over titles and attributes, MiniLM
+fusion (shoplens.query.fusion, Qdrant's own formula): BM25 keywords over titles and attributes, MiniLM
 sentence vectors of the same text and, with ImageBind, its text tower against the photos. The bridge
 (the sentence vector mapped into the image space) is a mode of its own: measured, it did not help the
 fusion. Colour words ("navy", "red") re-rank by the colours seen in each product's photo when the
 catalog's own words do not name colours; a colour word inside one of the catalog's product names
 ("orange juice") is no colour, and a negated one ("not red") leaves that colour out. Weights come
-from benchmarks/text_probe.py, benchmarks/colour.py and benchmarks/text_colour.py (docs/quality.md).
+from benchmarks/text_phrasings.py, benchmarks/colour.py and two probes whose answers docs/quality.md keeps.
 
 Scores: every list comes back ranked by `Hit.score`, which decreases down the list (photo:
 image cosine + PHOTO_COLOUR_WEIGHT x colour similarity, + COLOUR_MATCH for a product showing a colour
@@ -23,14 +23,15 @@ from typing import Callable
 
 import numpy as np
 
-from shoplens.colour import (COLOURS_FIELD, RERANK_TOP, RERANK_WEIGHT, ColourWords, named_colour_vector,
-                             read_colour_words, rerank)
+from shoplens.colour.palette import COLOURS_FIELD, named_colour_vector
+from shoplens.colour.words import ColourWords, read_colour_words
 from shoplens.errors import UserError
+from shoplens.index.text import MIN_BRIDGE_PAIRS
+from shoplens.query.fusion import rrf
+from shoplens.query.rerank import RERANK_TOP, RERANK_WEIGHT, rerank_hits
 from shoplens.store import TEXT_VECTOR, Filters, Hit, Store, StoreError
 from shoplens.text.document import bm25_query
 from shoplens.text.expand import type_votes
-from shoplens.text.fusion import rrf
-from shoplens.textindex import MIN_BRIDGE_PAIRS
 
 # List weights in the fusion, chosen on the tune half of shoppers' phrasings (benchmarks/text_phrasings.py):
 # "labels" is the sentence search within the catalog types the words mean (shoplens.text.expand). The
@@ -42,7 +43,7 @@ CANDIDATES = 100  # how deep each list goes before fusion
 TIE_MARGIN = 10  # extra hits fetched so that ties at the cut-off are decided by id, the same on every store
 # How much a typed colour counts against the photos' colours (x top fused score x colour similarity):
 # nothing when the catalog's own text names colours (measured: it only cost precision), more when the
-# photos are the only place colours are known (benchmarks/text_colour.py).
+# photos are the only place colours are known (docs/quality.md, text_colour).
 COLOUR_WORD_BOOST = {"named": 0.0, "unnamed": 1.0}
 PHOTO_COLOUR_WEIGHT = RERANK_WEIGHT  # image similarity + this x colour similarity, for photo queries
 WORDS_WEIGHT = 1.0  # weight of the words' ranking against the photo's (1.0) in a photo + words query
@@ -140,10 +141,7 @@ def colour_boost(hits: list[Hit], colours: list[str], weight: float) -> list[Hit
     each hit's score becomes that combined score (similarity, where set, is kept)."""
     if not colours or not hits or weight <= 0:
         return hits
-    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(named_colour_vector([])))
-                        for h in hits], np.float32)
-    order, scores = rerank([h.score for h in hits], named_colour_vector(colours), vectors, weight)
-    return [Hit(hits[i].id, float(s), hits[i].payload, similarity=hits[i].similarity) for i, s in zip(order, scores)]
+    return rerank_hits(hits, named_colour_vector(colours), weight)
 
 
 def without_colours(hits: list[Hit], excluded: list[str]) -> list[Hit]:
@@ -201,10 +199,7 @@ def photo_colour_rerank(hits: list[Hit], query_colours: list[float] | None, weig
             for h in hits]
     if query_colours is None or not hits or weight <= 0:
         return hits
-    vectors = np.array([h.payload.get("colour_vector") or np.zeros(len(query_colours)) for h in hits], np.float32)
-    order, combined = rerank([h.score for h in hits], query_colours, vectors, weight)
-    return [Hit(hits[i].id, float(s), hits[i].payload, hits[i].vector, hits[i].text_vector, hits[i].similarity)
-            for i, s in zip(order, combined)]
+    return rerank_hits(hits, query_colours, weight)
 
 
 def image_hits(hits: list[Hit], bonus: float = 0.0) -> list[Hit]:

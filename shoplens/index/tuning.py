@@ -1,7 +1,7 @@
 """The tuning of an index: which tuning its image vectors carry, the tuning file kept with it, re-projection.
 
 An index's image vectors are `tuning.apply(backbone vectors)`, or the backbone ("raw") vectors when it has no
-tuning. The raw vectors are kept in the embedding cache (shoplens.embedcache: the indexer writes every vector it
+tuning. The raw vectors are kept in the embedding cache (shoplens.index.embedcache: the indexer writes every vector it
 encodes there), so a new tuning, or none, re-projects the stored vectors without decoding a photo; only photos
 missing from the cache are encoded again.
 
@@ -17,7 +17,6 @@ that finishes it; the next indexer run does.
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from shoplens.catalog import Product
-from shoplens.embedcache import cache_file, embed_products, load_cache, save_cache
 from shoplens.encoders import Encoder, l2_normalise
-from shoplens.progress import progress_bar
+from shoplens.index.embedcache import cache_file, embed_products, load_cache, save_cache
+from shoplens.progress import note, progress_bar
 from shoplens.store import Store, StoreError, text_dim
-# tune.base, not the tune package: fitting (shoplens.tune.fit) uses shoplens.evaluate, which uses this module.
+# tune.base, not the tune package: fitting (shoplens.tune.fit) uses shoplens.quality.evaluate, which uses this module.
 from shoplens.tune.base import TuningError, check_tuning, load_tuning
 
 # Payload key: the hash of the tuning a point's stored vector has (absent: the raw vector). Its name ends in
@@ -246,7 +245,7 @@ def change_tuning(store: Store, meta: dict, encoder: Encoder, target, *, progres
     bar.close()
 
     if text_dim(meta):  # the bridge maps text into the image space, which just moved
-        from shoplens.textindex import TextIndexer
+        from shoplens.index.text import TextIndexer
 
         meta["text"] = TextIndexer().fit_bridge(store, meta)
     old_files = {(meta.get("tuning") or {}).get("file"), ((pending or {}).get("to") or {}).get("file")}
@@ -284,8 +283,7 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
         root = Path(meta.get("catalog_root") or ".")
         products = [Product(str(payloads[pid].get("product_id", pid)), root / payloads[pid].get("image_path", ""),
                             payloads[pid].get("image_path", ""), {}) for pid in missing]
-        if progress:
-            print(f"encoding {len(products)} photos whose backbone vectors are not cached", file=sys.stderr)
+        note(progress, f"encoding {len(products)} photos whose backbone vectors are not cached")
         emb = embed_products(products, encoder, progress=progress)
         known.update(zip(emb.hashes, emb.vectors))
         missing = [pid for pid in missing if wanted[pid] not in known]

@@ -1,17 +1,17 @@
 """A serving app and the command line on one index: syncs handed to the app, reads from a snapshot it makes.
 
 An Edge index is one process's at a time (its write-ahead log is locked). While an app serves it, the
-indexer connects to the app's local channel (shoplens.channel) and the app runs the very same sync
-(shoplens.indexing.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
+indexer connects to the app's local channel (shoplens.index.channel) and the app runs the very same sync
+(shoplens.index.indexer.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
 Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
 shard object the sync writes to, so new products are found as soon as their batch is written.
-`search`, `info` and `evaluate --index` ask the app for a snapshot: a copy of the folder taken between two
-writes, opened in their own process.
+`search`, `info`, `evaluate --index` and `check` ask the app for a snapshot: a copy of the folder taken between
+two writes, opened in their own process. `check --repair` rewrites the folder's files, so it refuses while an app
+serves the index or another process has it open (refuse_if_held).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -23,15 +23,12 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from shoplens.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
+from shoplens.index.channel import SOCKET_NAME, Channel, ChannelError, StaleChannel, connect, request, socket_path
+from shoplens.index.indexer import IndexOptions
 from shoplens.store import DEFAULT_INDEX, Store, StoreError
 
-log = logging.getLogger("shoplens.live")
+log = logging.getLogger("shoplens.index.live")
 
-# The indexing options an app needs to run the indexer's sync (paths are made absolute first).
-SYNC_OPTIONS = ("catalog", "layout", "encoder", "fit", "batch_size", "prune", "text", "no_colours", "tuning",
-                "tune_label", "no_tuning", "photos", "force", "quiet")
-PATH_OPTIONS = ("catalog", "tuning")
 # Store methods that change the index: the app's sync holds the write lock around each, snapshots between them.
 WRITES = ("create", "write_meta", "upsert", "set_payload", "delete", "update_text", "set_vectors", "set_field",
           "create_keyword_index", "write_file", "delete_file", "finish")
@@ -48,6 +45,33 @@ def index_locked_message(index: str | Path) -> str:
             f"it, then run the same command again")
 
 
+def app_serving_message(index: str | Path, pid: object = None) -> str:
+    """Why a repair does not run beside a serving app, and what to do, in one line."""
+    app = f"a running shoplens app (pid {pid})" if pid else "a running shoplens app"
+    return (f"the index at {index} is served by {app}; a repair beside it could lose "
+            f"products, so nothing was changed. Stop the app (Ctrl+C where it runs), run the repair, then start the "
+            f"app again; a plain check (without --repair) works while it serves")
+
+
+def refuse_if_held(index: str | Path | None, stderr=None) -> None:
+    """Before a command that rewrites an Edge index's files (check --repair): StoreError, one line naming what
+    holds the index and what to do, when a shoplens app serves it (its channel answers) or another process
+    (an indexer, another program) has its shard open. Nothing is changed either way (a stale socket left by
+    a dead app is removed, with a note, as the indexer does)."""
+    from shoplens.store.edge import wal_locked
+
+    where = Path(index or DEFAULT_INDEX)
+    sock = _app(where, stderr or sys.stderr)
+    if sock is not None:
+        try:
+            pid = (request(sock, "ping", {}, stderr, what="the ping") or {}).get("pid")
+        except ChannelError:
+            pid = None  # it took the connection: an app, even if it stopped since
+        raise StoreError(app_serving_message(where, pid))
+    if wal_locked(where):
+        raise StoreError(index_locked_message(where))
+
+
 def _app(index: Path, stderr) -> object | None:
     """A connection to the app serving `index`, or None (no app; a stale socket is removed with a note)."""
     try:
@@ -58,27 +82,19 @@ def _app(index: Path, stderr) -> object | None:
         return None
 
 
-def hand_over_sync(args, stderr=None):
-    """When an app serves args.index: have it run this sync and return its Summary; else None (sync directly)."""
-    from shoplens.sync import Summary
+def hand_over_sync(index: str | Path | None, options: IndexOptions, stderr=None):
+    """When an app serves `index`: have it run this sync and return its Summary; else None (sync directly)."""
+    from shoplens.index.sync import Summary
 
     stderr = stderr or sys.stderr
-    index = Path(args.index or DEFAULT_INDEX)
+    index = Path(index or DEFAULT_INDEX)
     sock = _app(index, stderr)
     if sock is None:
         return None
-    options = {}
-    for name in SYNC_OPTIONS:
-        value = getattr(args, name, None)
-        if name in PATH_OPTIONS and value is not None:
-            value = str(Path(value).resolve())
-        elif name == "photos":
-            value = [str(Path(p).resolve()) for p in value or []]
-        options[name] = value
-    if not options["quiet"]:
+    if not options.quiet:
         print(f"shoplens: the app serving {index} runs this sync (searches go on meanwhile)", file=stderr)
     try:
-        fields = request(sock, "sync", options, stderr, what="the sync")
+        fields = request(sock, "sync", options.as_message(), stderr, what="the sync")
     except ChannelError as exc:
         if "stopped before" in str(exc):
             raise ChannelError(f"the app serving {index} stopped during the sync; what it wrote is kept: run the "
@@ -154,23 +170,22 @@ class LiveIndex:
             self.channel.close()
             self.channel = None
 
-    def sync(self, options: dict, progress=None, waiting: Callable[[], None] | None = None):
-        """Run the indexer's sync with `options` (SYNC_OPTIONS) on the app's store; returns its Summary."""
-        from shoplens.indexing import check_index_args, index_catalog
+    def sync(self, options: IndexOptions | dict, progress=None, waiting: Callable[[], None] | None = None):
+        """Run the indexer's sync with `options` (or a sync message's) on the app's store; returns its Summary."""
+        from shoplens.index.indexer import index_catalog
         from shoplens.usererrors import USER_ERRORS
 
-        args = argparse.Namespace(**{name: options.get(name) for name in SYNC_OPTIONS})
-        args.photos = [Path(p) for p in args.photos or []]
-        for name in PATH_OPTIONS:
-            if getattr(args, name) is not None:
-                setattr(args, name, Path(getattr(args, name)))
+        try:
+            if not isinstance(options, IndexOptions):
+                options = IndexOptions.from_message(options)
+        except USER_ERRORS as exc:
+            raise StoreError(str(exc)) from None
         if not self.sync_lock.acquire(blocking=False):
             if waiting is not None:
                 waiting()
             self.sync_lock.acquire()
         try:
-            check_index_args(args)
-            summary = index_catalog(args, WriteLocked(self.store, self.write_lock), self.encoders, progress)
+            summary = index_catalog(options, WriteLocked(self.store, self.write_lock), self.encoders, progress)
         except USER_ERRORS as exc:
             raise StoreError(str(exc)) from None
         finally:
@@ -213,9 +228,7 @@ class Watcher:
     def __init__(self, live: LiveIndex, catalog: str | Path, seconds: float, layout: str = "auto"):
         self.live = live
         self.seconds = seconds
-        self.options = {name: None for name in SYNC_OPTIONS}
-        self.options.update(catalog=str(Path(catalog).resolve()), layout=layout, batch_size=32, prune=True,
-                            text="auto", no_colours=False, no_tuning=False, force=False, photos=[], quiet=True)
+        self.options = IndexOptions(Path(catalog).resolve(), layout=layout, prune=True, quiet=True)
         self.failing: str | None = None
         self.runs = 0
         self._stop = threading.Event()
@@ -242,16 +255,16 @@ class Watcher:
         except StoreError as exc:
             if self.failing is None:
                 log.warning("watch: cannot sync %s: %s; still serving the index as it is, trying again every %g s",
-                            self.options["catalog"], exc, self.seconds)
+                            self.options.catalog, exc, self.seconds)
             self.failing = str(exc)
             return None
         except Exception:  # noqa: BLE001 - a bug must not stop the timer or the app
-            log.exception("watch: the sync of %s failed", self.options["catalog"])
+            log.exception("watch: the sync of %s failed", self.options.catalog)
             return None
         finally:
             self.runs += 1
         if self.failing is not None:
-            log.info("watch: %s is readable again", self.options["catalog"])
+            log.info("watch: %s is readable again", self.options.catalog)
             self.failing = None
         if summary.added or summary.updated or summary.removed or summary.failed:
             log.info("watch: %s", summary.line().splitlines()[0])

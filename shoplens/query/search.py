@@ -9,18 +9,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from shoplens.colour.palette import COLOUR_VERSION
+from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder, create_encoder
 from shoplens.images import load_image
+from shoplens.index.text import TextIndexer, check_text
+from shoplens.index.tuning import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
+                                index_tuning)
 from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
 from shoplens.localise.crop import CROP_DRAFT, MARGIN
-from shoplens.colour import COLOUR_VERSION, colour_profile
-from shoplens.hybrid import TextSide, search_photo, search_text
+from shoplens.query.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
-from shoplens.text.minilm import MiniLM
 from shoplens.text.expand import LabelVocabulary
-from shoplens.textindex import TextIndexer, check_text
-from shoplens.tuneindex import (TUNING_FIELD, TunedEncoder, TuningIndexError, check_not_pending, check_query_tuning,
-                                index_tuning)
+from shoplens.text.minilm import MiniLM
 
 
 @dataclass
@@ -54,19 +55,20 @@ class Searcher:
         """Open an existing index; `encoder` (optional) must match the one it was built with, and `tuning`
         (optional, a shoplens.tune.Tuning) the one its vectors carry. Its own tuning is used without being asked."""
         store = open_store(index, qdrant_url, collection, milvus_uri=milvus_uri)
-        meta = store.read_meta()
-        if meta is None:
-            where = store.cli_args() or f"--index {index or 'data/index'}"
-            raise StoreError(f"no index at {store.location}; build one with: python indexer.py CATALOG {where}")
-        check_not_pending(store, meta)  # half-way through a change of tuning: refuse before anything else
-        options = {**meta.get("encoder_options", {}), **encoder_options}
-        searcher = cls(store, meta, _encoder_options=options)
-        if encoder is not None:  # asked for one: refuse now, before any photo is read
-            enc = create_encoder(encoder, **(options if encoder == meta.get("encoder") else encoder_options))
-            check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
-            searcher._encoder = enc
-        check_query_tuning(meta, tuning, store.location, store.cli_args())
-        searcher.tuning  # a missing or damaged tuning file is refused now, not at the first search
+        try:
+            meta = store.require_meta()
+            check_not_pending(store, meta)  # half-way through a change of tuning: refuse before anything else
+            options = {**meta.get("encoder_options", {}), **encoder_options}
+            searcher = cls(store, meta, _encoder_options=options)
+            if encoder is not None:  # asked for one: refuse now, before any photo is read
+                enc = create_encoder(encoder, **(options if encoder == meta.get("encoder") else encoder_options))
+                check_encoder(meta, enc.name, enc.version, enc.dim, store.location)
+                searcher._encoder = enc
+            check_query_tuning(meta, tuning, store.location, store.cli_args())
+            searcher.tuning  # a missing or damaged tuning file is refused now, not at the first search
+        except BaseException:
+            store.close()  # a refused open must not keep the index (an Edge folder's lock) held
+            raise
         return searcher
 
     @property

@@ -17,14 +17,14 @@ from typing import Sequence
 
 import numpy as np
 
-from shoplens.colour import colour_words, learn_colour_names
+from shoplens.colour.words import colour_words, learn_colour_names
 from shoplens.store import IndexMismatchError, Sparse, Store
 from shoplens.text.bridge import Bridge, fit_bridge, load_bridge
 from shoplens.text.document import AVG_LEN, B, K1, bm25_document, describing_fields, product_text, semantic_text
 from shoplens.text.minilm import MiniLM
 
 BRIDGE_FILE = "text-bridge.npz"
-BRIDGE_ALPHA = 0.1  # ridge penalty, from benchmarks/text_probe.py
+BRIDGE_ALPHA = 0.1  # ridge penalty, from a probe (docs/quality.md, text_probe)
 BRIDGE_NEIGHBOURS = 1
 MIN_BRIDGE_PAIRS = 50  # fewer pairs than this fit noise, not a map
 NAMES_COLOURS_SHARE = 0.5  # a catalog "names colours" when at least this share of its texts has a colour word
@@ -121,7 +121,7 @@ class TextIndexer:
             bridge.save(store.artifact_path(BRIDGE_FILE))
             info.update(alpha=BRIDGE_ALPHA, neighbours=BRIDGE_NEIGHBOURS)
         # Whether the catalog's own words name colours decides how much the photos' colours count for
-        # colour words in a query (shoplens.hybrid.colour_word_weight); "Orange Juice" names none.
+        # colour words in a query (shoplens.query.hybrid.colour_word_weight); "Orange Juice" names none.
         colour_names = learn_colour_names(names)
         named = sum(bool(colour_words(text, colour_names)[0]) for text in texts)
         names_colours = named >= NAMES_COLOURS_SHARE * max(len(texts), 1)

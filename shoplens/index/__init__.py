@@ -1,0 +1,1 @@
+"""Indexes: syncing a catalog into a store, its text side, tuning, integrity, live syncs."""

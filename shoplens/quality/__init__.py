@@ -1,0 +1,1 @@
+"""Measuring result quality: protocols, metrics, shoppers' phrasings."""
