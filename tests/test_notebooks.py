@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,9 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 # Small enough that all three run in well under 3 minutes, cold embedding cache included.
 SMALL = {"SHOPLENS_NB_SAMPLE": "120", "SHOPLENS_NB_ENCODERS": "efficientnet-lite0,tiny",
          "SHOPLENS_NB_ENCODER": "efficientnet-lite0"}
+# In the overview SAMPLE is the number of photos drawn in its grid, not a sample of products: its own default (24)
+# draws the grid as well as 120 would, in 1.6 s instead of 8.
+OWN = {"01_catalog_overview": {"SHOPLENS_NB_SAMPLE": "24"}}
 
 
 def test_the_notebooks_exist():
@@ -32,7 +36,7 @@ def test_committed_without_outputs(path):
 def test_runs_headless(path, datasets_dir, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    for key, value in {**SMALL, "SHOPLENS_DATASETS": str(datasets_dir)}.items():
+    for key, value in {**SMALL, **OWN.get(path.stem, {}), "SHOPLENS_DATASETS": str(datasets_dir)}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend is what records figures
     nb = nbformat.read(path, as_version=4)
@@ -45,4 +49,4 @@ def test_runs_headless(path, datasets_dir, monkeypatch):
     elapsed = time.perf_counter() - started
     images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert images >= 1, f"{path.name} drew no figure"
-    assert elapsed < 90, f"{path.name} took {elapsed:.0f} s on a {SMALL['SHOPLENS_NB_SAMPLE']}-product sample"
+    assert elapsed < 90, f"{path.name} took {elapsed:.0f} s with SHOPLENS_NB_SAMPLE={os.environ['SHOPLENS_NB_SAMPLE']}"

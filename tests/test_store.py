@@ -9,7 +9,7 @@ import pytest
 from shoplens.store import IndexMismatchError, PointData, StoreError, check_encoder, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
-from stores import STORES
+from stores import STORES, close_store, open_store
 
 DIM = 16
 COLOURS = ["Red", "Blue", "Green"]
@@ -35,14 +35,37 @@ def _fill(store, points):
 
 @pytest.fixture(params=STORES)
 def store(request, make_store):
+    """A store of each kind holding _points(), of this test's own (it may change it)."""
     return _fill(make_store(request.param), _points())
 
 
+@pytest.fixture(scope="module")
+def filled_stores(request, tmp_path_factory):
+    """filled_stores(kind) -> a store of that kind holding _points(), made once in this module for the tests
+    that only read it (making one on the Milvus server costs ~6 s, most of it loading its two collections)."""
+    made: dict = {}
+    folder = tmp_path_factory.mktemp("filled")
+
+    def get(kind: str):
+        if kind not in made:
+            made[kind] = _fill(open_store(kind, folder, "idx", request), _points())
+        return made[kind]
+
+    yield get
+    for filled in made.values():
+        close_store(filled)
+
+
+@pytest.fixture(params=STORES)
+def read_only(request, filled_stores):
+    """A store of each kind holding _points(), shared: the test must not change it."""
+    return filled_stores(request.param)
+
+
 @pytest.fixture(params=STORES[1:])
-def both(request, make_store):
-    """(Edge, another store) holding the same points."""
-    points = _points()
-    return _fill(make_store("edge"), points), _fill(make_store(request.param, "other"), points)
+def both(request, filled_stores):
+    """(Edge, another store) holding the same points; shared, read only."""
+    return filled_stores("edge"), filled_stores(request.param)
 
 
 QUERIES = [None, {"colour": "Red"}, {"colour": ["Red", "Blue"]}, {"colour": "Green", "product_type": "Shoes"},
@@ -70,7 +93,8 @@ def test_congruent_counts_facets_scroll(both):
     assert [h.id for h in edge.iterate(page=7)] == [h.id for h in remote.iterate(page=7)]
 
 
-def test_exact_scores_and_filter(store):
+def test_exact_scores_and_filter(read_only):
+    store = read_only
     points = _points()
     query = points[5].vector
     hits = store.search(query, 3)
