@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from shoplens.encoders import Encoder, l2_normalise
-from stores import make_store, milvus_server  # noqa: F401  (fixtures: every store on a real engine, one server)
+# Fixtures: every store on a real engine, one Milvus server per session, pymilvus' status polls kept short.
+from stores import make_store, milvus_server, quick_milvus_polls  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,6 +12,7 @@ conftest.py imports the fixtures once, so every test module shares one server.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import uuid
 from pathlib import Path
@@ -36,10 +37,28 @@ TIME_TICK_MS = 50
 FAST_LOAD = {"QUERYCOORD_CHECKCHANNELINTERVAL": "100", "QUERYCOORD_DISTPULLINTERVAL": "50"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports below the kernel's ephemeral range: one the kernel handed out (port 0) could
+    be taken again, by an outgoing connection of the server itself, before the server listens on it."""
+    try:
+        lowest = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest = 32768
+    rng = random.Random()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < n:
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", rng.randrange(20000, max(lowest, 20000 + 4 * n))))
+            except OSError:  # taken: try another
+                sock.close()
+                continue
+            held.append(sock)  # held until all are picked: no port twice
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def configure_server(server, base: Path) -> dict[str, str]:
@@ -49,12 +68,12 @@ def configure_server(server, base: Path) -> dict[str, str]:
     Without this the server wants etcd's 2379 and 2380 and its components' defaults, so a Milvus or an etcd
     already running on the machine keeps it from starting (it then waits out its 180 s start timeout)."""
     server.set_base_dir(str(base))
-    server.listen_port = _free_port()
-    for key in COMPONENT_PORTS:
-        server.config.set(key, _free_port())
-    server.webservice_port = _free_port()  # the health and metrics port (9091 by default)
+    proxy, web, client, peer, *components = _free_ports(4 + len(COMPONENT_PORTS))
+    server.listen_port = proxy
+    for key, port in zip(COMPONENT_PORTS, components):
+        server.config.set(key, port)
+    server.webservice_port = web  # the health and metrics port (9091 by default)
     server.config.set("proxy.timeTickInterval", TIME_TICK_MS)
-    client, peer = _free_port(), _free_port()
     server.config.set("etcd_port", client)
     etcd = base / "etcd.yaml"
     base.mkdir(parents=True, exist_ok=True)
@@ -63,6 +82,37 @@ def configure_server(server, base: Path) -> dict[str, str]:
                     f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
                     f"initial-cluster: default=http://127.0.0.1:{peer}\n")
     return {"ETCD_CONFIG_PATH": str(etcd), **FAST_LOAD}  # Milvus reads any setting from the environment too
+
+
+class _ShortPolls:
+    """pymilvus' `time` module, but sleeping at most POLL_S at a time."""
+
+    POLL_S = 0.05
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def sleep(self, seconds: float) -> None:
+        self._real.sleep(min(seconds, self.POLL_S))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_milvus_polls():
+    """pymilvus polls the engine every 0.5 s while it builds a new collection's index or flushes (every 0.2 s while
+    it loads one), waiting a first full interval even when the engine is done at once: each store a test makes
+    (two collections) cost ~1 s more than the engine took, on Milvus Lite as on the server. In this process
+    (not the indexers tests start) its status polls sleep at most 50 ms; what is asked and awaited is the same."""
+    try:
+        from pymilvus.client import grpc_handler
+    except ImportError:  # no pymilvus: the Milvus tests skip
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(grpc_handler, "time", _ShortPolls(grpc_handler.time))  # its time.sleep()s are these polls
+        yield
 
 
 @pytest.fixture(scope="session")
