@@ -165,8 +165,15 @@ def test_json_summary_through_the_app(serving, small_index, tmp_path):
     assert "indexing" not in done.stderr  # --quiet: no bar
 
 
-def test_read_only_commands_beside_the_app(serving, small_index, tmp_path):
-    before = set(Path(tempfile.gettempdir()).glob("shoplens-snapshot-*"))
+def test_read_only_commands_beside_the_app(serving, small_index, tmp_path, monkeypatch):
+    # The app (this process) makes the snapshots: record which, so another run's in the shared /tmp don't count.
+    made, real = [], tempfile.mkdtemp
+
+    def recording(*args, **kwargs):
+        made.append(Path(real(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording)
     info = run_cli("info", "--index", small_index, "--json", entry="shoplens")
     assert info.returncode == 0, info.stderr
     assert json.loads(info.stdout)["count"] == 24
@@ -174,7 +181,8 @@ def test_read_only_commands_beside_the_app(serving, small_index, tmp_path):
                     "--crop", "off", "--json", entry="shoplens")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["results"][0]["id"] == "bgw"
-    assert set(Path(tempfile.gettempdir()).glob("shoplens-snapshot-*")) <= before  # the snapshots are removed
+    snapshots = [p for p in made if p.name.startswith("shoplens-snapshot-")]
+    assert len(snapshots) == 2 and not any(p.exists() for p in snapshots)  # one per command, removed by it
 
 
 def test_second_indexer_waits_for_the_running_sync(serving, small_index, tmp_path):

@@ -74,7 +74,7 @@ def test_timeouts_generous_until_a_read_answers_then_short(store):
     store._call("search", "products", data=[[1.0]])
     store._call("create_collection", "x")
     store._call("flush", "products")
-    assert store._client.calls == [("has_collection", 120), ("query", 120), ("upsert", 10), ("delete", 10),
+    assert store._client.calls == [("has_collection", 120), ("query", 120), ("upsert", 20), ("delete", 20),
                                    ("query", 30), ("search", 30), ("create_collection", 120), ("flush", 120)]
     # pymilvus bounds its retries by `timeout` only when it is an int (a float retries 75 times).
     assert all(type(t) is int for _, t in store._client.calls)
@@ -85,12 +85,12 @@ def test_lost_server_while_writing_says_what_was_kept_and_what_to_do(store):
     store._call("upsert", "products", [{"id": "a"}, {"id": "b"}, {"id": "c"}, {"id": "d"}])
     store._call("upsert", "products_shoplens", [{"key": "meta"}])  # metadata: not a product
     store._call("upsert", "products", [{"id": "e"}, {"id": "f"}, {"id": "g"}, {"id": "h"}])
-    store._client.fail["upsert"] = retried_out("upsert_rows", 10)
+    store._client.fail["upsert"] = retried_out("upsert_rows", 20)
     with pytest.raises(ServerLostError) as caught:
         store._call("upsert", "products", [{"id": "i"}])
     assert isinstance(caught.value, StoreError)  # the CLI prints it in one line, exit status 2
     assert str(caught.value) == (
-        "lost the Milvus server at http://127.0.0.1:19530 (upsert: connection refused for 10 s); the 8 products "
+        "lost the Milvus server at http://127.0.0.1:19530 (upsert: connection refused for 20 s); the 8 products "
         "written before are kept: start the server and run the same command again, it resumes where it stopped")
     # A server that comes back has just started: the next calls get the generous timeout again.
     store._call("query", "products", filter="")
