@@ -81,16 +81,20 @@ def make_photo(path: Path, colour, size=(64, 48), fmt="JPEG") -> Path:
     return path
 
 
-@pytest.fixture
-def folder_catalog(tmp_path) -> Path:
-    """A folder-per-category catalog: reds/, greens/, blues/ and a few extras."""
-    root = tmp_path / "catalog"
+def make_folder_catalog(root: Path) -> Path:
+    """A folder-per-category catalog at `root`: reds/, greens/, blues/ and a few extras (8 photos)."""
     groups = {"reds": ["red", "dark-red"], "greens": ["green", "dark-green"], "blues": ["blue", "navy"],
               "other": ["yellow", "white"]}
     for folder, names in groups.items():
         for name in names:
             make_photo(root / folder / f"{name}.jpg", PALETTE[name])
     return root
+
+
+@pytest.fixture
+def folder_catalog(tmp_path) -> Path:
+    """A folder-per-category catalog: reds/, greens/, blues/ and a few extras."""
+    return make_folder_catalog(tmp_path / "catalog")
 
 
 # --- web app: a small shop catalog (CSV manifest with metadata) and its tiny-encoder index ---

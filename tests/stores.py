@@ -28,12 +28,12 @@ STORES = ["edge", "qdrant-client", "milvus-lite", "milvus-server"]
 COMPONENT_PORTS = ("proxy_internal_port", "root_coord_port", "query_coord_port", "query_node_port",
                    "index_coord_port", "index_node_port", "data_coord_port", "data_node_port")
 # A Strong read (what MilvusStore does after writing) waits for the server's next time tick: 200 ms by default,
-# so each count or search in a test cost ~0.35 s. Ticking every 50 ms makes them ~0.05 s for ~6% more of a core
-# while the server idles; what is read is the same.
+# so each count or search in a test cost ~0.35 s. Ticking every 50 ms makes them ~0.05 s, for an idle server
+# taking ~10% of a core instead of ~4%; what is read is the same.
 TIME_TICK_MS = 50
 # Loading a new collection (every store a test makes has two) waits on the query coordinator's channel checker
-# (every 1 s) and its pull of the query node's state (every 0.5 s): ~3 s per collection, ~2 s with these (the
-# rest is a fixed 1 s observer tick and pymilvus' 0.5 s poll of the index). Milvus reads them from the environment.
+# (every 1 s) and its pull of the query node's state (every 0.5 s): a new store took ~6 s, ~4 s with these (most
+# of the rest is a fixed 1 s observer tick; see also quick_milvus_polls). Milvus reads them from the environment.
 FAST_LOAD = {"QUERYCOORD_CHECKCHANNELINTERVAL": "100", "QUERYCOORD_DISTPULLINTERVAL": "50"}
 
 
@@ -41,16 +41,17 @@ def _free_ports(n: int) -> list[int]:
     """n distinct free loopback ports below the kernel's ephemeral range: one the kernel handed out (port 0) could
     be taken again, by an outgoing connection of the server itself, before the server listens on it."""
     try:
-        lowest = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+        lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         lowest = 32768
+    high = lowest if lowest >= 25000 else 65536  # an ephemeral range starting that low cannot be kept clear of
     rng = random.Random()
     held: list[socket.socket] = []
     try:
         while len(held) < n:
             sock = socket.socket()
             try:
-                sock.bind(("127.0.0.1", rng.randrange(20000, max(lowest, 20000 + 4 * n))))
+                sock.bind(("127.0.0.1", rng.randrange(20000, high)))
             except OSError:  # taken: try another
                 sock.close()
                 continue

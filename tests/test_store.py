@@ -290,6 +290,21 @@ def test_milvus_files_and_metadata_travel_with_the_collection(kind, make_store):
     assert s.cli_args().startswith(f"--milvus-uri {s.uri}")
 
 
+@pytest.mark.parametrize("kind", ["milvus-lite", "milvus-server"])
+def test_closing_a_milvus_store_leaves_another_on_the_same_engine_working(kind, filled_stores):
+    """pymilvus shares one connection between the clients of one URI, and a client's close() dropped it for all:
+    a store closed in the same process left every other store on that server failing ("should create
+    connection first")."""
+    from shoplens.store.milvus import MilvusStore
+
+    kept = filled_stores(kind)
+    assert kept.count() == 300
+    other = MilvusStore(kept.uri, kept.collection)
+    assert other.count() == 300
+    other.close()
+    assert kept.count() == 300
+
+
 def _edge_config(path) -> dict:
     import json
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import PALETTE, REPO, make_photo
+from conftest import PALETTE, REPO, ColourEncoder, make_folder_catalog, make_photo
 from shoplens.catalog import read_catalog
 from shoplens.encoders import create_encoder
 from shoplens.index.sync import filter_fields, sync_catalog
 from shoplens.store import IndexMismatchError, StoreError, point_id
 from shoplens.store.edge import EdgeStore
-from stores import STORES
+from stores import STORES, close_store, open_store
 
 
 def _sync(root, store, encoder, **kw):
@@ -34,17 +34,43 @@ def store(request, make_store):
     return make_store(request.param)
 
 
-def test_first_run_then_unchanged(folder_catalog, store, colour_encoder):
-    first = _sync(folder_catalog, store, colour_encoder)
+@pytest.fixture(scope="module")
+def first_syncs(request, tmp_path_factory):
+    """first_sync(kind) -> (catalog, store, summary): a new store of that kind after its first sync of the folder
+    catalog, made once in this module for the tests that change neither (a second store on the Milvus server
+    costs ~4 s)."""
+    made: dict = {}
+    base = tmp_path_factory.mktemp("first-sync")
+
+    def get(kind: str):
+        if kind not in made:
+            catalog = make_folder_catalog(base / kind / "catalog")
+            store = open_store(kind, base / kind, "idx", request)
+            made[kind] = (catalog, store, _sync(catalog, store, ColourEncoder()))
+        return made[kind]
+
+    yield get
+    for _catalog, store, _summary in made.values():
+        close_store(store)
+
+
+@pytest.fixture(params=STORES)
+def first_sync(request, first_syncs):
+    """(catalog, store, summary of its first sync) for each kind of store; shared: change neither."""
+    return first_syncs(request.param)
+
+
+def test_first_run_then_unchanged(first_sync, colour_encoder):
+    catalog, store, first = first_sync
     assert (first.added, first.updated, first.unchanged, first.removed, first.failed) == (8, 0, 0, 0, [])
     assert first.encoded == 8 and store.count() == 8
-    again = _sync(folder_catalog, store, colour_encoder)
+    again = _sync(catalog, store, colour_encoder)
     assert (again.added, again.updated, again.unchanged, again.encoded) == (0, 0, 8, 0)
     assert store.count() == 8
 
 
-def test_payload_holds_id_metadata_path_and_hash(folder_catalog, store, colour_encoder):
-    _sync(folder_catalog, store, colour_encoder)
+def test_payload_holds_id_metadata_path_and_hash(first_sync):
+    catalog, store, _first = first_sync
     [hit] = store.retrieve([point_id("green")])
     assert hit.payload["product_id"] == "green"
     assert hit.payload["category"] == "greens" and hit.payload["title"] == "green"
@@ -52,7 +78,7 @@ def test_payload_holds_id_metadata_path_and_hash(folder_catalog, store, colour_e
     assert re.fullmatch(r"[0-9a-f]{64}", hit.payload["content_hash"])
     meta = store.read_meta()
     assert meta["encoder"] == "fake-colour" and meta["dim"] == 3 and meta["layout"] == "folders"
-    assert meta["catalog_root"] == str(folder_catalog.resolve()) and meta["filter_fields"] == ["category"]
+    assert meta["catalog_root"] == str(catalog.resolve()) and meta["filter_fields"] == ["category"]
 
 
 def test_changed_photo_is_reencoded_and_search_follows(folder_catalog, store, colour_encoder):
@@ -139,10 +165,12 @@ def test_bad_photos_are_skipped_named_and_never_delete_data(folder_catalog, stor
     assert summary.removed == 0 and store.count() == 8  # the old red.jpg vector is kept
 
 
-def test_another_encoder_is_refused(folder_catalog, store, colour_encoder):
-    _sync(folder_catalog, store, colour_encoder)
+def test_another_encoder_is_refused(first_sync):
+    catalog, store, _first = first_sync
+    before = store.count()
     with pytest.raises(IndexMismatchError, match="fake-colour"):
-        _sync(folder_catalog, store, create_encoder("tiny"))
+        _sync(catalog, store, create_encoder("tiny"))
+    assert store.count() == before == 8 and store.read_meta()["encoder"] == "fake-colour"  # refused: nothing written
 
 
 def test_a_failed_write_closes_the_bar_so_the_error_starts_a_line(folder_catalog, make_store, colour_encoder,

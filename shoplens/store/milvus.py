@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import uuid
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -161,7 +162,10 @@ class MilvusStore(Store):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 uri = str(path.resolve())
             try:
-                self._client = pm.MilvusClient(uri=uri, token=self._token, timeout=self._timeout)
+                # A connection of its own: pymilvus shares one between the clients of a URI, and a client's
+                # close() drops it for all of them, so closing one store broke every other in this process.
+                self._client = pm.MilvusClient(uri=uri, token=self._token, timeout=self._timeout,
+                                               alias=f"shoplens-{uuid.uuid4().hex}")
             except Exception as exc:  # grpc's "Fail connecting to server ..." after the timeout, a lock, ...
                 raise StoreError(f"cannot reach Milvus at {self.uri}: {_reason(exc)}") from None
         return self._client
