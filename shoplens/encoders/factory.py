@@ -18,6 +18,10 @@ def list_encoders() -> dict[str, str]:
 def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
     """Create the encoder registered as `name` (weights still load lazily)."""
     _load_builtin()
+    if name.startswith("onnx:"):  # a model folder, not a registered name (shoplens/encoders/onnxmodel.py)
+        from shoplens.encoders.onnxmodel import create
+
+        return create(name, **options)
     try:
         factory = FACTORIES[name]
     except KeyError:
@@ -29,7 +33,7 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
 
 def _load_builtin() -> None:
     # Importing registers them; the modules import no heavy library at top level.
-    from shoplens.encoders import dinov2, efficientnet, imagebind, tiny  # noqa: F401
+    from shoplens.encoders import dinov2, efficientnet, imagebind, onnxmodel, tiny  # noqa: F401
 
     # Your own encoders: modules named in $SHOPLENS_PLUGINS that call register() when imported.
     for module in filter(None, os.environ.get("SHOPLENS_PLUGINS", "").split(",")):

@@ -28,7 +28,9 @@ def cache_file(encoder: Encoder) -> Path:
     """The cache file for this encoder configuration."""
     options = json.dumps(encoder.options, sort_keys=True)
     key = hashlib.sha1(f"{encoder.name}|{encoder.version}|{encoder.dim}|{options}".encode()).hexdigest()[:12]
-    return cache_dir("embeddings") / f"{encoder.name}-{key}.npz"
+    # An onnx:DIR name holds a path: keep only file-name characters (the key tells configurations apart).
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder.name)[-80:]
+    return cache_dir("embeddings") / f"{stem}-{key}.npz"
 
 
 def load_cache(path: Path) -> dict[str, np.ndarray]:

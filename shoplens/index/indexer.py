@@ -41,6 +41,10 @@ class IndexOptions:
         self.catalog = Path(self.catalog)
         self.tuning = Path(self.tuning) if self.tuning is not None else None
         self.photos = [Path(p) for p in self.photos or []]
+        if self.encoder:  # onnx:DIR with DIR absolute, so an app in another working directory finds the model
+            from shoplens.encoders.onnxmodel import canonical_name
+
+            self.encoder = canonical_name(self.encoder)
         if self.batch_size < 1:
             raise UserError("--batch-size must be at least 1")
         if self.photos and not self.tune_label:
