@@ -356,3 +356,35 @@ def test_a_bad_folder_changes_nothing_in_an_existing_index(models, catalog, tmp_
     code, _, err = run(capsys, "index", catalog, "--index", tmp_path / "index", "--prune", "--quiet")
     assert code == 2 and err.startswith("error: "), err
     assert sorted(p.read_bytes() for p in (tmp_path / "index").rglob("*") if p.is_file()) == before
+
+
+def test_a_relative_folder_travels_as_an_absolute_name(models, tmp_path, monkeypatch):
+    from shoplens.index.indexer import IndexOptions
+
+    write_folder(tmp_path / "model", models["image"])
+    monkeypatch.chdir(tmp_path)
+    options = IndexOptions(catalog=tmp_path, encoder="onnx:model")
+    assert options.as_message()["encoder"] == f"onnx:{(tmp_path / 'model').resolve()}"
+    assert IndexOptions(catalog=tmp_path, encoder="tiny").encoder == "tiny"
+
+
+def test_the_export_script_fails_offline_in_one_line(tmp_path, monkeypatch, capsys):
+    import socket
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    try:
+        import export_onnx_model
+    finally:
+        sys.path.pop(0)
+
+    def offline(*_args, **_kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", offline)
+    assert export_onnx_model.main(["clip-vit-b32", str(tmp_path / "clip")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach huggingface.co") and err.count("\n") == 1, err
+    assert not (tmp_path / "clip").exists()
+    assert export_onnx_model.main(["no-such-model", str(tmp_path / "x")]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
