@@ -388,3 +388,15 @@ def test_the_export_script_fails_offline_in_one_line(tmp_path, monkeypatch, caps
     assert not (tmp_path / "clip").exists()
     assert export_onnx_model.main(["no-such-model", str(tmp_path / "x")]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_cuda_is_asked_for_first_when_onnxruntime_offers_it(monkeypatch):
+    import onnxruntime
+
+    from shoplens.encoders.onnxmodel import session_providers
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert session_providers() == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert session_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
