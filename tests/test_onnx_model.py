@@ -400,3 +400,36 @@ def test_cuda_is_asked_for_first_when_onnxruntime_offers_it(monkeypatch):
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     assert session_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_evaluate_and_tune_take_the_model_folder(models, catalog, tmp_path, cache, capsys, monkeypatch):
+    folder = write_folder(tmp_path / "model", models["image"])
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "evaluate", catalog, "--label", "category", "--encoder", "onnx:model", "--json",
+                         tmp_path / "eval.json", "--quiet")
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["encoder"] == f"onnx:{folder.resolve()}" and result["queries"] == len(COLOURS)
+    assert result["onnx_model"]["name"] == "test-model"
+    code, out, err = run(capsys, "tune", catalog, "--label", "category", "--encoder", "onnx:model", "--out",
+                         tmp_path / "tuning.npz", "--json", tmp_path / "tune.json", "--quiet", "--force")
+    assert code == 0, err
+    from shoplens.tune import load_tuning
+
+    assert load_tuning(tmp_path / "tuning.npz").encoder["encoder"] == f"onnx:{folder.resolve()}"
+
+
+def test_the_app_indexes_with_the_folder_and_serves_its_words_search(models, catalog, tmp_path, cache,
+                                                                       monkeypatch):
+    from shoplens.web.serve import build_parser, create, sync_first
+
+    write_folder(tmp_path / "model", models["image"], models["text"], models["tokenizer"])
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(["--catalog", str(catalog), "--index", "index", "--encoder", "onnx:model"])
+    assert sync_first(args) == 0
+    app = create(tmp_path / "index", page_size=4)
+    try:
+        assert app.searcher.search_text("green", k=1).hits[0].payload["title"] == "green"
+        assert app.searcher.search_image(catalog / "cool" / "blue.png", k=1).hits[0].payload["title"] == "blue"
+    finally:
+        app.close()
