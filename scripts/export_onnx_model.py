@@ -68,8 +68,12 @@ def load(hub_id: str, family: str, random_weights: bool):
         tokenizer = transformers.AutoTokenizer.from_pretrained(hub_id)
     except OSError as exc:
         raise ExportError(f"cannot load {hub_id} from the hub: {exc}") from None
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
-    return model, backend
+    from tokenizers import Tokenizer
+
+    # A fast tokenizer wraps a tokenizers.Tokenizer (saved as tokenizer.json); a SentencePiece-only one (SigLIP v1)
+    # has none, and the folder then gets the image model alone.
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return model, backend if isinstance(backend, Tokenizer) else None
 
 
 def stand_in_tokenizer(vocab_size: int):

@@ -87,7 +87,8 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", type=Path, help="catalog folder, or a CSV manifest with a 'path' column")
     add_store_args(p)
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
-    p.add_argument("--encoder", default=None, help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
+    p.add_argument("--encoder", default=None,
+                   help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
                    help="square the photo by centre crop, padding, or trimming plain margins then padding")
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
@@ -333,7 +334,8 @@ def add_evaluate_args(p) -> None:
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
     p.add_argument("--queries-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --queries")
     add_store_args(p)
-    p.add_argument("--encoder", default=None, help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
+    p.add_argument("--encoder", default=None,
+                   help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
                    help="square the photo by centre crop, padding, or trimming plain margins then padding")
     p.add_argument("--crop", choices=CROP_MODES, default=None,

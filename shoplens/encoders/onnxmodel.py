@@ -46,6 +46,9 @@ FIELDS_LINE = ('shoplens-model.json: {"name": str, "image": "image.onnx", "size"
 DEFAULT_MAX_LENGTH = 77  # CLIP's context; a model with a fixed input length uses its own
 MAX_SIZE = 4096
 PROBE_TEXT = "a photo of a product"
+# Which (folder, digest, provider) this process has already said it runs: the line is said once, not per encoder.
+_ANNOUNCED: set = set()
+_ANNOUNCED_LOCK = threading.Lock()
 
 
 class ModelFolderError(EncoderError):
@@ -284,11 +287,18 @@ class OnnxModelEncoder(OnnxEncoder):
         return loaded
 
     def _say_provider(self, loaded: Loaded) -> None:
-        # Once, when the model first encodes something (a refused model says nothing but its error).
-        if not loaded.said:
-            loaded.said = True
-            print(f"shoplens: {self.spec.name} ({PREFIX}{self.spec.folder}) runs on onnxruntime's "
-                  f"{loaded.provider}", file=sys.stderr, flush=True)
+        # When the model first encodes something (a refused model says nothing but its error); once a process
+        # per model and provider, however many encoders (a search, the app's syncs) are made of one folder.
+        if loaded.said:
+            return
+        loaded.said = True
+        key = (str(self.spec.folder), self.digest, loaded.provider)
+        with _ANNOUNCED_LOCK:
+            if key in _ANNOUNCED:
+                return
+            _ANNOUNCED.add(key)
+        print(f"shoplens: {self.spec.name} ({PREFIX}{self.spec.folder}) runs on onnxruntime's {loaded.provider}",
+              file=sys.stderr, flush=True)
 
     def _check_image_input(self, session) -> int | None:
         inputs = session.get_inputs()
