@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", type=Path, help="catalog folder, or a CSV manifest with a 'path' column")
     add_store_args(p)
-    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
+                   help="catalog layout (default: detect, and refuse one other than the index records; giving it "
+                        "changes the index's layout deliberately)")
     p.add_argument("--encoder", default=None, help=f"encoder name (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
                    help="square the photo by centre crop, padding, or trimming plain margins then padding")
@@ -109,7 +111,11 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=Path, action="append", default=[], metavar="LABELLED_PHOTOS",
                    help="with --tune-label: extra labelled photos of the catalog's products (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="with --tune-label: apply the tuning even when it does not beat untuned search held-out")
+                   help="with --prune: remove however many products left the catalog (without it a prune that would "
+                        "remove more than --max-prune of the index, or all of it, changes nothing); with "
+                        "--tune-label: apply the tuning even when it does not beat untuned search held-out")
+    p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
+                   help="with --prune: the share of the index a prune may remove (default 0.2)")
     p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

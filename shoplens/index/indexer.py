@@ -34,7 +34,10 @@ class IndexOptions:
     tune_label: str | None = None  # fit a tuning on these labels and apply it, in the same run
     no_tuning: bool = False
     photos: list[Path] = field(default_factory=list)  # with tune_label: extra labelled photos
-    force: bool = False  # with tune_label: apply it even when it does not beat untuned search
+    # with prune: remove however much left the catalog; with tune_label: apply it even when it does not beat
+    # untuned search
+    force: bool = False
+    max_prune: float | None = None  # with prune: the share of the index it may remove (default DEFAULT_MAX_PRUNE)
     quiet: bool = False  # no progress bars
 
     def __post_init__(self) -> None:
@@ -45,8 +48,14 @@ class IndexOptions:
             raise UserError("--batch-size must be at least 1")
         if self.photos and not self.tune_label:
             raise UserError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
-        if self.force and not self.tune_label:
-            raise UserError("--force applies a tuning fitted by --tune-label: give --tune-label FIELD too")
+        if self.force and not (self.tune_label or self.prune):
+            raise UserError("--force removes however much left the catalog with --prune, or applies a tuning fitted "
+                            "by --tune-label: give --prune or --tune-label FIELD too")
+        if self.max_prune is not None:
+            if not 0 <= self.max_prune <= 1:
+                raise UserError(f"--max-prune {self.max_prune:g}: give a share of the index from 0 to 1 (0.2 is 20 %)")
+            if not self.prune:
+                raise UserError("--max-prune limits what --prune removes: give --prune too")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -74,7 +83,7 @@ def index_catalog(options: IndexOptions, store, encoders=None, progress=None):
 
     The indexer runs it on the store it opened; a serving app on its own store (`encoders`: how the app gets
     an encoder, to reuse the one it searches with; `progress`: where the bar is drawn, the indexer's stderr)."""
-    from shoplens.index.sync import KEEP, sync_catalog
+    from shoplens.index.sync import DEFAULT_MAX_PRUNE, KEEP, sync_catalog
     from shoplens.index.text import TextIndexer, catalog_has_text
 
     encoders = encoders or create_encoder
@@ -103,9 +112,10 @@ def index_catalog(options: IndexOptions, store, encoders=None, progress=None):
     progress = False if options.quiet else (progress or True)
     if options.tune_label:
         tuning, known = tune_for_index(catalog, options, encoder, progress)
+    max_prune = None if options.force else (DEFAULT_MAX_PRUNE if options.max_prune is None else options.max_prune)
     return sync_catalog(catalog, store, encoder, text=text, colours=not options.no_colours,
-                        batch_size=options.batch_size, prune=options.prune,
-                        progress=progress, tuning=tuning, known_vectors=known)
+                        batch_size=options.batch_size, prune=options.prune, max_prune=max_prune,
+                        progress=progress, tuning=tuning, known_vectors=known, layout_chosen=options.layout != "auto")
 
 
 def tune_for_index(catalog, options: IndexOptions, encoder, progress=True):
