@@ -124,11 +124,12 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
 def cmd_index(args) -> int:
     """Body of `indexer.py`: a direct sync, or, while an app serves the index, the same sync run by the app."""
     from shoplens.index.live import hand_over_sync, index_locked_message, is_locked
+    from shoplens.tune.fit import fit_for_index
 
     # A caller's own Namespace (app.py --catalog) may leave the tuning options out: they keep the index's tuning.
     options = IndexOptions(**{name: getattr(args, name) for name in IndexOptions.names() if hasattr(args, name)})
     if options.tuning is not None:
-        from shoplens.tune import load_tuning
+        from shoplens.vectors.tuning import load_tuning
 
         load_tuning(options.tuning)  # a damaged file is refused before anything is read or changed
     if args.download:
@@ -140,7 +141,7 @@ def cmd_index(args) -> int:
             with open_store(args.index, args.qdrant_url, args.collection,
                             milvus_uri=getattr(args, "milvus_uri", None),
                             profile=getattr(args, "profile", "auto")) as store:
-                summary = index_catalog(options, store)
+                summary = index_catalog(options, store, fit_tuning=fit_for_index)
         except StoreError as exc:
             if is_locked(exc):
                 raise StoreError(index_locked_message(args.index or DEFAULT_INDEX)) from None
@@ -395,7 +396,7 @@ def cmd_evaluate(args) -> int:
         raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
     encoder, tuning = args.encoder, None
     if args.tuning is not None:
-        from shoplens.tune import check_tuning, load_tuning
+        from shoplens.vectors.tuning import check_tuning, load_tuning
 
         tuning = load_tuning(args.tuning)
         if not use_index:  # an index checks it itself: only its own tuning may query it
@@ -439,7 +440,7 @@ def _write_json(path: Path | None, data: dict) -> None:
 def _cmd_evaluate_tuned(args, use_index: bool) -> int:
     """evaluate --tune-folds K / --photos / --tune-label: figures of a tuning fitted here, never on its queries."""
     from shoplens.catalog import read_catalog as read
-    from shoplens.index.embedcache import embed_products
+    from shoplens.vectors.embedcache import embed_products
     from shoplens.quality.evaluate import parse_label, with_recall_alias
     from shoplens.tune import DEFAULT_METHOD
     from shoplens.tune.crossval import cross_validate, query_evaluation

@@ -340,12 +340,12 @@ def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
     """content hash -> image vector from the embedding cache of the index's encoder (empty when unknown)."""
     try:
         from shoplens.encoders import create_encoder
-        from shoplens.index.embedcache import cache_file, load_cache
+        from shoplens.vectors.embedcache import EmbeddingCache
 
         encoder = create_encoder(meta["encoder"], **dict(meta.get("encoder_options") or {}))
         if (encoder.version, encoder.dim) != (meta.get("encoder_version"), int(meta["dim"])):
             return {}
-        return load_cache(cache_file(encoder))
+        return EmbeddingCache.for_encoder(encoder)
     except Exception:  # noqa: BLE001 - an unknown encoder or no cache: nothing to refill from
         return {}
 

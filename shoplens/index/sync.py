@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import ChainMap
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterator, Mapping
@@ -34,7 +35,6 @@ from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder
 from shoplens.errors import UserError
 from shoplens.images import ImageError, load_image, read_bytes
-from shoplens.index.embedcache import cache_file, load_cache, save_cache
 from shoplens.index.text import TextIndexer, check_text
 from shoplens.index.tuning import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
                                    read_kept_tuning)
@@ -42,6 +42,7 @@ from shoplens.progress import progress_bar
 from shoplens.store import (SCHEMA_VERSION, DiskSpaceError, IndexDamagedError, PointData, Store, check_encoder, point_id,
                             text_dim)
 from shoplens.store.space import bytes_needed, ensure_space
+from shoplens.vectors.embedcache import EmbeddingCache, remember
 
 # sync_catalog(tuning=KEEP): keep the index's tuning (and finish a pending change of it).
 KEEP = "keep"
@@ -49,7 +50,6 @@ KEEP = "keep"
 # Fields never offered as filters: free text, ids, file paths.
 NOT_FILTERS = {"title", "product_id", "id", "sku", "image", "image_url", "image_path", "content_hash", "description", "year"}
 MAX_FILTER_VALUES = 500
-CACHE_EVERY = 640  # photos encoded between writes of the embedding cache
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Plan:
     damaged: object  # shoplens.index.check.Report of the integrity check before the run
     text: TextIndexer | None  # the text side kept in step (None: the index has no text vectors)
     target: object | None  # the tuning the written vectors get (a shoplens.tune.Tuning), None for raw
-    known: dict[str, np.ndarray]  # content hash -> backbone vector: photos not encoded again
+    known: Mapping[str, np.ndarray]  # content hash -> backbone vector: photos not encoded again
     rewrite: set[str]  # damaged points re-written from the catalog (prepared as new)
     colours_ok: bool  # stored colours have the current layout, so a same photo keeps them
     disk: object = None  # an embedded index's folder, whose free space is checked before each write
@@ -198,9 +198,9 @@ def plan_sync(catalog: Catalog, store: Store, encoder: Encoder, summary: Summary
         new = sum(point_id(p.id) not in existing for p in catalog.products) + len(damaged.no_image)
         ensure_space(disk, bytes_needed(new, encoder.dim, text_dim(meta)), f"writing {new} products")
     rewrite = damaged.no_image | damaged.bad_payload  # re-encoded (or taken from the embedding cache)
-    known = dict(known_vectors or {})
-    if rewrite:
-        known = {**load_cache(cache_file(encoder)), **known}
+    known: Mapping[str, np.ndarray] = known_vectors if known_vectors is not None else {}
+    if rewrite:  # the damaged points' vectors, from the embedding cache where it has them
+        known = ChainMap(dict(known), EmbeddingCache.for_encoder(encoder))
     summary.failed.extend((m.split(":")[0], m.split(":", 1)[-1].strip()) for m in catalog.missing)
     summary.notes.extend(getattr(catalog, "notes", []))
     colours_ok = (meta.get("colours") or {}).get("version") == COLOUR_VERSION
@@ -232,7 +232,7 @@ def index_target_tuning(store: Store, meta: dict, tuning):
     change was heading to)."""
     if tuning is not KEEP:
         if tuning is not None:
-            from shoplens.tune import TuningError, check_tuning
+            from shoplens.vectors.tuning import TuningError, check_tuning
 
             try:
                 check_tuning(tuning, meta)
@@ -364,43 +364,26 @@ class Embedder:
         self.encoder = encoder
         self.known = known
         self.target = target
-        self.cache = cache
+        self.cache = EmbeddingCache.for_encoder(encoder) if cache else None
         self.encoded = 0
-        self._raw: dict[str, np.ndarray] | None = None  # the embedding cache, loaded at the first encode
 
     def embed(self, batch: list[Prepared]) -> list[np.ndarray]:
         """The vectors to store for `batch` (row i is batch[i])."""
-        todo = [item.image for item in batch if item.payload["content_hash"] not in self.known]
+        hashes = [item.payload["content_hash"] for item in batch]
+        vectors = [self.known.get(h) for h in hashes]
+        todo = [item.image for item, vec in zip(batch, vectors) if vec is None]
         fresh = iter(self.encoder.embed_batch(todo) if todo else [])
-        vectors = [self.known.get(item.payload["content_hash"]) for item in batch]
         vectors = [next(fresh) if vec is None else vec for vec in vectors]
-        if self.cache and todo:
-            self._remember(batch, vectors, len(todo))
+        if self.cache is not None and todo:  # each batch: a killed run keeps what it encoded
+            remember(self.cache, {h: np.asarray(vec, np.float32) for h, vec in zip(hashes, vectors)})
         self.encoded += len(todo)
         if self.target is not None:
             vectors = list(self.target.apply(np.stack(vectors)))
         return vectors
 
-    def _remember(self, batch: list[Prepared], vectors: list[np.ndarray], encoded: int) -> None:
-        if self._raw is None:
-            self._raw = load_cache(cache_file(self.encoder))
-        self._raw.update((item.payload["content_hash"], np.asarray(vec, np.float32))
-                         for item, vec in zip(batch, vectors))
-        if (self.encoded + encoded) // CACHE_EVERY > self.encoded // CACHE_EVERY:
-            self._save()  # a killed run keeps what it encoded
-
     def close(self) -> None:
-        """Write what is still unwritten to the embedding cache."""
-        if self._raw is not None:
-            self._save()
-
-    def _save(self) -> None:
-        # A cache is a convenience, so a full or read-only cache folder never fails the run (re-projection and
-        # repair then re-encode the photos they need).
-        try:
-            save_cache(cache_file(self.encoder), self._raw, self.encoder.dim)
-        except OSError:
-            pass
+        if self.cache is not None:
+            self.cache.close()
 
 
 # ---------------------------------------------------------------------------------------------------- write
@@ -530,7 +513,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
     bridge); an index that has them keeps them up to date even without it. `colours` stores each product's
     dominant colours in its payload (off: they are removed). `progress`: a bar on stderr, or on the text
     stream given. `known_vectors` (content hash -> this encoder's vector, e.g. from
-    shoplens.index.embedcache) spares encoding those photos.
+    shoplens.vectors.embedcache) spares encoding those photos.
 
     `tuning` (a shoplens.tune.Tuning, None for none, KEEP for the index's own): stored vectors are
     tuning.apply(backbone vector); a new tuning, or none, first re-projects the stored vectors from their
