@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_args(p)
     p.add_argument("--repair", action="store_true",
                    help="fix what can be fixed without the catalog, and name the indexer run for the rest")
+    p.add_argument("--full", action="store_true",
+                   help="compare every stored image vector with the embedding cache (default: a sample of 200)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
@@ -287,7 +289,7 @@ def cmd_check(args) -> int:
 
     if args.qdrant_url is not None:  # a server: its own process guards its files
         with open_store(None, args.qdrant_url, args.collection) as store:
-            report = repair(store) if args.repair else verify(store)
+            report = repair(store) if args.repair else verify(store, full=getattr(args, "full", False))
         return print_report(report, args.json)
     index = args.index or DEFAULT_INDEX
     try:
@@ -301,7 +303,7 @@ def cmd_check(args) -> int:
         else:
             with readable_index(index) as where:
                 with open_store(where) as store:
-                    report = verify(store)
+                    report = verify(store, full=getattr(args, "full", False))
                 if Path(where) != Path(index):
                     report.relocate(where, index)
                     report.notes.append(f"checked a snapshot the app serving {index} made between two writes"

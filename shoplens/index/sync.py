@@ -254,7 +254,7 @@ def _damage(store: Store, meta: dict, summary: Summary):
     fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
     if fatal:
         raise (DiskSpaceError if fatal[0].kind == "disk" else IndexDamagedError)(fatal[0].line())
-    if report.kinds() & {"image", "text", "payload", "count", "bridge"}:
+    if report.kinds() & {"image", "vector", "text", "payload", "count", "bridge"}:
         summary.notes.append("the index was damaged: " + "; ".join(p.text for p in report.problems)
                              + " (repaired by this run where the catalog has the product)")
     return report

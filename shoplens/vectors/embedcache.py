@@ -13,7 +13,7 @@ One store per encoder configuration under cache_dir("embeddings"), append-only, 
 A writer appends its batch to the vector file and records it inside one SQLite write transaction (BEGIN
 IMMEDIATE: one writer at a time, across processes), so two processes writing at once both keep every vector.
 The vectors live outside SQLite because SQLite in WAL mode writes every page twice (the log, then the
-checkpoint): each vector is written once, and only its small row twice (benchmarks/embedcache.py: about 1.03x
+checkpoint): each vector is written once, and only its small row twice (benchmarks/embedcache.py: 1.08x
 the vectors' size at 1280 dimensions). A run killed mid-batch leaves at most unreferenced bytes at the end of
 the vector file; a vector whose bytes no longer match its CRC (a power cut before the file reached the disk)
 reads as missing, so it is encoded again rather than used wrong.
@@ -55,15 +55,23 @@ class CacheError(OSError):
     """The cache file cannot be used (not writable, another configuration's, damaged)."""
 
 
-def config_key(encoder: Encoder) -> str:
-    """A short key of the encoder's configuration (what describe() says: name, version, size, options)."""
-    text = json.dumps(encoder.describe(), sort_keys=True)
+DESCRIBE_KEYS = ("encoder", "encoder_version", "dim", "encoder_options")  # what Encoder.describe() returns
+
+
+def config_key(describe: dict) -> str:
+    """A short key of an encoder configuration (what describe() says: name, version, size, options)."""
+    text = json.dumps({k: describe.get(k) for k in DESCRIBE_KEYS}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def config_file(describe: dict) -> Path:
+    """The cache file of an encoder configuration: encoder.describe(), or an index's metadata (which records it)."""
+    return cache_dir("embeddings") / f"{describe.get('encoder')}-{config_key(describe)}{SUFFIX}"
 
 
 def cache_file(encoder: Encoder) -> Path:
     """The cache file for this encoder configuration (its vectors lie beside it, ending in .f32)."""
-    return cache_dir("embeddings") / f"{encoder.name}-{config_key(encoder)}{SUFFIX}"
+    return config_file(encoder.describe())
 
 
 def legacy_cache_file(encoder: Encoder) -> Path:
@@ -91,7 +99,12 @@ class EmbeddingCache(Mapping):
     @classmethod
     def for_encoder(cls, encoder: Encoder) -> "EmbeddingCache":
         """The cache of this encoder configuration."""
-        return cls(cache_file(encoder), encoder.dim, encoder.describe(), legacy_cache_file(encoder))
+        return cls(cache_file(encoder), encoder.dim, _described(encoder.describe()), legacy_cache_file(encoder))
+
+    @classmethod
+    def for_index(cls, meta: dict) -> "EmbeddingCache":
+        """The cache of the encoder configuration an index's metadata records (no encoder is loaded)."""
+        return cls(config_file(meta), int(meta.get("dim") or 0), _described(meta))
 
     # --- reading ---
 
@@ -207,6 +220,9 @@ class EmbeddingCache(Mapping):
         made = not self.path.exists()
         try:
             db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+            # Small pages: each commit (one batch of a sync) rewrites the few pages its rows touch, in the log and
+            # again at the checkpoint; 1 KiB pages keep that a few percent of the batch's vector bytes.
+            db.execute("PRAGMA page_size=1024")  # only takes effect on a new file
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut may lose the last batches, never mix them
             db.execute("BEGIN IMMEDIATE")
@@ -259,6 +275,10 @@ class EmbeddingCache(Mapping):
             self.close()
         except Exception:  # noqa: BLE001 - at interpreter exit
             pass
+
+
+def _described(describe: dict) -> dict:
+    return {k: describe.get(k) for k in DESCRIBE_KEYS}
 
 
 def remember(cache: EmbeddingCache, vectors: Mapping[str, np.ndarray]) -> None:
