@@ -28,7 +28,7 @@ from shoplens.catalog import Product, read_catalog
 from shoplens.colour import pixels as colour_pixels
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
 from shoplens.images import ImageError, load_image
-from shoplens.index.embedcache import embed_products
+from shoplens.vectors.embedcache import embed_products
 from shoplens.quality import metrics
 from shoplens.quality.evaluate import build_evaluation
 from shoplens.query import rerank

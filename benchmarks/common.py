@@ -87,7 +87,7 @@ def real_embeddings(encoder_name: str = "efficientnet-lite0", limit: int | None 
         data = np.load(cache)
         return data["vectors"], data["categories"]
     from shoplens.encoders import create_encoder
-    from shoplens.index.embedcache import embed_products
+    from shoplens.vectors.embedcache import embed_products
 
     encoder = create_encoder(encoder_name)
     # Through the shared embedding cache (~/.cache/shoplens): photos the indexer or an evaluation already

@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.common import DATASETS
 from shoplens.catalog import read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
-from shoplens.index.embedcache import embed_products
+from shoplens.vectors.embedcache import embed_products
 from shoplens.tune.crossval import cross_validate, query_evaluation
 from shoplens.tune.fit import fit_tuning, gather, score, split_groups
 

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_args(p)
     p.add_argument("--repair", action="store_true",
                    help="fix what can be fixed without the catalog, and name the indexer run for the rest")
+    p.add_argument("--full", action="store_true",
+                   help="compare every stored image vector with the embedding cache (default: a sample of 200)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
@@ -86,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", type=Path, help="catalog folder, or a CSV manifest with a 'path' column")
     add_store_args(p)
-    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
+                   help="catalog layout (default: detect, and refuse one other than the index records; giving it "
+                        "changes the index's layout deliberately)")
     p.add_argument("--encoder", default=None,
                    help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
@@ -110,7 +114,11 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--photos", type=Path, action="append", default=[], metavar="LABELLED_PHOTOS",
                    help="with --tune-label: extra labelled photos of the catalog's products (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="with --tune-label: apply the tuning even when it does not beat untuned search held-out")
+                   help="with --prune: remove however many products left the catalog (without it a prune that would "
+                        "remove more than --max-prune of the index, or all of it, changes nothing); with "
+                        "--tune-label: apply the tuning even when it does not beat untuned search held-out")
+    p.add_argument("--max-prune", type=float, default=None, metavar="FRACTION",
+                   help="with --prune: the share of the index a prune may remove (default 0.2)")
     p.add_argument("--download", action="store_true", help="fetch the Kaggle fashion-images set into CATALOG first")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,11 +127,12 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
 def cmd_index(args) -> int:
     """Body of `indexer.py`: a direct sync, or, while an app serves the index, the same sync run by the app."""
     from shoplens.index.live import hand_over_sync, index_locked_message, is_locked
+    from shoplens.tune.fit import fit_for_index
 
     # A caller's own Namespace (app.py --catalog) may leave the tuning options out: they keep the index's tuning.
     options = IndexOptions(**{name: getattr(args, name) for name in IndexOptions.names() if hasattr(args, name)})
     if options.tuning is not None:
-        from shoplens.tune import load_tuning
+        from shoplens.vectors.tuning import load_tuning
 
         load_tuning(options.tuning)  # a damaged file is refused before anything is read or changed
     if args.download:
@@ -135,7 +144,7 @@ def cmd_index(args) -> int:
             with open_store(args.index, args.qdrant_url, args.collection,
                             milvus_uri=getattr(args, "milvus_uri", None),
                             profile=getattr(args, "profile", "auto")) as store:
-                summary = index_catalog(options, store)
+                summary = index_catalog(options, store, fit_tuning=fit_for_index)
         except StoreError as exc:
             if is_locked(exc):
                 raise StoreError(index_locked_message(args.index or DEFAULT_INDEX)) from None
@@ -281,7 +290,7 @@ def cmd_check(args) -> int:
 
     if args.qdrant_url is not None:  # a server: its own process guards its files
         with open_store(None, args.qdrant_url, args.collection) as store:
-            report = repair(store) if args.repair else verify(store)
+            report = repair(store) if args.repair else verify(store, full=getattr(args, "full", False))
         return print_report(report, args.json)
     index = args.index or DEFAULT_INDEX
     try:
@@ -295,7 +304,7 @@ def cmd_check(args) -> int:
         else:
             with readable_index(index) as where:
                 with open_store(where) as store:
-                    report = verify(store)
+                    report = verify(store, full=getattr(args, "full", False))
                 if Path(where) != Path(index):
                     report.relocate(where, index)
                     report.notes.append(f"checked a snapshot the app serving {index} made between two writes"
@@ -391,7 +400,7 @@ def cmd_evaluate(args) -> int:
         raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
     encoder, tuning = args.encoder, None
     if args.tuning is not None:
-        from shoplens.tune import check_tuning, load_tuning
+        from shoplens.vectors.tuning import check_tuning, load_tuning
 
         tuning = load_tuning(args.tuning)
         if not use_index:  # an index checks it itself: only its own tuning may query it
@@ -435,7 +444,7 @@ def _write_json(path: Path | None, data: dict) -> None:
 def _cmd_evaluate_tuned(args, use_index: bool) -> int:
     """evaluate --tune-folds K / --photos / --tune-label: figures of a tuning fitted here, never on its queries."""
     from shoplens.catalog import read_catalog as read
-    from shoplens.index.embedcache import embed_products
+    from shoplens.vectors.embedcache import embed_products
     from shoplens.quality.evaluate import parse_label, with_recall_alias
     from shoplens.tune import DEFAULT_METHOD
     from shoplens.tune.crossval import cross_validate, query_evaluation

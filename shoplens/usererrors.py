@@ -7,7 +7,7 @@ from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import LocaliserError
 from shoplens.store import StoreError
-from shoplens.tune.base import TuningError
+from shoplens.vectors.tuning import TuningError
 
 # Errors a user can act on: one line, exit status 2, no traceback. Any other error (a ValueError from a bug
 # included) shows its traceback: a one-line message would hide where it came from.

@@ -11,7 +11,7 @@ import pytest
 from conftest import PALETTE, ColourEncoder, make_photo
 from shoplens import cli
 from shoplens.catalog import read_catalog
-from shoplens.index import embedcache
+from shoplens.vectors import embedcache
 from shoplens.quality.evaluate import evaluate, label_of, parse_label, rank
 
 
@@ -161,7 +161,7 @@ def test_second_run_reads_the_cache(manifest_catalog):
     second = evaluate(manifest_catalog, "colour", encoder=encoder)
     assert encoder.encoded == 5
     assert second.summary == first.summary
-    assert list(embedcache.cache_dir("embeddings").glob("fake-colour-*.npz"))
+    assert list(embedcache.cache_dir("embeddings").glob("fake-colour-*.sqlite"))
 
 
 def test_changed_photo_is_re_encoded(manifest_catalog):

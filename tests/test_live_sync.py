@@ -600,3 +600,30 @@ def test_a_product_written_mid_sync_shows_its_photo_at_once(small_index, tmp_pat
     assert shop.photo(shop.product("bad")) == str(shop.placeholder())  # same rules as at start: never out of the root
     assert shop.photos.lookup(str(tmp_path / "secret.txt")) is None
     shop.searcher.close()
+
+
+def test_a_watch_round_that_would_prune_too_much_logs_it_and_keeps_serving(small_index, tmp_path, caplog):
+    """`mv photos/bags x` (a third of the shop) then a watch round. Before: the round pruned every bag from the
+    served index (and all of a shop whose photo folder moved away for a minute)."""
+    import logging
+    import shutil
+
+    from shoplens.index.live import LiveIndex, Watcher
+
+    store = open_store(small_index)
+    live = LiveIndex(small_index, store)
+    try:
+        catalog = tmp_path / "catalog"
+        shutil.move(catalog / "photos" / "bags", tmp_path / "bags-away")
+        watcher = Watcher(live, catalog, 3600)  # ticks by hand
+        with caplog.at_level(logging.INFO, logger="shoplens.index.live"):
+            assert watcher.tick() is None
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "would remove 8 of the 24 products" in warnings[0], warnings
+        assert "still serving" in warnings[0] and store.count() == 24  # nothing removed
+        shutil.move(tmp_path / "bags-away", catalog / "photos" / "bags")
+        summary = watcher.tick()
+        assert (summary.unchanged, summary.removed) == (24, 0) and store.count() == 24
+    finally:
+        live.close()
+        store.close()

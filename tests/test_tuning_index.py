@@ -190,7 +190,7 @@ def test_a_tuned_index_tunes_new_photos_and_search_queries(catalog, store):
 def test_photos_missing_from_the_cache_are_encoded_again_or_refused(catalog, store, own_cache):
     enc = CountingColour()
     sync(catalog, store, enc, tuning=hand_tuning())
-    for path in (own_cache / "embeddings").glob("*.npz"):
+    for path in (own_cache / "embeddings").glob("*"):
         path.unlink()  # the raw vectors are gone: only the photos can give them back
     other = hand_tuning(W_OTHER, kind="other")
     changed = sync(catalog, store, enc, tuning=other)
@@ -199,7 +199,7 @@ def test_photos_missing_from_the_cache_are_encoded_again_or_refused(catalog, sto
     for product, _payload, vector in snapshot(store).values():
         np.testing.assert_allclose(vector, tuned_by_hand(raw[product], W_OTHER), atol=1e-5)
 
-    for path in (own_cache / "embeddings").glob("*.npz"):
+    for path in (own_cache / "embeddings").glob("*"):
         path.unlink()
     (catalog / "photos" / "w1.jpg").unlink()  # and one photo is gone: that vector cannot be re-projected
     before, meta = snapshot(store), store.read_meta()
@@ -350,11 +350,12 @@ def test_a_sync_handed_to_an_app_says_everything_on_the_indexers_stream(catalog,
     from io import StringIO
 
     from shoplens.index.live import LiveIndex
+    from shoplens.tune.fit import fit_for_index
 
     index = tmp_path / "idx"
     assert run(capsys, "index", catalog, "--index", index, "--encoder", "tiny", "--quiet")[0] == 0
     store = EdgeStore(index)
-    live = LiveIndex(index, store)
+    live = LiveIndex(index, store, fit_tuning=fit_for_index)
     try:
         terminal = StringIO()
         summary = live.sync({"catalog": catalog.resolve(), "layout": "auto", "encoder": "tiny", "batch_size": 4,

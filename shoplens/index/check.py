@@ -21,6 +21,8 @@ from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, ServerLos
                             repair_command, text_dim)
 
 EXAMPLES = 3  # product ids named per problem
+VECTOR_SAMPLE = 200  # stored image vectors a check compares with the embedding cache (all with full=True)
+VECTOR_ATOL = 1e-3  # how far a stored (unit) vector may lie from the cache's before it counts as another's
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Report:
     no_image: set[str] = field(default_factory=set)
     no_text: set[str] = field(default_factory=set)
     bad_payload: set[str] = field(default_factory=set)
+    compared: int = 0  # stored image vectors compared with the embedding cache
 
     @property
     def ok(self) -> bool:
@@ -86,7 +89,7 @@ class Report:
 
     def as_dict(self) -> dict:
         return {"location": self.location, "ok": self.ok, "points": self.points, "recorded": self.recorded,
-                "scanned": self.scanned, "repaired": list(self.repaired), "notes": list(self.notes),
+                "scanned": self.scanned, "vectors_compared": self.compared, "repaired": list(self.repaired), "notes": list(self.notes),
                 "problems": [{"kind": p.kind, "problem": p.text, "fix": p.fix, "repairable": p.repairable}
                              for p in self.problems]}
 
@@ -113,11 +116,12 @@ def check_command(store: Store) -> str:
             else f"python -m shoplens check {where_args(store)} --repair")
 
 
-def verify(store: Store, scan: bool = True) -> Report:
+def verify(store: Store, scan: bool = True, full: bool = False) -> Report:
     """Check the index; never raises for a damaged index (each problem is in the report).
 
     `scan` reads every point (vectors and payloads); without it only the metadata, the store's opening,
-    the counts and the derived files are checked."""
+    the counts and the derived files are checked. The scan compares a sample of VECTOR_SAMPLE stored image
+    vectors (`full`: all) with the embedding cache where it has their photo's vector."""
     report = Report(store.location)
     try:
         meta = store.read_meta()
@@ -151,7 +155,9 @@ def verify(store: Store, scan: bool = True) -> Report:
         return report
     _check_count(store, report)
     if scan:
-        _scan(store, meta, report)
+        sample = VectorSample(None if full else VECTOR_SAMPLE)
+        _scan(store, meta, report, sample)
+        _check_vectors(store, meta, report, sample)
     _check_bridge(store, meta, report)
     return report
 
@@ -176,7 +182,7 @@ def _check_count(store: Store, report: Report) -> None:
                             f"{indexer_command(store, report.meta)}")
 
 
-def _scan(store: Store, meta: dict, report: Report) -> None:
+def _scan(store: Store, meta: dict, report: Report, sample: "VectorSample | None" = None) -> None:
     from shoplens.text.document import product_text
 
     dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta))
@@ -194,6 +200,8 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
             if vec is None or vec.shape[-1] != dim or not np.isfinite(vec).all() or not np.any(vec):
                 report.no_image.add(hit.id)
                 examples["image"].append(name)
+            elif sample is not None and pid and hit.payload.get("content_hash"):
+                sample.offer(hit.id, name, hit.payload, vec)
             if with_text and hit.payload and product_text(hit.payload):
                 tv = hit.text_vector
                 if tv is None or not np.isfinite(tv).all() or not np.any(tv):
@@ -216,6 +224,66 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
         if ids:
             shown = ", ".join(examples[kind][:EXAMPLES]) + (" ..." if len(ids) > EXAMPLES else "")
             report.problems.append(Problem(kind, f"{len(ids)} products {what}: {shown}", fix))
+
+
+class VectorSample:
+    """A reproducible sample of `size` points met in a scan (reservoir sampling, seeded; None: all of them)."""
+
+    def __init__(self, size: int | None, seed: int = 0):
+        import random
+
+        self.size = size
+        self.items: list[tuple[str, str, dict, np.ndarray]] = []  # (point id, product, payload, stored vector)
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def offer(self, pid: str, name: str, payload: dict, vector: np.ndarray) -> None:
+        self.seen += 1
+        item = (pid, name, payload, np.asarray(vector, np.float32))
+        if self.size is None or len(self.items) < self.size:
+            self.items.append(item)
+        else:
+            slot = self._rng.randrange(self.seen)
+            if slot < self.size:
+                self.items[slot] = item
+
+
+def _check_vectors(store: Store, meta: dict, report: Report, sample: VectorSample) -> None:
+    """Compare the sampled stored image vectors with what the embedding cache says their photos give (with the
+    index's tuning applied): a stored vector silently replaced by another product's is found here. Points the
+    cache does not hold, and an index half-way through a change of tuning, are not compared."""
+    from shoplens.index.tuning import PENDING_KEY, TUNING_FIELD, read_kept_tuning
+    from shoplens.vectors.embedcache import EmbeddingCache
+
+    if not sample.items or meta.get(PENDING_KEY) is not None:
+        return
+    record = meta.get("tuning") or {}
+    try:
+        tuning = read_kept_tuning(store, record) if record else None
+        with EmbeddingCache.for_index(meta) as cache:
+            raw = cache.get_many(payload["content_hash"] for _pid, _name, payload, _vec in sample.items)
+    except Exception:  # noqa: BLE001 - no usable cache or tuning file: nothing to compare with (checked elsewhere)
+        return
+    items = [item for item in sample.items if item[2]["content_hash"] in raw
+             and item[2].get(TUNING_FIELD) == record.get("hash")]  # a vector marked with another tuning: skip
+    if not items:
+        return
+    from shoplens.encoders import l2_normalise
+
+    expected = np.stack([raw[payload["content_hash"]] for _pid, _name, payload, _vec in items])
+    if tuning is not None:
+        expected = tuning.apply(l2_normalise(expected))
+    expected = l2_normalise(expected)
+    stored = l2_normalise(np.stack([vec for _pid, _name, _payload, vec in items]))
+    wrong = [item for item, ok in zip(items, np.all(np.abs(stored - expected) <= VECTOR_ATOL, axis=1)) if not ok]
+    report.compared = len(items)
+    if wrong:
+        report.no_image.update(pid for pid, _name, _payload, _vec in wrong)
+        shown = ", ".join(name for _pid, name, _payload, _vec in wrong[:EXAMPLES]) + (" ..." if len(wrong) > EXAMPLES else "")
+        report.problems.append(Problem(
+            "vector", f"{len(wrong)} of {len(items)} stored image vectors compared with the embedding cache are not "
+                      f"their photo's (replaced by another product's?): {shown}",
+            f"re-write them from the cache: {indexer_command(store, meta)}", False))
 
 
 def _check_bridge(store: Store, meta: dict, report: Report) -> None:
@@ -340,12 +408,12 @@ def _cached_vectors(meta: dict) -> dict[str, np.ndarray]:
     """content hash -> image vector from the embedding cache of the index's encoder (empty when unknown)."""
     try:
         from shoplens.encoders import create_encoder
-        from shoplens.index.embedcache import cache_file, load_cache
+        from shoplens.vectors.embedcache import EmbeddingCache
 
         encoder = create_encoder(meta["encoder"], **dict(meta.get("encoder_options") or {}))
         if (encoder.version, encoder.dim) != (meta.get("encoder_version"), int(meta["dim"])):
             return {}
-        return load_cache(cache_file(encoder))
+        return EmbeddingCache.for_encoder(encoder)
     except Exception:  # noqa: BLE001 - an unknown encoder or no cache: nothing to refill from
         return {}
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from shoplens.catalog import read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
 from shoplens.errors import UserError
-from shoplens.progress import stream_of
 
 
 @dataclass
@@ -34,7 +33,10 @@ class IndexOptions:
     tune_label: str | None = None  # fit a tuning on these labels and apply it, in the same run
     no_tuning: bool = False
     photos: list[Path] = field(default_factory=list)  # with tune_label: extra labelled photos
-    force: bool = False  # with tune_label: apply it even when it does not beat untuned search
+    # with prune: remove however much left the catalog; with tune_label: apply it even when it does not beat
+    # untuned search
+    force: bool = False
+    max_prune: float | None = None  # with prune: the share of the index it may remove (default DEFAULT_MAX_PRUNE)
     quiet: bool = False  # no progress bars
 
     def __post_init__(self) -> None:
@@ -49,8 +51,14 @@ class IndexOptions:
             raise UserError("--batch-size must be at least 1")
         if self.photos and not self.tune_label:
             raise UserError("--photos adds labelled photos to a tuning: give --tune-label FIELD too")
-        if self.force and not self.tune_label:
-            raise UserError("--force applies a tuning fitted by --tune-label: give --tune-label FIELD too")
+        if self.force and not (self.tune_label or self.prune):
+            raise UserError("--force removes however much left the catalog with --prune, or applies a tuning fitted "
+                            "by --tune-label: give --prune or --tune-label FIELD too")
+        if self.max_prune is not None:
+            if not 0 <= self.max_prune <= 1:
+                raise UserError(f"--max-prune {self.max_prune:g}: give a share of the index from 0 to 1 (0.2 is 20 %)")
+            if not self.prune:
+                raise UserError("--max-prune limits what --prune removes: give --prune too")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -73,18 +81,21 @@ class IndexOptions:
         return cls(**{name: value for name, value in message.items() if value is not None})
 
 
-def index_catalog(options: IndexOptions, store, encoders=None, progress=None):
+def index_catalog(options: IndexOptions, store, encoders=None, progress=None, fit_tuning=None):
     """Sync options.catalog into an opened store with the indexer's options; returns the sync's Summary.
 
     The indexer runs it on the store it opened; a serving app on its own store (`encoders`: how the app gets
-    an encoder, to reuse the one it searches with; `progress`: where the bar is drawn, the indexer's stderr)."""
-    from shoplens.index.sync import KEEP, sync_catalog
+    an encoder, to reuse the one it searches with; `progress`: where the bar is drawn, the indexer's stderr).
+    `fit_tuning(catalog, options, encoder, progress) -> (tuning or None, known vectors)` fits the tuning of
+    --tune-label (shoplens.tune.fit.fit_for_index): fitting lies above the index (it evaluates held-out), so it
+    is handed in by the command line and the app, never imported from here."""
+    from shoplens.index.sync import DEFAULT_MAX_PRUNE, KEEP, sync_catalog
     from shoplens.index.text import TextIndexer, catalog_has_text
 
     encoders = encoders or create_encoder
     tuning = KEEP
     if options.tuning is not None:
-        from shoplens.tune import load_tuning
+        from shoplens.vectors.tuning import load_tuning
 
         tuning = load_tuning(options.tuning)
     elif options.no_tuning:
@@ -106,30 +117,12 @@ def index_catalog(options: IndexOptions, store, encoders=None, progress=None):
     known = None
     progress = False if options.quiet else (progress or True)
     if options.tune_label:
-        tuning, known = tune_for_index(catalog, options, encoder, progress)
+        if fit_tuning is None:
+            raise UserError("--tune-label: this run cannot fit a tuning (no fitting was handed to it); fit one with "
+                            "python -m shoplens tune and apply it with --tuning FILE")
+        fitted_tuning, known = fit_tuning(catalog, options, encoder, progress)
+        tuning = KEEP if fitted_tuning is None else fitted_tuning
+    max_prune = None if options.force else (DEFAULT_MAX_PRUNE if options.max_prune is None else options.max_prune)
     return sync_catalog(catalog, store, encoder, text=text, colours=not options.no_colours,
-                        batch_size=options.batch_size, prune=options.prune,
-                        progress=progress, tuning=tuning, known_vectors=known)
-
-
-def tune_for_index(catalog, options: IndexOptions, encoder, progress=True):
-    """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
-    did held-out; (the tuning to apply, or KEEP when it did not beat untuned search; the cached vectors)."""
-    from shoplens.index.embedcache import cache_file, load_cache
-    from shoplens.index.sync import KEEP
-    from shoplens.index.tuning import tuning_line
-    from shoplens.tune import tune_catalog
-
-    result = tune_catalog(catalog, options.tune_label, photos=options.photos, encoder=encoder, progress=progress,
-                          batch_size=options.batch_size)
-    # Said even when quiet (--quiet hides bars, not outcomes), on the indexer's own terminal.
-    out = stream_of(progress)
-    line = tuning_line(result.tuning.describe()) or f"Tuned to {options.tune_label}"
-    print(f"{line} ({result.seconds:.1f} s)", file=out, flush=True)
-    tuning = result.tuning
-    if not result.improved and not options.force:
-        print("note: the tuning does not beat untuned search on held-out products, so it is not applied "
-              "(--force applies it anyway)", file=out, flush=True)
-        tuning = KEEP
-    # Every catalog photo was just encoded into the cache: indexing reuses those vectors instead of encoding again.
-    return tuning, load_cache(cache_file(encoder))
+                        batch_size=options.batch_size, prune=options.prune, max_prune=max_prune,
+                        progress=progress, tuning=tuning, known_vectors=known, layout_chosen=options.layout != "auto")

@@ -150,11 +150,12 @@ class LiveIndex:
     caches (allow-list, facets, metadata) after each sync through `refreshed`."""
 
     def __init__(self, index: str | Path, store: Store, encoders: Callable | None = None,
-                 refreshed: Callable[[], None] | None = None):
+                 refreshed: Callable[[], None] | None = None, fit_tuning: Callable | None = None):
         self.index = Path(index)
         self.store = store
         self.encoders = encoders
         self.refreshed = refreshed or (lambda: None)
+        self.fit_tuning = fit_tuning  # for --tune-label (shoplens.tune.fit.fit_for_index; see index_catalog)
         self.sync_lock = threading.Lock()
         self.write_lock = threading.Lock()
         self.syncs = 0
@@ -185,7 +186,8 @@ class LiveIndex:
                 waiting()
             self.sync_lock.acquire()
         try:
-            summary = index_catalog(options, WriteLocked(self.store, self.write_lock), self.encoders, progress)
+            summary = index_catalog(options, WriteLocked(self.store, self.write_lock), self.encoders, progress,
+                                    self.fit_tuning)
         except USER_ERRORS as exc:
             raise StoreError(str(exc)) from None
         finally:

@@ -1,7 +1,7 @@
 """The tuning of an index: which tuning its image vectors carry, the tuning file kept with it, re-projection.
 
 An index's image vectors are `tuning.apply(backbone vectors)`, or the backbone ("raw") vectors when it has no
-tuning. The raw vectors are kept in the embedding cache (shoplens.index.embedcache: the indexer writes every vector it
+tuning. The raw vectors are kept in the embedding cache (shoplens.vectors.embedcache: the indexer writes every vector it
 encodes there), so a new tuning, or none, re-projects the stored vectors without decoding a photo; only photos
 missing from the cache are encoded again.
 
@@ -25,11 +25,10 @@ import numpy as np
 
 from shoplens.catalog import Product
 from shoplens.encoders import Encoder, l2_normalise
-from shoplens.index.embedcache import cache_file, embed_products, load_cache, save_cache
+from shoplens.vectors.embedcache import EmbeddingCache, embed_products
 from shoplens.progress import note, progress_bar
 from shoplens.store import Store, StoreError, text_dim
-# tune.base, not the tune package: fitting (shoplens.tune.fit) uses shoplens.quality.evaluate, which uses this module.
-from shoplens.tune.base import TuningError, check_tuning, load_tuning
+from shoplens.vectors.tuning import TuningError, check_tuning, describe_tuning, load_tuning, short_metric, tuning_line  # noqa: F401
 
 # Payload key: the hash of the tuning a point's stored vector has (absent: the raw vector). Its name ends in
 # "_hash" so product_text never reads it as words; it is no filter field and is hidden from the app.
@@ -136,35 +135,6 @@ def check_query_tuning(meta: dict, tuning, location: str = "", cli_args: str = "
         f"index first: python indexer.py {meta.get('catalog_root') or 'CATALOG'}{where} --tuning FILE")
 
 
-def describe_tuning(tuning) -> str:
-    """'lda on product_type (hash 1a2b3c4d)' for a Tuning or a metadata record."""
-    if tuning is None:
-        return "none"
-    get = tuning.get if isinstance(tuning, dict) else (lambda key, default=None: getattr(tuning, key, default))
-    label = get("label") or []
-    return f"{get('kind', '?')} on {'+'.join(label) if isinstance(label, list) else label} (hash {str(get('hash', ''))[:8]})"
-
-
-def tuning_line(record: dict | None) -> str:
-    """One line for people: 'Tuned to product_type: held-out P@10 0.69 → 0.81' ('' for an untuned index)."""
-    if not record:
-        return ""
-    label = "+".join(record.get("label") or []) or "its labels"
-    figures = record.get("figures") or {}
-    metric = figures.get("metric")
-    before, after = (figures.get("before") or {}).get(metric), (figures.get("after") or {}).get(metric)
-    if metric and isinstance(before, (int, float)) and isinstance(after, (int, float)):
-        return f"Tuned to {label}: held-out {short_metric(metric)} {before:.2f} → {after:.2f}"
-    return f"Tuned to {label}"
-
-
-def short_metric(metric: str) -> str:
-    """'precision@10' -> 'P@10', 'recall@1' or 'hit@1' -> 'R@1'; others unchanged."""
-    name, sep, k = metric.partition("@")
-    short = {"precision": "P", "recall": "R", "hit": "R", "map": "mAP", "ndcg": "nDCG"}.get(name.lower())
-    return f"{short}{sep}{k}" if short and sep else metric
-
-
 class TunedEncoder(Encoder):
     """Wraps an encoder: its vectors with a tuning applied, for the query photos of a tuned index.
 
@@ -268,9 +238,9 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
     Every vector found is written to the cache before anything changes, so a killed run finds them there.
     TuningIndexError, changing nothing, when some point's raw vector cannot be had.
     """
-    path = cache_file(encoder)
-    known = load_cache(path)
+    cache = EmbeddingCache.for_encoder(encoder)
     wanted = {pid: payload.get("content_hash", "") for pid, payload in payloads.items()}
+    known = cache.get_many(h for h in wanted.values() if h)
     missing = [pid for pid, h in wanted.items() if h not in known]
     if missing and stored_are_raw:
         for start in range(0, len(missing), 1000):
@@ -278,7 +248,7 @@ def raw_vectors(store: Store, meta: dict, encoder: Encoder, payloads: dict[str, 
                 if hit.vector is not None and wanted[hit.id]:
                     known[wanted[hit.id]] = np.asarray(hit.vector, np.float32)
         missing = [pid for pid in missing if wanted[pid] not in known]
-        save_cache(path, known, encoder.dim)
+        cache.put_many({h: known[h] for h in wanted.values() if h in known})
     if missing:
         root = Path(meta.get("catalog_root") or ".")
         products = [Product(str(payloads[pid].get("product_id", pid)), root / payloads[pid].get("image_path", ""),

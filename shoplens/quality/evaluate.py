@@ -24,7 +24,7 @@ import numpy as np
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
-from shoplens.index.embedcache import Embedded, embed_products
+from shoplens.vectors.embedcache import Embedded, embed_products
 from shoplens.localise import DEFAULT_LOCALISER, CropEncoder, Localiser, check_crop, create_localiser
 from shoplens.quality import metrics
 from shoplens.store import check_encoder, open_store
@@ -265,9 +265,10 @@ def index_vectors(index=None, qdrant_url: str | None = None, collection: str = "
 
 def cached_vectors(encoder: Encoder, hashes: list[str]) -> np.ndarray | None:
     """The untuned vectors of these photos from the embedding cache, or None when any is missing."""
-    from shoplens.index.embedcache import cache_file, load_cache
+    from shoplens.vectors.embedcache import EmbeddingCache
 
-    known = load_cache(cache_file(encoder))
+    with EmbeddingCache.for_encoder(encoder) as cache:
+        known = cache.get_many(hashes)
     if not hashes or any(h not in known for h in hashes):
         return None
     return np.stack([known[h] for h in hashes]).astype(np.float32)
@@ -323,7 +324,7 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
         enc = encoder if isinstance(encoder, Encoder) else create_encoder(encoder or DEFAULT_ENCODER,
                                                                           **(encoder_options or {}))
         if tuning is not None:
-            from shoplens.tune.base import check_tuning
+            from shoplens.vectors.tuning import check_tuning
 
             check_tuning(tuning, enc.describe())
         cat = catalog if isinstance(catalog, Catalog) else read_catalog(catalog, layout)

@@ -145,7 +145,7 @@ def phrasing_index(catalog: Catalog, index: str | Path | None = None, encoder=No
     colours, the bridge). `index`: a folder to keep it in and reuse on the next run (built when it holds no
     index; an index there is trusted to be this catalog's)."""
     from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-    from shoplens.index.embedcache import embed_products
+    from shoplens.vectors.embedcache import embed_products
     from shoplens.index.sync import sync_catalog
     from shoplens.index.text import TextIndexer
     from shoplens.query.search import Searcher

@@ -22,7 +22,7 @@ import numpy as np
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.errors import UserError
-from shoplens.index.embedcache import embed_products
+from shoplens.vectors.embedcache import embed_products
 from shoplens.index.sync import sync_catalog
 from shoplens.index.text import TextIndexer
 from shoplens.quality import metrics

@@ -5,13 +5,13 @@ nothing else of shoplens, so the store, search and the app can use them without 
 `tune_catalog`, `TuneResult` and `DEFAULT_METHOD` (fitting, which uses shoplens.quality.evaluate) load on first use.
 """
 
-from shoplens.tune.base import FORMAT, Tuning, TuningError, check_tuning, load_tuning
+from shoplens.vectors.tuning import FORMAT, Tuning, TuningError, check_tuning, load_tuning
 from shoplens.tune.methods import get_method, list_methods, register
 
-__all__ = ["DEFAULT_METHOD", "FORMAT", "TuneResult", "Tuning", "TuningError", "check_tuning", "get_method",
+__all__ = ["DEFAULT_METHOD", "FORMAT", "TuneResult", "Tuning", "TuningError", "check_tuning", "fit_for_index", "get_method",
            "list_methods", "load_tuning", "register", "tune_catalog"]
 
-_FIT = {"DEFAULT_METHOD", "TuneResult", "tune_catalog"}
+_FIT = {"DEFAULT_METHOD", "TuneResult", "fit_for_index", "tune_catalog"}
 
 
 def __getattr__(name):

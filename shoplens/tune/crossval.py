@@ -12,7 +12,7 @@ import numpy as np
 
 from shoplens.quality import metrics
 from shoplens.quality.evaluate import Evaluation, Ranking, build_evaluation
-from shoplens.tune.base import TuningError
+from shoplens.vectors.tuning import TuningError
 from shoplens.tune.fit import DEFAULT_METHOD, LabelledSet, fit_tuning, holdout_groups, score
 
 

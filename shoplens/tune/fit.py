@@ -17,10 +17,10 @@ import numpy as np
 
 from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
-from shoplens.index.embedcache import embed_products
+from shoplens.vectors.embedcache import embed_products
 from shoplens.progress import note
 from shoplens.quality.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
-from shoplens.tune.base import Tuning, TuningError
+from shoplens.vectors.tuning import Tuning, TuningError
 from shoplens.tune.methods import get_method
 
 DEFAULT_METHOD = "lda-sqrt"  # measured best: docs/quality.md, "Tuning to the shop"
@@ -265,3 +265,27 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
 
 def _keep(summary: dict) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
+
+
+def fit_for_index(catalog, options, encoder, progress=True):
+    """--tune-label: fit a tuning on the catalog (its photos encoded once, into the embedding cache) and say how it
+    did held-out; (the tuning to apply, or None when it did not beat untuned search; the cached vectors).
+    `options`: the indexer's (shoplens.index.indexer.IndexOptions); handed to index_catalog by the command line
+    and the app."""
+    from shoplens.progress import stream_of
+    from shoplens.vectors.embedcache import EmbeddingCache
+    from shoplens.vectors.tuning import tuning_line
+
+    result = tune_catalog(catalog, options.tune_label, photos=options.photos, encoder=encoder, progress=progress,
+                          batch_size=options.batch_size)
+    # Said even when quiet (--quiet hides bars, not outcomes), on the indexer's own terminal.
+    out = stream_of(progress)
+    line = tuning_line(result.tuning.describe()) or f"Tuned to {options.tune_label}"
+    print(f"{line} ({result.seconds:.1f} s)", file=out, flush=True)
+    tuning = result.tuning
+    if not result.improved and not options.force:
+        print("note: the tuning does not beat untuned search on held-out products, so it is not applied "
+              "(--force applies it anyway)", file=out, flush=True)
+        tuning = None
+    # Every catalog photo was just encoded into the cache: indexing reuses those vectors instead of encoding again.
+    return tuning, EmbeddingCache.for_encoder(encoder)

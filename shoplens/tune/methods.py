@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from shoplens.tune.base import TuningError
+from shoplens.vectors.tuning import TuningError
 
 Fit = Callable[..., tuple[list[list[dict]], dict[str, np.ndarray]]]
 METHODS: dict[str, Fit] = {}

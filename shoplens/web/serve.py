@@ -116,7 +116,10 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
     live = None
     if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
-        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
+        from shoplens.tune.fit import fit_for_index  # fits the tuning of a sync handed over with --tune-label
+
+        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh,
+                         fit_tuning=fit_for_index)
     return WebApp(demo, photos.folders(), searcher, photos, live=live)
 
 
