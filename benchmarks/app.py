@@ -45,10 +45,10 @@ def ensure_index(index: Path, catalog: Path) -> None:
                    check=True)
 
 
-def start(index: Path, port: int) -> tuple[subprocess.Popen, float]:
-    """Start app.py and return it with the seconds until the first page (HTML and config) was served."""
+def start(index: Path, port: int, repo: Path = REPO) -> tuple[subprocess.Popen, float]:
+    """Start `repo`'s app.py and return it with the seconds until the first page (HTML and config) was served."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(port)], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - started < 120:

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -101,6 +101,36 @@ def text_dim(meta: dict) -> int | None:
     """The size of the index's text vectors, or None for an index without text search."""
     text = meta.get("text") or {}
     return int(text["dim"]) if text.get("dim") else None
+
+
+# Hits fetched beyond k so that a group of equal scores at the k-th place is seen whole (more are fetched
+# while the last one fetched still ties with the k-th).
+TIE_SLACK = 8
+
+
+def tie_score(hit: Hit) -> float:
+    """A hit's score as the engines compute it (float32): equal vectors give equal scores on every store."""
+    return float(np.float32(hit.score))
+
+
+def tie_ranked(fetch: Callable[[int], list[Hit]], k: int, most: int | None = None) -> list[Hit]:
+    """The k best of `fetch(limit)` (hits best first), equal scores in product-id order (then point id).
+
+    Engines order equal scores their own way (Edge by segment, Milvus by shard), so photos listed under
+    several ids came back in different orders: the same query now gives the same list on every store.
+    `most` caps the limit a store accepts.
+    """
+    if k <= 0:
+        return []
+    limit = k + TIE_SLACK if most is None else min(k + TIE_SLACK, max(k, most))
+    while True:
+        hits = fetch(limit)
+        if (len(hits) < limit or tie_score(hits[k - 1]) != tie_score(hits[-1])
+                or (most is not None and limit >= most)):
+            break
+        limit = limit * 2 if most is None else min(limit * 2, most)
+    hits = sorted(hits, key=lambda h: (-tie_score(h), h.product_id or h.id, h.id))
+    return hits[:k]
 
 
 def record_hit(record, with_vector: bool) -> Hit:
