@@ -27,6 +27,7 @@ from shoplens.index.live import LiveIndex, Watcher, is_locked
 from shoplens.query.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
 from shoplens.usererrors import USER_ERRORS
+from shoplens.web.bodylimit import BodyLimit
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
 from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
@@ -38,6 +39,8 @@ log = logging.getLogger("shoplens.web")
 CONCURRENCY = 4
 WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
+# Request bodies: a photo of MAX_UPLOAD_BYTES pasted as a data: URL (base64, 4/3) plus the rest of the request.
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 1024 * 1024
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
                        font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
@@ -232,7 +235,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                         ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
                         # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
                         # its file routes serve: the indexed photos, one file at a time, and its own files.
-                        app_kwargs={"middleware": [Middleware(PhotoGate, photos=app.photos,
+                        app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_BODY_BYTES),
+                                                   Middleware(PhotoGate, photos=app.photos,
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)
