@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, warm = {}, ""
     for name, path in photos.items():  # a fresh app per probe: one probe's leftovers do not count for the next
         port = free_port()
-        proc, _ = start(index, port, args.repo)
+        proc, _ = start(index, port, args.repo, timeout=900)  # a busy shared machine starts it slowly
         url = f"http://127.0.0.1:{port}/"
         try:
             warm = upload(url, FASHION_SMALL / "images" / "10000.jpg")  # weights loaded, one ordinary search done

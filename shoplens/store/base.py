@@ -42,6 +42,35 @@ class ServerLostError(StoreError):
     """The store's server stopped answering (refused, unreachable, or no answer in time): not a damaged index."""
 
 
+class NotWritableError(StoreError):
+    """The index's files are there but this process may not write them (permissions, a read-only disk): not
+    damage, so nothing is repaired or moved; the message names the folder and what stops the write."""
+
+
+# What the OS says when a write is refused, as Python's OSError errno and as Rust's io::Error text ("os error N").
+_NOT_WRITABLE = {1: "operation not permitted", 13: "permission denied", 30: "read-only file system"}
+
+
+def not_writable(error: BaseException | str) -> str | None:
+    """Why a failed operation was refused a write ("permission denied", "read-only file system"), or None when
+    the failure is something else (damage, a full disk, a busy index)."""
+    if isinstance(error, OSError) and error.errno in _NOT_WRITABLE:
+        return _NOT_WRITABLE[error.errno]
+    text = str(error).lower()
+    for code, what in _NOT_WRITABLE.items():
+        if f"os error {code})" in text or f"[errno {code}]" in text or what in text:
+            return what
+    return None
+
+
+def not_writable_error(path: str | Path, why: str, detail: str = "") -> NotWritableError:
+    """The one-line error for an index folder this process cannot write."""
+    shown = f" ({detail})" if detail and detail != why else ""
+    return NotWritableError(f"cannot write in the index folder {path}: {why}{shown}. The index is not damaged; "
+                            f"run as a user who may write there (or make the disk writable), or copy the index "
+                            f"to a writable folder and use that")
+
+
 def repair_command(location: str, qdrant: bool = False) -> str:
     """The command that checks and repairs the index at `location`."""
     where = f"--qdrant-url {location.split(' (collection')[0]}" if qdrant else f"--index {location}"

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, DiskSpaceError, Filters, Hit,
                                  IndexDamagedError, PointData, Sparse, Store, StoreError, normalise_filters, record_hit,
-                                 repair_command, text_dim, tie_ranked)
+                                 not_writable, not_writable_error, repair_command, text_dim, tie_ranked)
 from shoplens.atomic import atomic_write_bytes, atomic_write_text
 from shoplens.store.space import free_bytes, human
 
@@ -452,6 +452,9 @@ def _edge_errors(path: Path, opening: bool = False, reading: bool = False):
             if "No space left" in reason or "os error 28" in reason:
                 raise DiskSpaceError(f"the disk holding {path} is full ({reason}); free some space and run the "
                                      "command again") from None
+            refused = not_writable(exc) or not_writable(reason)
+            if refused:  # healthy files this process may not write (permissions, a read-only disk): not damage
+                raise not_writable_error(path, refused, reason) from None
             if "WouldBlock" in reason:  # another process holds the write-ahead log: busy, not damaged
                 raise StoreError(f"the index at {path} is in use by another process ({reason}); stop it or wait "
                                  "for it to finish, then run the command again") from None
