@@ -30,8 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, StoreError, not_writable, not_writable_error,
-                                 text_dim)
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, StoreError, not_writable,
+                                 not_writable_error, text_dim)
 from shoplens.store.edge import (CONFIG_BACKUP, CONFIG_FILE, META_BACKUP, META_FILE, SHARD_DIR, EdgeStore, _edge,
                                  first_line, read_json, write_atomically)
 
