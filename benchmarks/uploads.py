@@ -217,7 +217,7 @@ def record(lines: list[str], args, probes: list[str]) -> None:
             "other format is refused from its header, before a pixel is decoded), at most 2 at once across all "
             "requests, and shrunk by a whole factor right after decoding; glibc's mmap threshold is fixed at 1 MiB "
             "so freed photo memory goes back to the system instead of staying with the process. `before`: the code "
-            "before issue 14 (commit a76d53d). Since issue 19 (`after`): crop-mode preprocessing cuts a strip "
+            "before issue 14 (commit a76d53d; run 2026-12-02, 16 clients). Since issue 19 (`after`): crop-mode preprocessing cuts a strip "
             "longer than 4:1 before resizing it, so a 1x10000 photo costs a 224 x 224 picture; `before-19`: the "
             "code before issue 19 (commit 805bcfd), same machine and day as `after`.\n\n"
             "| run | photo | clients | RSS before | peak | RSS 3 s after | wall | over normal | what the clients "
