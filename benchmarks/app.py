@@ -45,13 +45,13 @@ def ensure_index(index: Path, catalog: Path) -> None:
                    check=True)
 
 
-def start(index: Path, port: int) -> tuple[subprocess.Popen, float]:
-    """Start app.py and return it with the seconds until the first page (HTML and config) was served."""
+def start(index: Path, port: int, repo: Path = REPO, timeout: float = 120) -> tuple[subprocess.Popen, float]:
+    """Start `repo`'s app.py and return it with the seconds until the first page (HTML and config) was served."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(port)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "app.py", "--index", str(index), "--port", str(port)], cwd=repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
-    while time.perf_counter() - started < 120:
+    while time.perf_counter() - started < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"app.py exited with status {proc.returncode}")
         try:
@@ -61,7 +61,7 @@ def start(index: Path, port: int) -> tuple[subprocess.Popen, float]:
             pass
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError("app.py did not serve its first page within 120 s")
+    raise RuntimeError(f"app.py did not serve its first page within {timeout:.0f} s")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -43,9 +43,11 @@ def replace_block(path: Path, tag: str, block: str, header: str = HEADER) -> Non
         atomic_write_text(path, text)
 
 
-def write_section(name: str, body: str, path: Path = DOC) -> None:
-    """Replace (or append) the section `name`, stamped with the machine and date."""
+def write_section(name: str, body: str, path: Path = DOC, command: str | None = None) -> None:
+    """Replace (or append) the section `name`, stamped with the machine, the date and the command (by default
+    `python -m benchmarks.NAME`)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = command or f"python -m benchmarks.{name}"
     section = (f"<!-- bench:{name} -->\n## {name}\n\n_Machine: {machine()}; run {stamp}; "
-               f"command `python -m benchmarks.{name}`._\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
+               f"command `{command}`._\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
     replace_block(path, f"bench:{name}", section)

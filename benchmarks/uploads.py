@@ -1,18 +1,24 @@
 """Memory of the web app under hostile uploads: 16 photos at once whose pixels cost far more than their bytes.
 
-python -m benchmarks.uploads [--clients 16] [--products 200] [--label TEXT] [--no-write]
+python -m benchmarks.uploads [--clients 16] [--products 200] [--probes NAME,...] [--repo DIR] [--label TEXT]
+                             [--no-write]
 
 Builds (once) a small index of the first `--products` products of fashion-product-images-small with the
 default encoder (and text vectors: the catalog has titles), starts `python app.py` on it in its own process,
 and for each probe photo (a fresh app each time) warms it up with one ordinary search, then sends `--clients` concurrent uploads through gradio_client
 (one client per thread) of that photo and samples the app process's RSS every 10 ms:
 
+- `normal`: a catalog photo (60x80 JPEG), the ordinary search the others are compared with;
 - `bomb`: a ~12 KB PNG of 6000x6600 pixels (39.6 MP, one colour): cheap to send, costly to decode;
-- `budget`: a PNG of 4000x4000 (16 MP) with some detail: the largest PNG the app still decodes.
+- `budget`: a PNG of 4000x4000 (16 MP) with some detail: the largest PNG the app still decodes;
+- `strip`, `wide`: a ~120-byte PNG of 1x10000 and of 20000x1 pixels: within every pixel budget, but a
+  preprocessing step that scales the short side to 224 first makes a 224 x 2,240,000 picture of it.
 
 Reported per probe: RSS before, the peak during the burst, RSS 3 s after it, the wall time and what the
-clients were told (the status line, first 90 characters). `--label` names the run in docs/benchmarks.md
-(a "before" run of the old code and an "after" run are kept side by side).
+clients were told (the status line, first 120 characters), and for every probe measured with `normal` in
+the same run, its extra peak and extra wall time per upload over `normal`. `--label` names the run in
+docs/benchmarks.md (a "before" run of the old code, `--repo` a checkout of it, and an "after" run are
+kept side by side; a rerun replaces only the rows of its own label and probes).
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ from benchmarks.report import write_section
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_MB = 1536
+TARGET_EXTRA_MB = 200  # any upload within the pixel budget, over a normal search's peak
+TARGET_EXTRA_S = 1.0  # and over a normal search's time, per upload
+PROBES = ("normal", "bomb", "budget", "strip", "wide")
 
 
 def ensure_index(index: Path, products: int) -> None:
@@ -67,7 +76,12 @@ def probe_photos(folder: Path) -> dict[str, Path]:
         rng = np.random.default_rng(0)
         small = rng.integers(0, 255, (50, 50, 3), dtype=np.uint8)  # blocks of colour: compresses, still decodes
         Image.fromarray(small).resize((4000, 4000), Image.NEAREST).save(budget, optimize=True)
-    return {"bomb": bomb, "budget": budget}
+    strips = {}
+    for name, size in (("strip", (1, 10000)), ("wide", (20000, 1))):
+        strips[name] = folder / f"{name}-{size[0]}x{size[1]}.png"
+        if not strips[name].exists():
+            Image.new("RGB", size, (200, 30, 30)).save(strips[name], optimize=True)
+    return {"normal": FASHION_SMALL / "images" / "10001.jpg", "bomb": bomb, "budget": budget, **strips}
 
 
 class Sampler(threading.Thread):
@@ -94,14 +108,17 @@ class Sampler(threading.Thread):
 def upload(url: str, photo: Path) -> str:
     from gradio_client import Client, handle_file
 
-    client = Client(url, download_files=False, verbose=False, analytics_enabled=False)
+    client = None
     try:
+        client = Client(url, download_files=False, verbose=False, analytics_enabled=False,
+                        httpx_kwargs={"timeout": 120})
         _, status, _ = client.predict(photo=handle_file(str(photo)), api_name="/search")
         return str(status)
     except Exception as exc:  # noqa: BLE001 - reported
-        return f"client error: {exc}"
+        return f"client error: {type(exc).__name__} {exc}"
     finally:
-        client.close()
+        if client is not None:
+            client.close()
 
 
 def burst(url: str, pid: int, photo: Path, clients: int) -> dict:
@@ -129,17 +146,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--products", type=int, default=200)
+    parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated, of {', '.join(PROBES)}")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout whose app.py runs (a 'before' run)")
     parser.add_argument("--label", default="after")
     parser.add_argument("--no-write", action="store_true", help="print only, leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
+    wanted = [p.strip() for p in args.probes.split(",") if p.strip()]
+    unknown = sorted(set(wanted) - set(PROBES))
+    if unknown:
+        parser.error(f"unknown probes {unknown}; choose from {', '.join(PROBES)}")
 
     index = OUT / f"uploads-index-{args.products}"
     ensure_index(index, args.products)
-    photos = probe_photos(OUT / "upload-probes")
+    photos = {name: path for name, path in probe_photos(OUT / "upload-probes").items() if name in wanted}
     rows, warm = {}, ""
     for name, path in photos.items():  # a fresh app per probe: one probe's leftovers do not count for the next
         port = free_port()
-        proc, _ = start(index, port)
+        proc, _ = start(index, port, args.repo, timeout=900)  # a busy shared machine starts it slowly
         url = f"http://127.0.0.1:{port}/"
         try:
             warm = upload(url, FASHION_SMALL / "images" / "10000.jpg")  # weights loaded, one ordinary search done
@@ -147,35 +170,59 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = burst(url, proc.pid, path, args.clients)
         finally:
             stop(proc)
-    sizes = {name: f"{p.stat().st_size / 1024:.0f} KB" for name, p in photos.items()}
-    lines = [f"| {args.label} | {name} ({sizes[name]}) | {r['before']:.0f} MB | **{r['peak']:.0f} MB** | "
-             f"{r['after']:.0f} MB | {r['seconds']:.1f} s | {'; '.join(r['status'])} |" for name, r in rows.items()]
+    normal = rows.get("normal")
+    lines = []
+    for name, r in rows.items():
+        size = photos[name].stat().st_size
+        shown = f"{size} B" if size < 1024 else f"{size / 1024:.0f} KB"
+        extra = "–"
+        if normal is not None and name != "normal":
+            extra = (f"{r['peak'] - normal['peak']:+.0f} MB, "
+                     f"{(r['seconds'] - normal['seconds']) / args.clients:+.2f} s")
+        lines.append(f"| {args.label} | {name} ({shown}) | {args.clients} | {r['before']:.0f} MB | "
+                     f"**{r['peak']:.0f} MB** | {r['after']:.0f} MB | {r['seconds']:.1f} s | {extra} | "
+                     f"{'; '.join(r['status'])} |")
     print(f"warm-up search: {warm[:80]}")
     print("\n".join(lines))
     if not args.no_write:
-        record(lines, args)
+        record(lines, args, list(photos))
     return 0
 
 
-def record(lines: list[str], args) -> None:
-    """Keep the other label's rows (before/after) and replace this label's, in the uploads section."""
+def record(lines: list[str], args, probes: list[str]) -> None:
+    """Keep the rows of other labels and probes; replace this label's rows of the probes just measured."""
     from benchmarks.report import DOC
 
     old = re.search(r"<!-- bench:uploads -->.*?<!-- /bench:uploads -->", DOC.read_text(), re.S)
-    kept = [line for line in (old.group(0).splitlines() if old else [])
-            if line.startswith("| ") and not line.startswith(f"| {args.label} |") and not line.startswith("| run |")]
+    kept = []
+    for line in old.group(0).splitlines() if old else []:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or cells[0] == "run":
+            continue
+        if len(cells) == 7:  # a row from before the clients and extra columns: all those runs had 16 clients
+            cells = cells[:2] + ["16"] + cells[2:6] + ["–"] + cells[6:]
+        if cells[0] == args.label and cells[1].split(" (")[0] in probes:
+            continue
+        kept.append("| " + " | ".join(cells) + " |")
     body = (f"Index: the first {args.products} products of fashion-product-images-small, default encoder, text "
-            f"vectors; `python app.py` in its own process (queue concurrency 4). {args.clients} clients "
-            f"(`gradio_client`, one per thread) upload the same photo at once; the app's RSS is sampled every 10 ms. "
-            f"`bomb`: a one-colour PNG of 6000x6600 pixels (39.6 MP) of a few KB; `budget`: a PNG of 4000x4000 "
-            f"(16 MP, the upload pixel budget). Target: peak ≤ {TARGET_MB} MB for `bomb`.\n\n"
-            "Since issue 14 (`after`): an upload is decoded within 16 megapixels (a JPEG at its draft scale; any "
+            f"vectors; `python app.py` in its own process (queue concurrency 4), a fresh one per probe. `clients` "
+            f"clients (`gradio_client`, one per thread) upload the same photo at once; the app's RSS is sampled "
+            f"every 10 ms. `normal`: a 60x80 catalog JPEG, an ordinary search; `bomb`: a one-colour PNG of "
+            f"6000x6600 pixels (39.6 MP) of a few KB; `budget`: a PNG of 4000x4000 (16 MP, the upload pixel "
+            f"budget); `strip`, `wide`: PNGs of 1x10000 and 20000x1 pixels (~120 bytes). `over normal`: the peak "
+            f"minus `normal`'s peak, and the wall time minus `normal`'s per upload, same run. Targets: peak ≤ "
+            f"{TARGET_MB} MB for `bomb`; any upload within the budget ≤ {TARGET_EXTRA_MB} MB and ≤ "
+            f"{TARGET_EXTRA_S:.0f} s per upload over `normal`.\n\n"
+            "Since issue 14: an upload is decoded within 16 megapixels (a JPEG at its draft scale; any "
             "other format is refused from its header, before a pixel is decoded), at most 2 at once across all "
             "requests, and shrunk by a whole factor right after decoding; glibc's mmap threshold is fixed at 1 MiB "
             "so freed photo memory goes back to the system instead of staying with the process. `before`: the code "
-            "before issue 14 (commit a76d53d), same machine and day.\n\n"
-            "| run | photo | RSS before | peak | RSS 3 s after | wall | what the clients were told |\n"
-            "|---|---|---|---|---|---|---|\n" + "\n".join(sorted(kept + lines)) + "\n")
+            "before issue 14 (commit a76d53d; run 2026-12-02, 16 clients). Since issue 19 (`after`): crop-mode preprocessing cuts a strip "
+            "longer than 4:1 before resizing it, so a 1x10000 photo costs a 224 x 224 picture; `before-19`: the "
+            "code before issue 19 (commit 805bcfd), same machine and day as `after`.\n\n"
+            "| run | photo | clients | RSS before | peak | RSS 3 s after | wall | over normal | what the clients "
+            "were told |\n"
+            "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(sorted(kept + lines)) + "\n")
     write_section("uploads", body)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,46 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 128_000_000
 MAX_BYTES = 64 * 1024 * 1024
 
+# Pixels being decoded at once in this process, over all threads (the indexer's decode threads, thumbnails,
+# uploads): two 6000x4000 photos. Each photo is shrunk right after decoding, so what stays in memory (the
+# indexer's look-ahead, a batch) is small; only the decodes in flight are full size, and this bounds them.
+DECODE_PIXELS = 48_000_000
+
 # White, because catalog shots with transparency are cut-outs meant for a white page.
 BACKGROUND = (255, 255, 255)
 
 
 class ImageError(ValueError):
     """An image that cannot be used; the message names the file and says why."""
+
+
+class PixelBudget:
+    """A budget of pixels decoded at once across threads: a decode waits until its pixels fit.
+
+    A photo bigger than the whole budget still decodes, alone, so nothing is refused here (MAX_PIXELS does that).
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int):
+        """Reserve `pixels` for the duration of the block (blocks while others hold too much)."""
+        pixels = max(0, min(int(pixels), self.total))
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + pixels <= self.total)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= pixels
+                self._cond.notify_all()
+
+
+DECODING = PixelBudget(DECODE_PIXELS)
 
 
 def read_bytes(path: str | Path, max_bytes: int = MAX_BYTES) -> bytes:
@@ -46,7 +82,7 @@ def load_image(
     draft_size: int | None = None,
     max_pixels: int = MAX_PIXELS,
     budget: int | None = None,
-    reduce: bool = False,
+    reduce: bool = True,
 ) -> Image.Image:
     """Decode `source` into an upright 8-bit RGB image.
 
@@ -54,8 +90,9 @@ def load_image(
     short side), which makes big catalog photos several times faster to read.
     `budget` bounds the pixels actually decoded (memory and time per photo): a JPEG may be
     bigger on paper when its draft scale brings it under, other formats are refused from
-    their header, before any pixel is decoded. `reduce` then shrinks any photo by a whole
-    factor while its short side stays >= `draft_size`, so what is kept in memory is small.
+    their header, before any pixel is decoded. `reduce` (the default) then shrinks any photo by a
+    whole factor while its short side stays >= `draft_size`, so what is kept in memory is small
+    whatever the photo's size; decodes in flight share the process's DECODING pixel budget.
     Raises ImageError, naming `name` (or the path), for anything unusable.
     """
     if isinstance(source, Image.Image):
@@ -78,14 +115,15 @@ def load_image(
             img.draft("RGB", (draft_size, draft_size))
         if budget is not None:
             check_budget(img, label, budget)
-        img.load()
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-        if reduce and draft_size:
-            factor = min(img.size) // draft_size
-            if factor >= 2:
-                img = img.reduce(factor)  # a box filter: cheap, and the big decode is freed right here
-        return img
+        with DECODING.hold(img.size[0] * img.size[1]):
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            if reduce and draft_size:
+                factor = min(img.size) // draft_size
+                if factor >= 2:
+                    img = img.reduce(factor)  # a box filter: cheap, and the big decode is freed right here
+            return img
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

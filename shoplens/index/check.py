@@ -11,14 +11,16 @@ the bridge; products it had to drop are re-added by the indexer, whose command i
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, ServerLostError, Store, StoreError, point_id,
-                            repair_command, text_dim)
+from shoplens.store import (IMAGE_VECTOR, TEXT_VECTOR, DiskSpaceError, NotWritableError, ServerLostError, Store,
+                            StoreError, point_id, repair_command, text_dim)
+from shoplens.store.base import not_writable, not_writable_error
 
 EXAMPLES = 3  # product ids named per problem
 VECTOR_SAMPLE = 200  # stored image vectors a check compares with the embedding cache (all with full=True)
@@ -29,7 +31,7 @@ VECTOR_ATOL = 1e-3  # how far a stored (unit) vector may lie from the cache's be
 class Problem:
     """One thing wrong with the index: what, the command that fixes it, and whether `repair` can."""
 
-    kind: str  # meta, open, disk, count, unreadable, image, text, payload, bridge
+    kind: str  # meta, open, disk, count, unreadable, image, text, payload, bridge, tuning
     text: str
     fix: str
     repairable: bool = True
@@ -146,8 +148,8 @@ def verify(store: Store, scan: bool = True, full: bool = False) -> Report:
     except DiskSpaceError as exc:
         report.problems.append(Problem("disk", str(exc), "free some disk space", False))
         return report
-    except ServerLostError:
-        raise
+    except (ServerLostError, NotWritableError):
+        raise  # the server is down, or the folder cannot be written: not a damaged index
     except StoreError as exc:
         if "WouldBlock" in str(exc):  # held by another process (a serving app, an indexer): busy, not damaged
             raise
@@ -159,7 +161,26 @@ def verify(store: Store, scan: bool = True, full: bool = False) -> Report:
         _scan(store, meta, report, sample)
         _check_vectors(store, meta, report, sample)
     _check_bridge(store, meta, report)
+    _check_tuning(store, meta, report)
     return report
+
+
+def _check_tuning(store: Store, meta: dict, report: Report) -> None:
+    """The tuning the index records loads and is the one its vectors carry: search, the indexer and the app
+    refuse the index otherwise, so `check` must not call it whole."""
+    from shoplens.index.tuning import PENDING_KEY, TuningIndexError, index_tuning
+
+    try:
+        index_tuning(store, meta)
+    except TuningIndexError as exc:
+        what, _, own_fix = str(exc).partition("; ")
+        if meta.get(PENDING_KEY) is not None:
+            fix = own_fix  # finish the interrupted change: the message names that run
+        else:
+            run = indexer_command(store, meta)
+            fix = (f"apply the tuning file again: {run} --tuning FILE; or re-tune: {run} --tune-label FIELD; "
+                   f"or serve raw vectors: {run} --no-tuning")
+        report.problems.append(Problem("tuning", what, fix, False))
 
 
 def _reason(exc: Exception) -> str:
@@ -207,7 +228,7 @@ def _scan(store: Store, meta: dict, report: Report, sample: "VectorSample | None
                 if tv is None or not np.isfinite(tv).all() or not np.any(tv):
                     report.no_text.add(hit.id)
                     examples["text"].append(name)
-    except ServerLostError:
+    except (ServerLostError, NotWritableError):
         raise
     except StoreError as exc:
         report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
@@ -304,6 +325,8 @@ def repair(store: Store) -> Report:
     if before.ok:
         before.notes.append("nothing to repair")
         return before
+    if not is_remote(store):
+        check_writable(Path(store.path))  # a repair that cannot write would move readable files aside for nothing
     done: list[str] = []
     if is_remote(store):
         _repair_points_remote(store, before, done)
@@ -321,6 +344,22 @@ def repair(store: Store) -> Report:
     if not after.ok and not done:
         after.notes.append("nothing could be repaired without the catalog")
     return after
+
+
+def check_writable(folder: Path) -> None:
+    """NotWritableError (one line: the folder and what refused) unless files can be made in `folder` and in each
+    folder under it that a repair writes to (the shard, its segments)."""
+    folders = [folder] + [p for p in (folder / "shard", folder / "shard" / "segments") if p.is_dir()]
+    for where in folders:
+        probe = where / f".shoplens-write-probe-{os.getpid()}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            why = not_writable(exc)
+            if why:
+                raise not_writable_error(where, why, exc.strerror or "") from None
+            raise
 
 
 def _repair_edge(store, report: Report, done: list[str]) -> None:

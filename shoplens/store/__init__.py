@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, SCHEMA_VERSION, TEXT_VECTOR, DiskSpaceError, Filters,
-                                 Hit, IndexDamagedError, IndexMismatchError, PointData, ServerLostError, Sparse, Store,
-                                 StoreError,
+                                 Hit, IndexDamagedError, IndexMismatchError, NotWritableError, PointData,
+                                 ServerLostError, Sparse, Store, StoreError,
                                  normalise_filters, point_id, repair_command, text_dim)
 
 DEFAULT_INDEX = Path("data/index")
 
 __all__ = ["DEFAULT_INDEX", "IMAGE_VECTOR", "KEYWORD_VECTOR", "SCHEMA_VERSION", "TEXT_VECTOR", "DiskSpaceError",
-           "Filters", "Hit", "IndexDamagedError", "IndexMismatchError", "PointData", "ServerLostError", "Sparse", "Store",
-           "StoreError",
+           "Filters", "Hit", "IndexDamagedError", "IndexMismatchError", "NotWritableError", "PointData",
+           "ServerLostError", "Sparse", "Store", "StoreError",
            "check_encoder", "normalise_filters", "open_store", "point_id", "repair_command", "text_dim"]
 
 

@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -40,6 +40,35 @@ class DiskSpaceError(StoreError):
 
 class ServerLostError(StoreError):
     """The store's server stopped answering (refused, unreachable, or no answer in time): not a damaged index."""
+
+
+class NotWritableError(StoreError):
+    """The index's files are there but this process may not write them (permissions, a read-only disk): not
+    damage, so nothing is repaired or moved; the message names the folder and what stops the write."""
+
+
+# What the OS says when a write is refused, as Python's OSError errno and as Rust's io::Error text ("os error N").
+_NOT_WRITABLE = {1: "operation not permitted", 13: "permission denied", 30: "read-only file system"}
+
+
+def not_writable(error: BaseException | str) -> str | None:
+    """Why a failed operation was refused a write ("permission denied", "read-only file system"), or None when
+    the failure is something else (damage, a full disk, a busy index)."""
+    if isinstance(error, OSError) and error.errno in _NOT_WRITABLE:
+        return _NOT_WRITABLE[error.errno]
+    text = str(error).lower()
+    for code, what in _NOT_WRITABLE.items():
+        if f"os error {code})" in text or f"[errno {code}]" in text or what in text:
+            return what
+    return None
+
+
+def not_writable_error(path: str | Path, why: str, detail: str = "") -> NotWritableError:
+    """The one-line error for an index folder this process cannot write."""
+    shown = f" ({detail})" if detail and detail != why else ""
+    return NotWritableError(f"cannot write in the index folder {path}: {why}{shown}. The index is not damaged; "
+                            f"run as a user who may write there (or make the disk writable), or copy the index "
+                            f"to a writable folder and use that")
 
 
 def repair_command(location: str, qdrant: bool = False) -> str:
@@ -101,6 +130,36 @@ def text_dim(meta: dict) -> int | None:
     """The size of the index's text vectors, or None for an index without text search."""
     text = meta.get("text") or {}
     return int(text["dim"]) if text.get("dim") else None
+
+
+# Hits fetched beyond k so that a group of equal scores at the k-th place is seen whole (more are fetched
+# while the last one fetched still ties with the k-th).
+TIE_SLACK = 8
+
+
+def tie_score(hit: Hit) -> float:
+    """A hit's score as the engines compute it (float32): equal vectors give equal scores on every store."""
+    return float(np.float32(hit.score))
+
+
+def tie_ranked(fetch: Callable[[int], list[Hit]], k: int, most: int | None = None) -> list[Hit]:
+    """The k best of `fetch(limit)` (hits best first), equal scores in product-id order (then point id).
+
+    Engines order equal scores their own way (Edge by segment, Milvus by shard), so photos listed under
+    several ids came back in different orders: the same query now gives the same list on every store.
+    `most` caps the limit a store accepts.
+    """
+    if k <= 0:
+        return []
+    limit = k + TIE_SLACK if most is None else min(k + TIE_SLACK, max(k, most))
+    while True:
+        hits = fetch(limit)
+        if (len(hits) < limit or tie_score(hits[k - 1]) != tie_score(hits[-1])
+                or (most is not None and limit >= most)):
+            break
+        limit = limit * 2 if most is None else min(limit * 2, most)
+    hits = sorted(hits, key=lambda h: (-tie_score(h), h.product_id or h.id, h.id))
+    return hits[:k]
 
 
 def record_hit(record, with_vector: bool) -> Hit:

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, DiskSpaceError, Filters, Hit,
                                  IndexDamagedError, PointData, Sparse, Store, StoreError, normalise_filters, record_hit,
-                                 repair_command, text_dim)
+                                 not_writable, not_writable_error, repair_command, text_dim, tie_ranked)
 from shoplens.atomic import atomic_write_bytes, atomic_write_text
 from shoplens.store.space import free_bytes, human
 
@@ -317,8 +317,8 @@ class EdgeStore(Store):
                using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
         qe = _edge()
         params = qe.SearchParams(exact=True) if exact else (self._search_params if using == IMAGE_VECTOR else None)
-        return self._query(qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=using), k, filters, ids,
-                           params)
+        query = qe.Query.Nearest(np.asarray(vector, np.float32).tolist(), using=using)
+        return tie_ranked(lambda limit: self._query(query, limit, filters, ids, params), k)
 
     def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
                         ids: Sequence[str] | None = None) -> list[Hit]:
@@ -327,7 +327,8 @@ class EdgeStore(Store):
         if not len(indices):
             return []
         sparse = qe.SparseVector(list(map(int, indices)), list(map(float, values)))
-        return self._query(qe.Query.Nearest(sparse, using=KEYWORD_VECTOR), k, filters, ids)
+        query = qe.Query.Nearest(sparse, using=KEYWORD_VECTOR)
+        return tie_ranked(lambda limit: self._query(query, limit, filters, ids), k)
 
     def _query(self, query, k: int, filters: Filters | None, ids: Sequence[str] | None, params=None) -> list[Hit]:
         if ids is not None and not ids:
@@ -451,6 +452,9 @@ def _edge_errors(path: Path, opening: bool = False, reading: bool = False):
             if "No space left" in reason or "os error 28" in reason:
                 raise DiskSpaceError(f"the disk holding {path} is full ({reason}); free some space and run the "
                                      "command again") from None
+            refused = not_writable(exc) or not_writable(reason)
+            if refused:  # healthy files this process may not write (permissions, a read-only disk): not damage
+                raise not_writable_error(path, refused, reason) from None
             if "WouldBlock" in reason:  # another process holds the write-ahead log: busy, not damaged
                 raise StoreError(f"the index at {path} is in use by another process ({reason}); stop it or wait "
                                  "for it to finish, then run the command again") from None

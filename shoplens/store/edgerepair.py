@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from shoplens.store.base import IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, StoreError, text_dim
+from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, StoreError, not_writable,
+                                 not_writable_error, text_dim)
 from shoplens.store.edge import (CONFIG_BACKUP, CONFIG_FILE, META_BACKUP, META_FILE, SHARD_DIR, EdgeStore, _edge,
                                  first_line, read_json, write_atomically)
 
@@ -97,6 +98,9 @@ def repair_open(index: Path, meta: dict, aside: Callable[[], Path]) -> tuple[lis
             raise StoreError(f"the index at {index} was opened by another process (an app or an indexer) during "
                              f"the repair{'; done so far: ' + '; '.join(done) if done else ''}. Stop it, then run "
                              f"the repair again")
+        refused = not_writable(reason)
+        if refused:  # the files may be whole: never move aside what only this process may not write
+            raise not_writable_error(index, refused, first_line(reason, 160))
         if CONFIG_FILE in reason and not tried_config:
             tried_config = True
             backup = read_json(index / CONFIG_BACKUP)

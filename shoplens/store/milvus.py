@@ -34,7 +34,7 @@ import numpy as np
 
 from shoplens.cache import cache_dir
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, ServerLostError,
-                                 Sparse, Store, StoreError, normalise_filters, text_dim)
+                                 Sparse, Store, StoreError, normalise_filters, text_dim, tie_ranked)
 
 DEFAULT_COLLECTION = "products"
 META_SUFFIX = "_shoplens"
@@ -505,11 +505,14 @@ class MilvusStore(Store):
         if using != IMAGE_VECTOR:
             self._unavailable("text search")
             extra = "has_text == true"
-        # HNSW has no exact mode in Milvus: a beam far wider than k reads (nearly) every candidate instead.
-        ef = min(QUERY_WINDOW, max(k, 16_384 if exact else 128))
-        params = {"metric_type": "COSINE", "params": {"ef": ef}}
-        return self._search(np.asarray(vector, np.float32).tolist(), using, k, milvus_filter(filters, ids, extra),
-                            params)
+        data, expr = np.asarray(vector, np.float32).tolist(), milvus_filter(filters, ids, extra)
+
+        def fetch(limit: int) -> list[Hit]:
+            # HNSW has no exact mode in Milvus: a beam far wider than k reads (nearly) every candidate instead.
+            ef = min(QUERY_WINDOW, max(limit, 16_384 if exact else 128))
+            return self._search(data, using, limit, expr, {"metric_type": "COSINE", "params": {"ef": ef}})
+
+        return tie_ranked(fetch, k, most=QUERY_WINDOW)
 
     def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
                         ids: Sequence[str] | None = None) -> list[Hit]:
@@ -525,8 +528,9 @@ class MilvusStore(Store):
                 query[int(i)] = float(v) * math.log(1 + (total - n + 0.5) / (n + 0.5))
         if not query:
             return []
-        return self._search(query, KEYWORD_VECTOR, k, milvus_filter(filters, ids),
-                            {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}})
+        expr, params = milvus_filter(filters, ids), {"metric_type": "IP", "params": {"drop_ratio_search": 0.0}}
+        return tie_ranked(lambda limit: self._search(query, KEYWORD_VECTOR, limit, expr, params), k,
+                          most=QUERY_WINDOW)
 
     def _search(self, data, using: str, k: int, expr: str, params: dict) -> list[Hit]:
         result = self._call("search", self.collection, data=[data], anns_field=using, limit=k, filter=expr,

@@ -16,7 +16,7 @@ import numpy as np
 
 from shoplens.cache import cache_dir
 from shoplens.store.base import (IMAGE_VECTOR, KEYWORD_VECTOR, TEXT_VECTOR, Filters, Hit, PointData, Sparse, Store,
-                                 StoreError, normalise_filters, record_hit, text_dim)
+                                 StoreError, normalise_filters, record_hit, text_dim, tie_ranked)
 
 DEFAULT_COLLECTION = "products"
 # Files kept with the collection (e.g. its tuning) live in its metadata, base64-encoded, under this prefix:
@@ -168,8 +168,8 @@ class QdrantStore(Store):
     def search(self, vector: np.ndarray, k: int = 10, filters: Filters | None = None, exact: bool = False,
                using: str = IMAGE_VECTOR, ids: Sequence[str] | None = None) -> list[Hit]:
         m = _models()
-        return self._query(np.asarray(vector, np.float32).tolist(), using, k, filters, ids,
-                           m.SearchParams(exact=True) if exact else None)
+        query, params = np.asarray(vector, np.float32).tolist(), m.SearchParams(exact=True) if exact else None
+        return tie_ranked(lambda limit: self._query(query, using, limit, filters, ids, params), k)
 
     def search_keywords(self, keywords: Sparse, k: int = 10, filters: Filters | None = None,
                         ids: Sequence[str] | None = None) -> list[Hit]:
@@ -177,7 +177,7 @@ class QdrantStore(Store):
         if not len(indices):
             return []
         query = _models().SparseVector(indices=list(map(int, indices)), values=list(map(float, values)))
-        return self._query(query, KEYWORD_VECTOR, k, filters, ids)
+        return tie_ranked(lambda limit: self._query(query, KEYWORD_VECTOR, limit, filters, ids), k)
 
     def _query(self, query, using: str, k: int, filters: Filters | None, ids: Sequence[str] | None,
                params=None) -> list[Hit]:

@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import ctypes
 import io
+import json
 import logging
+import shlex
 import socket
 import sys
 import threading
@@ -25,9 +27,11 @@ from shoplens.index.live import LiveIndex, Watcher, is_locked
 from shoplens.query.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
 from shoplens.usererrors import USER_ERRORS
+from shoplens.web.bodylimit import BodyLimit
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
 from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
+from shoplens.web.views import redact
 
 log = logging.getLogger("shoplens.web")
 
@@ -35,6 +39,8 @@ log = logging.getLogger("shoplens.web")
 CONCURRENCY = 4
 WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
+# Request bodies: a photo of MAX_UPLOAD_BYTES pasted as a data: URL (base64, 4/3) plus the rest of the request.
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 1024 * 1024
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
                        font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
@@ -71,20 +77,83 @@ def how_to_build(reason: str, where: str) -> str:
     return (f"### No products to search yet\n\n{reason}\n\n"
             f"Build an index from a folder of product photos, then start the app again:\n\n"
             f"```\npython indexer.py CATALOG_DIR {where}\npython app.py {where}\n```\n\n"
-            f"or do both at once: `python app.py --catalog CATALOG_DIR {where}`.")
+            f"or do both at once: `python app.py --catalog CATALOG_DIR {where}`. {IN_THE_LOG}")
 
 
 def in_use(reason: str, where: str) -> str:
     return (f"### This index is in use by another process\n\n{reason}\n\nAnother app (or the indexer) has it "
             f"open; only one process can open an index at a time. Stop the other one, or serve a copy of the "
-            f"index, then start the app again (`python app.py {where}`).")
+            f"index, then start the app again (`python app.py {where}`). {IN_THE_LOG}")
 
 
 def damaged_page(problems: str) -> str:
     """The page for an index that fails `shoplens check`: what is wrong, and the commands that repair it."""
     body = problems.replace("`", "'")  # shown verbatim in a code block, never as markdown or HTML
     return (f"### This index is damaged; it is not served\n\nSearching it would miss products. Problems found:\n\n"
-            f"```\n{body}\n```\n\nRepair it, then start the app again.")
+            f"```\n{body}\n```\n\nRepair it, then start the app again. {IN_THE_LOG}")
+
+
+# The pages below are seen by visitors (the app may be shared by a public link): they name the index and the
+# catalog by these placeholders; the server's log has every command with its real paths.
+INDEX_PLACEHOLDER = "INDEX_DIR"
+CATALOG_PLACEHOLDER = "CATALOG_DIR"
+SERVER_PLACEHOLDER = "SERVER_URL"
+IN_THE_LOG = "The full commands, with this server's paths, are in the app's log."
+
+
+@dataclass
+class Visitors:
+    """Turns what the server knows (paths, URLs) into what a visitor may read, logging the full text."""
+
+    known: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, index: str | Path | None, qdrant_url: str | None, milvus_uri: str | None) -> "Visitors":
+        known: dict[str, str] = {}
+        if qdrant_url or milvus_uri:
+            known[str(qdrant_url or milvus_uri)] = SERVER_PLACEHOLDER
+        folder = Path(index or "data/index")
+        if not (qdrant_url or milvus_uri):
+            for form in {str(index or "data/index"), str(folder), str(folder.resolve())}:
+                known[form] = INDEX_PLACEHOLDER
+            catalog = recorded_catalog(folder)
+            if catalog:
+                known[catalog] = CATALOG_PLACEHOLDER
+        return cls(known)
+
+    def learn(self, meta: dict | None) -> None:
+        """Add the catalog folder an opened index records."""
+        if meta and meta.get("catalog_root"):
+            self.known[str(meta["catalog_root"])] = CATALOG_PLACEHOLDER
+
+    def where(self, index: str | Path | None, qdrant_url: str | None, milvus_uri: str | None) -> str:
+        """The store options of a command, with placeholders for the server's own values."""
+        if milvus_uri:
+            return f"--milvus-uri {SERVER_PLACEHOLDER}"
+        if qdrant_url:
+            return f"--qdrant-url {SERVER_PLACEHOLDER}"
+        return f"--index {INDEX_PLACEHOLDER}"
+
+    def page(self, text: str, full: str | None = None) -> str:
+        """`text` with every known path or URL replaced by its placeholder and any other server path cut to its
+        last part; `full` (or `text`) goes to the server log whole."""
+        log.warning("%s", full if full is not None else text)
+        for value in sorted(self.known, key=len, reverse=True):
+            if value:
+                text = text.replace(shlex.quote(value), self.known[value]).replace(value, self.known[value])
+        return redact(text)
+
+
+def recorded_catalog(folder: Path) -> str | None:
+    """The catalog folder an index folder's metadata records, read directly (no store opened), or None."""
+    for name in ("index.json", "index.backup.json"):
+        try:
+            root = json.loads((folder / name).read_text()).get("catalog_root")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if root:
+            return str(root)
+    return None
 
 
 def create(index: str | Path | None = None, qdrant_url: str | None = None, collection: str = "products",
@@ -92,28 +161,38 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
            milvus_uri: str | None = None) -> WebApp:
     """Open the index once and build the page; a missing, empty, busy or unreachable index gives a page that says so.
 
-    `cache_expiry` (every, older than; seconds): Gradio's copies of uploads and shown photos are deleted then.
+    Those pages never show the server's folders, catalog path or store address (placeholders instead); the
+    full commands go to the log. `cache_expiry` (every, older than; seconds): Gradio's copies of uploads and
+    shown photos are deleted then.
     """
-    where = (f"--milvus-uri {milvus_uri}" if milvus_uri else f"--qdrant-url {qdrant_url}" if qdrant_url
-             else f"--index {index or 'data/index'}")
+    full_where = (f"--milvus-uri {milvus_uri}" if milvus_uri else f"--qdrant-url {qdrant_url}" if qdrant_url
+                  else f"--index {index or 'data/index'}")
+    visitors = Visitors.of(index, qdrant_url, milvus_uri)
+    where = visitors.where(index, qdrant_url, milvus_uri)
     try:
         searcher = Searcher.open(index, qdrant_url, collection, milvus_uri=milvus_uri)
+        visitors.learn(searcher.meta)
         report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
         if not report.ok:
             searcher.close()
-            return WebApp(build_message(damaged_page(report.summary())))
+            summary = report.summary()
+            return WebApp(build_message(visitors.page(damaged_page(summary), f"index not served:\n{summary}")))
         if searcher.store.count() == 0:
             searcher.close()
-            return WebApp(build_message(how_to_build(f"The index at `{searcher.store.location}` is empty.", where)))
+            return WebApp(build_message(visitors.page(
+                how_to_build("The index is empty.", where),
+                f"the index at {searcher.store.location} is empty; build it: python indexer.py CATALOG_DIR "
+                f"{full_where}")))
         shop = Shop(searcher, page_size)
         photos = shop.photos  # the allow-list follows the index opened here
         demo = build(shop, page_size, cache_expiry)
     except IndexDamagedError as exc:
-        return WebApp(build_message(damaged_page(str(exc))))
+        return WebApp(build_message(visitors.page(damaged_page(str(exc)), f"index not served: {exc}")))
     except StoreError as exc:
         if is_locked(exc):
-            return WebApp(build_message(in_use(f"`{exc}`", where)))
-        return WebApp(build_message(how_to_build(f"`{exc}`", where)))
+            return WebApp(build_message(visitors.page(in_use(f"`{exc}`", where), f"index not served: {exc}")))
+        return WebApp(build_message(visitors.page(how_to_build(f"`{exc}`", where),
+                                                  f"index not served: {exc} (store options: {full_where})")))
     live = None
     if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
         from shoplens.tune.fit import fit_for_index  # fits the tuning of a sync handed over with --tune-label
@@ -159,7 +238,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                         ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
                         # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
                         # its file routes serve: the indexed photos, one file at a time, and its own files.
-                        app_kwargs={"middleware": [Middleware(PhotoGate, photos=app.photos,
+                        app_kwargs={"middleware": [Middleware(BodyLimit, limit=MAX_BODY_BYTES),
+                                                   Middleware(PhotoGate, photos=app.photos,
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)

@@ -238,7 +238,7 @@ class Shop:
         image_path = str(hit.payload.get("image_path") or "")
         path = self.photos.find(image_path)
         if path is None and image_path:
-            self.photos.admit(image_path)
+            self.photos.admit(image_path, str(hit.payload.get("content_hash") or ""))
             path = self.photos.find(image_path)
         return path
 
