@@ -58,8 +58,9 @@ register("restart-colour", "fake colour")(lambda **_: ColourEncoder())
 
 
 # etcd forgets a killed server's component sessions after this many seconds (30 by default); the server started
-# again on the same data waits for them to go, so the restart and the re-run were ~20 s faster at 10 s. Not
-# shorter: on a loaded machine a running server could then miss its own session's keep-alive.
+# again on the same data waits for the old ones to go before it serves (a short TTL took this test from 73 to
+# 51 s in an earlier measurement). Not shorter: on a loaded machine a running server could then miss its own
+# session's keep-alive.
 SESSION_TTL_S = 10
 
 
