@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import needs
+from needs import absent
 from shoplens.encoders import Encoder, l2_normalise
 # Fixtures: every store on a real engine, one Milvus server per session, pymilvus' status polls kept short.
-from stores import make_store, milvus_server, quick_milvus_polls  # noqa: F401
+from stores import MILVUS_GROUP, make_store, milvus_server, quick_milvus_polls  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,18 +34,59 @@ def fresh_cache(path: Path) -> Path:
     return path
 
 
+# Debian's Chromium, which the browser tests drive through Playwright (never a downloaded browser).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
 def pytest_addoption(parser):
     parser.addoption("--datasets", default=None, help="folder holding fashion-images/ etc. (default ../shared/datasets)")
 
 
+# scripts/test.sh runs the tests in parallel workers (pytest-xdist, `--dist loadgroup`; see tests/README.md). A
+# worker takes a group of tests at a time: every test on the session's Milvus server is in one group (one server
+# starts, not one per worker), and the tests of a module that share a module-scoped fixture are in one group (the
+# fixture is made once, not once per worker). The other tests are handed out one at a time.
+def _uses_milvus_server(item) -> bool:
+    if "milvus_server" in getattr(item, "fixturenames", ()):
+        return True
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(isinstance(value, str) and value == "milvus-server" for value in params.values())
+
+
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Group the tests for the parallel workers (see above); a test with its own xdist_group mark keeps it."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if _uses_milvus_server(item):
+            item.add_marker(pytest.mark.xdist_group(MILVUS_GROUP))
+        elif _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def datasets_dir(request) -> Path:
-    """../shared/datasets (or --datasets / $SHOPLENS_DATASETS); skips the test when absent."""
+    """../shared/datasets (or --datasets / $SHOPLENS_DATASETS); skips the test when absent (fails under
+    SHOPLENS_REQUIRE_DATASETS)."""
     raw = request.config.getoption("--datasets") or os.environ.get("SHOPLENS_DATASETS")
     path = Path(raw) if raw else REPO.parent / "shared" / "datasets"
     if not path.is_dir():
-        pytest.skip(f"shared datasets not found at {path}; pass --datasets or set SHOPLENS_DATASETS")
+        absent(f"shared datasets not found at {path}; pass --datasets or set SHOPLENS_DATASETS",
+               "SHOPLENS_REQUIRE_DATASETS")
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, with Playwright to drive it; skips the test when either is missing (fails under
+    SHOPLENS_REQUIRE_BROWSER)."""
+    return needs.browser(CHROMIUM)
 
 
 class ColourEncoder(Encoder):

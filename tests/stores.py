@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from needs import absent
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
 
 STORES = ["edge", "qdrant-client", "milvus-lite", "milvus-server"]
+# The pytest-xdist group of the tests on the session's server (conftest.py marks those it can tell by their
+# fixtures and parameters): one worker runs them all, so one server starts, not one per worker.
+MILVUS_GROUP = "milvus-server"
 
 # The server's own components listen on fixed default ports (19529, 53100, 9091, ...) unless told otherwise.
 COMPONENT_PORTS = ("proxy_internal_port", "root_coord_port", "query_coord_port", "query_node_port",
@@ -62,12 +66,17 @@ def _free_ports(n: int) -> list[int]:
             sock.close()
 
 
-def configure_server(server, base: Path) -> dict[str, str]:
+def configure_server(server, base: Path, session_ttl_s: int | None = None) -> dict[str, str]:
     """Point a `milvus.MilvusServer` at `base` and at free ports only, with a fast time tick and collection load;
     the environment its process must start with (the embedded etcd takes its ports from a config file named there).
 
     Without this the server wants etcd's 2379 and 2380 and its components' defaults, so a Milvus or an etcd
-    already running on the machine keeps it from starting (it then waits out its 180 s start timeout)."""
+    already running on the machine (another test worker's, another checkout's test run) keeps it from starting
+    (it then waits out its 180 s start timeout). The ports are fixed here, so a stopped server starts again on
+    the same ones.
+
+    `session_ttl_s`: how long etcd keeps a killed server's component sessions (30 s by default); a server started
+    again on the same data waits for its old sessions to expire, so a test that kills one wants this short."""
     server.set_base_dir(str(base))
     proxy, web, client, peer, *components = _free_ports(4 + len(COMPONENT_PORTS))
     server.listen_port = proxy
@@ -75,6 +84,8 @@ def configure_server(server, base: Path) -> dict[str, str]:
         server.config.set(key, port)
     server.webservice_port = web  # the health and metrics port (9091 by default)
     server.config.set("proxy.timeTickInterval", TIME_TICK_MS)
+    if session_ttl_s is not None:
+        server.config.set("common.session.ttl", session_ttl_s)
     server.config.set("etcd_port", client)
     etcd = base / "etcd.yaml"
     base.mkdir(parents=True, exist_ok=True)
@@ -122,7 +133,8 @@ def milvus_server(tmp_path_factory):
     try:
         from milvus import default_server
     except ImportError as exc:
-        pytest.skip(f"the milvus server package is not installed (pip install -r requirements-dev.txt): {exc}")
+        absent(f"the milvus server package is not installed (pip install -r requirements-dev.txt): {exc}",
+               "SHOPLENS_REQUIRE_MILVUS")
     env = configure_server(default_server, tmp_path_factory.mktemp("milvus-server"))
     try:
         with pytest.MonkeyPatch.context() as patch:  # the server process copies os.environ when it starts

@@ -14,15 +14,10 @@ import pytest
 from conftest import REPO
 from shoplens.web.serve import create, launch
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 20_000
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install -y chromium)")
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,12 +34,14 @@ def app_url(shop_index):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    sync_api = pytest.importorskip("playwright.sync_api")
+def browser(chromium, tmp_path_factory):
+    """A headless Chromium on a profile of its own (skips, or fails under SHOPLENS_REQUIRE_BROWSER, without one)."""
+    from playwright import sync_api
+
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
         # A persistent context is how Playwright takes a fresh --user-data-dir of our own.
-        context = pw.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM), args=FLAGS,
+        context = pw.chromium.launch_persistent_context(str(profile), executable_path=str(chromium), args=FLAGS,
                                                         headless=True, viewport={"width": 1280, "height": 900})
         yield context
         context.close()

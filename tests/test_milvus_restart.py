@@ -1,9 +1,10 @@
 """A Milvus server restart mid-sync: the interrupted run fails within seconds with one line that says what to do,
 and the next run repairs everything.
 
-Its own Milvus standalone server (the `milvus` PyPI package) on its own data dir and port, so the session's
-`milvus_server` fixture is not disturbed: the indexer runs in a subprocess with a slowed fake encoder, the
-server is stopped under it, started again on the same data dir, and the same command runs again.
+Its own Milvus standalone server (the `milvus` PyPI package) on its own data dir and ports, so the session's
+`milvus_server` fixture (in this test worker or another) is not disturbed: the indexer runs in a subprocess with a
+slowed fake encoder, the server is stopped under it, started again on the same data dir, and the same command runs
+again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +24,13 @@ import pytest
 from PIL import Image
 
 from conftest import PALETTE, REPO
+from needs import absent
+from stores import MILVUS_GROUP, configure_server
 from shoplens.store import point_id
+
+# On the worker that runs the tests on the session's Milvus server (see conftest.py), so that the two servers'
+# start-ups and loads never compete with each other for the machine.
+pytestmark = pytest.mark.xdist_group(MILVUS_GROUP)
 
 N = 40
 # Seconds the interrupted indexer may take to fail once the server is gone: MilvusStore gives a write 20 s of
@@ -51,15 +57,19 @@ register("restart-colour", "fake colour")(lambda **_: ColourEncoder())
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# etcd forgets a killed server's component sessions after this many seconds (30 by default); the server started
+# again on the same data waits for the old ones to go before it serves (a short TTL took this test from 73 to
+# 51 s in an earlier measurement). Not shorter: on a loaded machine a running server could then miss its own
+# session's keep-alive.
+SESSION_TTL_S = 10
 
 
-def _start(server) -> None:
+def _start(server, env: dict[str, str]) -> None:
     try:
-        server.start()
+        with pytest.MonkeyPatch.context() as patch:  # the server process copies os.environ when it starts
+            for key, value in env.items():
+                patch.setenv(key, value)
+            server.start()
     except Exception as exc:  # noqa: BLE001  (a missing library, no free port, ...: say which)
         if os.environ.get("SHOPLENS_REQUIRE_MILVUS"):  # CI: a server that does not start is a failure
             raise
@@ -68,16 +78,17 @@ def _start(server) -> None:
 
 @pytest.fixture
 def own_server(tmp_path):
-    """A fresh Milvus standalone server on its own base dir and port: (server, uri)."""
+    """A fresh Milvus standalone server on its own base dir and free ports (its etcd's too, so it never meets the
+    session's server or another worker's): (server, uri, the environment it must start with)."""
     try:
         from milvus import MilvusServer
     except ImportError as exc:
-        pytest.skip(f"the milvus server package is not installed (pip install -r requirements-dev.txt): {exc}")
+        absent(f"the milvus server package is not installed (pip install -r requirements-dev.txt): {exc}",
+               "SHOPLENS_REQUIRE_MILVUS")
     server = MilvusServer()
-    server.set_base_dir(str(tmp_path / "milvus-data"))
-    server.listen_port = _free_port()
-    _start(server)
-    yield server, f"http://127.0.0.1:{server.listen_port}"
+    env = configure_server(server, tmp_path / "milvus-data", session_ttl_s=SESSION_TTL_S)
+    _start(server, env)
+    yield server, f"http://127.0.0.1:{server.listen_port}", env
     server.stop()
 
 
@@ -98,7 +109,7 @@ def _expected_vector(colour, size) -> np.ndarray:
 
 
 def test_server_restart_mid_sync_then_rerun_repairs(tmp_path, own_server):
-    server, uri = own_server
+    server, uri, server_env = own_server
     colours = list(PALETTE.values())
     catalog = tmp_path / "catalog"
     products = {}  # product id -> (category, relative path, colour, size)
@@ -162,7 +173,7 @@ def test_server_restart_mid_sync_then_rerun_repairs(tmp_path, own_server):
     assert 8 <= kept < N, error
 
     t0 = time.time()
-    _start(server)  # same base dir, same port
+    _start(server, server_env)  # same base dir, same ports
     t1 = time.time()
     assert server.listen_port == int(uri.rsplit(":", 1)[1]), "the restarted server took another port"
     # Right after the restart the server holds queries until it has reloaded the collections (~25 s): the

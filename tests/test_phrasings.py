@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_product_photo
+from conftest import absent, make_product_photo
 from shoplens.catalog import read_catalog
 from shoplens.encoders import Encoder, l2_normalise
 from shoplens.quality.phrasings import (Phrasing, PhrasingError, capped_precision, evaluate_phrasings, read_phrasings,
@@ -76,7 +76,7 @@ def test_shipped_phrasings_file():
 def test_shipped_rules_use_catalog_values(datasets_dir):
     styles = datasets_dir / "fashion-product-images-small" / "styles.csv"
     if not styles.exists():
-        pytest.skip(f"{styles} is absent")
+        absent(f"{styles} is absent", "SHOPLENS_REQUIRE_DATASETS")
     rows = list(csv.DictReader(styles.open()))
     values = {"article_type": {r["articleType"] for r in rows}, "colour": {r["baseColour"] for r in rows},
               "gender": {r["gender"] for r in rows}}

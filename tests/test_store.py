@@ -9,7 +9,7 @@ import pytest
 from shoplens.store import IndexMismatchError, PointData, StoreError, check_encoder, point_id
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
-from stores import STORES, close_store, open_store
+from stores import MILVUS_GROUP, STORES, close_store, open_store
 
 DIM = 16
 COLOURS = ["Red", "Blue", "Green"]
@@ -244,6 +244,7 @@ def test_update_text_keeps_the_image_vector(text_store):
     assert np.allclose(hit.vector, np.eye(DIM)[4])
 
 
+@pytest.mark.xdist_group(MILVUS_GROUP)  # on the session's server (asked for by name, not by a parameter)
 def test_old_milvus_server_keeps_the_image_side_and_names_what_is_missing(make_store):
     # The `milvus` package's 2.3 server has no sparse vectors and one vector field per collection.
     s = make_store("milvus-server")
