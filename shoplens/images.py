@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shoplens.errors import UserError
+
 # A 16k x 8k photo is fine; anything past this is a decompression bomb or a mistake.
 MAX_PIXELS = 128_000_000
 MAX_BYTES = 64 * 1024 * 1024
@@ -17,7 +19,7 @@ MAX_BYTES = 64 * 1024 * 1024
 BACKGROUND = (255, 255, 255)
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image that cannot be used; the message names the file and says why."""
 
 

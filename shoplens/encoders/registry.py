@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from shoplens.encoders.base import Encoder
+from shoplens.errors import UserError
+
 
 FACTORIES: dict[str, Callable[..., Encoder]] = {}
 DESCRIPTIONS: dict[str, str] = {}
@@ -17,7 +19,7 @@ DESCRIPTIONS: dict[str, str] = {}
 DEFAULT_ENCODER = "efficientnet-lite0"
 
 
-class UnknownEncoderError(KeyError):
+class UnknownEncoderError(UserError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 

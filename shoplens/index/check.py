@@ -11,6 +11,7 @@ the bridge; products it had to drop are re-added by the indexer, whose command i
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,11 @@ def is_remote(store: Store) -> bool:
 
 
 def where_args(store: Store) -> str:
-    """The --index / --qdrant-url arguments naming this store."""
+    """The --index / --qdrant-url / --milvus-uri arguments naming this store."""
     if is_remote(store):
-        return f"--qdrant-url {getattr(store, 'url', store.location)} --collection {getattr(store, 'collection', '')}"
+        option, where = ("--milvus-uri", store.uri) if hasattr(store, "uri") else ("--qdrant-url",
+                                                                                  getattr(store, "url", store.location))
+        return f"{option} {shlex.quote(str(where))} --collection {getattr(store, 'collection', '')}"
     return f"--index {shlex.quote(str(store.path))}"
 
 
@@ -113,11 +116,30 @@ def check_command(store: Store) -> str:
             else f"python -m shoplens check {where_args(store)} --repair")
 
 
-def verify(store: Store, scan: bool = True) -> Report:
+# Points read whole by the start-up check of the app and the indexer. Point ids are uuid5 hashes of product
+# ids and every store lists points in id order, so the first SAMPLE points are a sample spread over the catalog.
+SAMPLE = 256
+
+
+def startup_check(store: Store, sample: int = SAMPLE) -> Report:
+    """The check an app or an indexer runs when it starts: what is cheap (the metadata, the store's opening,
+    its count against the recorded one, the derived files) and `sample` points read whole. The full scan of
+    every vector is `shoplens check` (verify): on a server store it pulls the whole collection.
+
+    A store that reads at bounded staleness (Milvus) reads fresh here, so a start right after an indexer run
+    never takes the writes it has not seen yet for lost products."""
+    fresh = getattr(store, "fresh_reads", None)
+    if fresh is None:
+        return verify(store, sample=sample)
+    with fresh():
+        return verify(store, sample=sample)
+
+
+def verify(store: Store, scan: bool = True, sample: int | None = None) -> Report:
     """Check the index; never raises for a damaged index (each problem is in the report).
 
-    `scan` reads every point (vectors and payloads); without it only the metadata, the store's opening,
-    the counts and the derived files are checked."""
+    `scan` reads every point (vectors and payloads), or only the first `sample` of them; without it only the
+    metadata, the store's opening, the counts and the derived files are checked."""
     report = Report(store.location)
     try:
         meta = store.read_meta()
@@ -151,7 +173,7 @@ def verify(store: Store, scan: bool = True) -> Report:
         return report
     _check_count(store, report)
     if scan:
-        _scan(store, meta, report)
+        _scan(store, meta, report, sample)
     _check_bridge(store, meta, report)
     return report
 
@@ -176,14 +198,16 @@ def _check_count(store: Store, report: Report) -> None:
                             f"{indexer_command(store, report.meta)}")
 
 
-def _scan(store: Store, meta: dict, report: Report) -> None:
+def _scan(store: Store, meta: dict, report: Report, sample: int | None = None) -> None:
     from shoplens.text.document import product_text
 
-    dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta))
+    # A server without the words side (Milvus 2.3: `words_unavailable`) keeps no text vectors to check.
+    dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta)) and not meta.get("words_unavailable")
     examples: dict[str, list[str]] = {"image": [], "text": [], "payload": []}
     scanned = 0
     try:
-        for hit in store.iterate(with_vector=True, page=256):
+        hits = store.iterate(with_vector=True, page=min(256, sample or 256))
+        for hit in hits if sample is None else itertools.islice(hits, sample):
             scanned += 1
             pid = str(hit.payload.get("product_id", "")) if hit.payload else ""
             name = pid or hit.id
@@ -205,7 +229,7 @@ def _scan(store: Store, meta: dict, report: Report) -> None:
         report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
         return
     report.scanned = scanned
-    if report.points is not None and scanned != report.points:
+    if report.points is not None and scanned != report.points and (sample is None or scanned < sample):
         report.problems.append(Problem("count", f"the store counts {report.points} products but {scanned} can be "
                                                 "read", check_command(store)))
     fix = check_command(store)

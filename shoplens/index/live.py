@@ -147,11 +147,14 @@ class WriteLocked:
 
 class LiveIndex:
     """The app's side: runs syncs on its own store (one at a time), makes snapshots, and refreshes what the app
-    caches (allow-list, facets, metadata) after each sync through `refreshed`."""
+    caches (allow-list, facets, metadata) after each sync through `refreshed`.
 
-    def __init__(self, index: str | Path, store: Store, encoders: Callable | None = None,
+    `index` None: a server store (Qdrant, Milvus), which takes other processes' writes itself; there is no
+    channel to open, and the app's own syncs (`--watch`) run on its store all the same."""
+
+    def __init__(self, index: str | Path | None, store: Store, encoders: Callable | None = None,
                  refreshed: Callable[[], None] | None = None):
-        self.index = Path(index)
+        self.index = Path(index) if index is not None else None
         self.store = store
         self.encoders = encoders
         self.refreshed = refreshed or (lambda: None)
@@ -161,7 +164,9 @@ class LiveIndex:
         self.channel: Channel | None = None
 
     def start(self) -> "LiveIndex":
-        """Open the channel (the index folder's socket)."""
+        """Open the channel (the index folder's socket); nothing to open for a server store."""
+        if self.index is None:
+            return self
         self.channel = Channel(self.index, {"sync": self.handle_sync, "snapshot": self.handle_snapshot}).start()
         return self
 

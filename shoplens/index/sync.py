@@ -336,11 +336,11 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
 
 def _damage(store: Store, meta: dict, summary: Summary):
     """The integrity check before syncing: points to re-write; refuses a store it cannot read."""
-    from shoplens.index.check import Report, verify
+    from shoplens.index.check import Report, startup_check
 
     if meta.get("points") is None and not meta.get("updated"):
         return Report(store.location)  # a new index: nothing to check
-    report = verify(store)
+    report = startup_check(store)  # cheap: counts, metadata, a sample; `shoplens check` reads every vector
     fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
     if fatal:
         raise (DiskSpaceError if fatal[0].kind == "disk" else IndexDamagedError)(fatal[0].line())

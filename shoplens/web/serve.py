@@ -20,7 +20,8 @@ from starlette.middleware import Middleware
 
 from shoplens.cli import add_store_args, cmd_index
 from shoplens.encoders import create_encoder
-from shoplens.index.check import verify
+from shoplens.errors import UserError
+from shoplens.index.check import startup_check
 from shoplens.index.live import LiveIndex, Watcher, is_locked
 from shoplens.query.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
@@ -98,7 +99,9 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
              else f"--index {index or 'data/index'}")
     try:
         searcher = Searcher.open(index, qdrant_url, collection, milvus_uri=milvus_uri)
-        report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
+        # A damaged index would serve a silently smaller catalog; the cheap check (counts, metadata, a sample
+        # of points): the full scan of every vector is `shoplens check`'s.
+        report = startup_check(searcher.store)
         if not report.ok:
             searcher.close()
             return WebApp(build_message(damaged_page(report.summary())))
@@ -114,9 +117,10 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
         if is_locked(exc):
             return WebApp(build_message(in_use(f"`{exc}`", where)))
         return WebApp(build_message(how_to_build(f"`{exc}`", where)))
-    live = None
-    if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
-        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
+    # An Edge index gets a channel for the indexer's syncs and snapshots; a server (Qdrant, Milvus) takes the
+    # indexer's writes itself, so its LiveIndex only runs the app's own syncs (--watch).
+    local = qdrant_url is None and milvus_uri is None
+    live = LiveIndex(searcher.store.path if local else None, searcher.store, reusing_encoder(searcher), shop.refresh)
     return WebApp(demo, photos.folders(), searcher, photos, live=live)
 
 
@@ -204,8 +208,6 @@ def check_options(args) -> str | None:
     if getattr(args, "watch", None) is not None:
         if args.catalog is None:
             return "--watch syncs a catalog: give --catalog DIR too"
-        if args.qdrant_url is not None:
-            return "--watch works on an embedded --index folder (a Qdrant server takes the indexer's writes itself)"
         if not args.watch >= 1:
             return f"--watch {args.watch:g}: sync at most once a second"
     if not 1 <= args.page_size <= MAX_PAGE_SIZE:
@@ -259,6 +261,18 @@ def sync_first(args) -> int:
     return cmd_index(index_args)
 
 
+def start_watching(app: WebApp, args) -> None:
+    """--watch: start the timer that syncs --catalog into the served index (any store). An app that serves no
+    index (its page says why) cannot sync into it: refused in one line rather than silently not watching."""
+    if args.watch is None:
+        return
+    if app.live is None:
+        raise UserError(f"--watch cannot sync {args.catalog}: the index could not be opened (the page served says "
+                        "why); fix that and start the app again")
+    app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
+    print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of app.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -272,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.catalog is not None:
             sync_first(args)
         app = create(args.index, args.qdrant_url, args.collection, args.page_size, milvus_uri=args.milvus_uri)
-        if args.watch is not None and app.live is not None:
-            app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
-            print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
+        start_watching(app, args)
         launch(app, args.host, args.port, args.share, args.concurrency)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
