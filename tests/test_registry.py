@@ -87,3 +87,72 @@ def test_env_plugins_still_load(tmp_path, monkeypatch):
 
 
 ENV_REG = Registry("widget", "shoplens.test_env_widgets")
+
+
+def test_encoders_localisers_and_tuning_methods_take_entry_point_plugins(tmp_path, monkeypatch):
+    from shoplens.encoders import create_encoder, list_encoders
+    from shoplens.encoders.tiny import TinyEncoder
+    from shoplens.localise import create_localiser, list_localisers
+    from shoplens.tune import get_method, list_methods
+
+    fake_distribution(tmp_path, "shoplens_fake_everything", """
+        [shoplens.encoders]
+        ep-tiny = fake_everything:make_encoder
+
+        [shoplens.localisers]
+        ep-whole = fake_everything:WholePhoto
+
+        [shoplens.tuning_methods]
+        ep-identity = fake_everything:fit_identity
+        """, {"fake_everything": '''
+        from shoplens.encoders.tiny import TinyEncoder
+        from shoplens.localise.base import Box, Localiser
+
+
+        def make_encoder(**options):
+            """The tiny encoder, by entry point."""
+            return TinyEncoder(**options)
+
+
+        class WholePhoto(Localiser):
+            """One box: the whole photo."""
+
+            name = "ep-whole"
+
+            def locate(self, image):
+                return [Box(0, 0, image.width, image.height, 1.0, "photo")]
+
+
+        def fit_identity(x, y, **options):
+            """No projection at all."""
+            return [[]], {}
+        '''})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert list_encoders()["ep-tiny"] == "The tiny encoder, by entry point."
+    assert isinstance(create_encoder("ep-tiny"), TinyEncoder)
+    assert list_localisers()["ep-whole"] == "One box: the whole photo."
+    from PIL import Image
+
+    [box] = create_localiser("ep-whole").locate(Image.new("RGB", (30, 20)))
+    assert box.as_list()[:4] == [0, 0, 30, 20]
+    assert list_methods()["ep-identity"] == "No projection at all."
+    assert get_method("ep-identity")(None, None) == ([[]], {})
+
+
+def test_the_public_functions_keep_their_shape():
+    # Other code registers encoders with `register` and looks them up with create_encoder: unchanged.
+    from shoplens.encoders import DEFAULT_ENCODER, UnknownEncoderError, create_encoder, list_encoders, register
+    from shoplens.encoders.registry import FACTORIES
+
+    @register("test-shape", "registered by a test")
+    def make(**options):
+        return ("made", options)
+
+    try:
+        assert create_encoder("test-shape", size=2) == ("made", {"size": 2})
+        assert list_encoders()["test-shape"] == "registered by a test"
+        assert DEFAULT_ENCODER in list_encoders()
+        with pytest.raises(UnknownEncoderError, match="known encoders: .*test-shape"):
+            create_encoder("no-such-encoder")
+    finally:
+        FACTORIES.pop("test-shape")
