@@ -31,9 +31,11 @@ class Registry(Generic[T]):
     """Named factories of one kind (`kind`: "encoder"); `group`: the entry point group of its plugins."""
 
     def __init__(self, kind: str, group: str, *, error: Callable[[str], Exception] = UserError,
-                 builtins: Callable[[], None] | None = None, plural: str | None = None, sort: bool = True):
+                 builtins: Callable[[], None] | None = None, plural: str | None = None, sort: bool = True,
+                 known: str | None = None):
         self.kind = kind
         self.plural = plural or f"{kind}s"
+        self.known = known or f"known {self.plural}"  # what the list of names in an unknown name's message says
         self.group = group
         self.error = error
         self.factories: dict[str, Callable[..., T]] = {}
@@ -74,7 +76,7 @@ class Registry(Generic[T]):
             raise self.error(self.unknown(name)) from None
 
     def unknown(self, name: str) -> str:
-        return f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}"
+        return f"unknown {self.kind} {name!r}; {self.known}: {', '.join(self.names())}"
 
     def create(self, name: str, **options) -> T:
         """`name`'s factory called with `options`."""

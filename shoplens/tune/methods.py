@@ -17,7 +17,7 @@ from shoplens.tune.base import TuningError
 Fit = Callable[..., tuple[list[list[dict]], dict[str, np.ndarray]]]
 # A shoplens.registry.Registry: plugins register from a $SHOPLENS_PLUGINS module or an entry point in the group
 # `shoplens.tuning_methods`.
-REGISTRY: Registry = Registry("tuning method", "shoplens.tuning_methods", error=TuningError)
+REGISTRY: Registry = Registry("tuning method", "shoplens.tuning_methods", error=TuningError, known="known")
 METHODS: dict[str, Fit] = REGISTRY.factories  # the registry's own tables, by their old names
 DESCRIPTIONS: dict[str, str] = REGISTRY.descriptions
 
