@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,20 +73,92 @@ def column_notes(header: list[str], source: Path) -> list[str]:
             f"the others are ignored" for key, columns in by_key.items() if len(columns) > 1]
 
 
-def csv_encoding(path: Path) -> str:
-    """The text encoding of a CSV: UTF-8 (with or without a BOM) or UTF-16 with a BOM; anything else
-    is refused with a message rather than read as garbled column names."""
+# Manifests saved by Excel on Windows are cp1252 in Western locales, the commonest non-UTF-8 encoding a shop
+# sends; when the detector finds it as plausible as its look-alikes (cp1250, cp1257 decode the same bytes
+# without error but turn "è" into "č"), it is the one meant.
+PREFERRED_LEGACY = "cp1252"
+DELIMITERS = ",;\t|"
+SNIFF_BYTES = 64 * 1024
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
+        return path.read_bytes()
     except OSError as exc:
         raise CatalogError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
+
+
+def decode_csv(path: Path, data: bytes | None = None) -> tuple[str, str]:
+    """The text of a CSV and the encoding it was read with: UTF-8 (with or without a BOM), UTF-16 with a BOM,
+    or a legacy encoding that charset-normalizer detects (cp1252 preferred among equally plausible ones).
+    A file whose encoding cannot be told is refused with one line; nothing is ever read with replacement
+    characters."""
+    data = _read_bytes(path) if data is None else data
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as exc:
+            raise CatalogError(f"{path}: not valid UTF-16 at byte {exc.start} although it starts with a UTF-16 "
+                               "byte-order mark; save it as UTF-8") from None
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    head = data[:4096]
     if head.count(b"\x00") > len(head) // 4:
         raise CatalogError(f"{path}: looks like UTF-16 without a byte-order mark; save it as UTF-8 (or UTF-16 with a "
                            "BOM)")
-    return "utf-8-sig"
+    from charset_normalizer import from_bytes  # imported here: only a non-UTF-8 file needs it
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise CatalogError(f"{path}: not UTF-8, and its encoding cannot be told (binary or mixed encodings); save it "
+                           "as UTF-8")
+    best = matches[0]
+    tied = [m for m in matches if m.chaos <= best.chaos]
+    names = [m.encoding for m in tied]
+    if PREFERRED_LEGACY in names:
+        encoding = PREFERRED_LEGACY
+    elif len({str(m) for m in tied}) == 1 or best.language != "Unknown":
+        encoding = best.encoding
+    else:
+        raise CatalogError(f"{path}: not UTF-8, and it reads differently as {', '.join(names[:4])}; save it as UTF-8")
+    try:
+        return data.decode(encoding), encoding
+    except UnicodeDecodeError as exc:  # the detector samples; a byte it did not see may not decode
+        raise CatalogError(f"{path}: not UTF-8 and not {encoding} either (byte {exc.start}); save it as UTF-8") \
+            from None
+
+
+def csv_encoding(path: Path) -> str:
+    """The encoding `decode_csv` reads a CSV with (see there); raises CatalogError when there is none."""
+    return decode_csv(path)[1]
+
+
+def sniff_delimiter(sample: str, want: str | None = None) -> str:
+    """The field delimiter of a CSV sample: one of , ; tab |, as csv.Sniffer judges from the sample's rows.
+    `want` names a column the header must have (a manifest's `path`): when the sniffed delimiter does not
+    give it and another one does, that one is used. A one-column file (or no verdict) is comma-separated."""
+    lines = sample.splitlines()
+    if len(sample) >= SNIFF_BYTES and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut off
+    sample = "\n".join(lines)
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = ","
+    header = lines[0] if lines else ""
+    if want is not None:
+        for candidate in dict.fromkeys(delimiter + DELIMITERS):
+            if want in [snake(h) for h in next(csv.reader([header], delimiter=candidate), [])]:
+                return candidate
+    if delimiter not in header:
+        # The sniffer voted for a delimiter the header does not have: fall back to the one the header uses most.
+        counts = {d: header.count(d) for d in DELIMITERS}
+        delimiter = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+        if counts[delimiter] == 0:
+            delimiter = ","
+    return delimiter
 
 
 def clean_row(row: dict[str, str | None]) -> dict[str, str]:
@@ -110,14 +183,18 @@ def product_id(meta: dict[str, str], rel_path: str) -> str:
     return str(Path(rel_path).with_suffix("")).replace("\\", "/")
 
 
-def _read_csv(path: Path, notes: list[str] | None = None) -> list[dict[str, str]]:
-    """Rows with cleaned keys; `notes` collects columns that clash (see column_notes)."""
+def _read_csv(path: Path, notes: list[str] | None = None, want: str | None = None) -> list[dict[str, str]]:
+    """Rows with cleaned keys, read in the file's own encoding and delimiter (decode_csv, sniff_delimiter);
+    `notes` collects columns that clash (see column_notes) and a legacy encoding that was detected."""
+    text, encoding = decode_csv(path)
+    if notes is not None and encoding not in ("utf-8", "utf-16"):
+        notes.append(f"{path.name}: not UTF-8; read as {encoding} (detected). Save it as UTF-8 to be sure of "
+                     "accented titles")
     try:
-        with open(path, newline="", encoding=csv_encoding(path), errors="replace") as fh:
-            reader = csv.DictReader(fh)
-            if notes is not None:
-                notes.extend(column_notes(list(reader.fieldnames or []), path))
-            return [clean_row(row) for row in reader]
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text[:SNIFF_BYTES], want))
+        if notes is not None:
+            notes.extend(column_notes(list(reader.fieldnames or []), path))
+        return [clean_row(row) for row in reader]
     except csv.Error as exc:
         raise CatalogError(f"{path}: not a readable CSV ({exc})") from None
 
@@ -220,7 +297,7 @@ def read_manifest(csv_path: Path) -> Catalog:
     """A CSV manifest: a `path` column (relative to the CSV, or absolute) plus any metadata columns."""
     root = csv_path.parent
     notes: list[str] = []
-    rows = _read_csv(csv_path, notes)
+    rows = _read_csv(csv_path, notes, want="path")
     if rows and "path" not in rows[0]:
         raise CatalogError(f"{csv_path}: a manifest needs a 'path' column; it has {', '.join(rows[0])}")
     products, missing = [], []
@@ -241,13 +318,12 @@ def read_manifest(csv_path: Path) -> Catalog:
 def _grocery_classes(root: Path) -> dict[str, dict[str, str]]:
     """classes.csv of the GroceryStoreDataset: fine id -> metadata shared by iconic images and photos."""
     classes = {}
-    with open(root / "classes.csv", newline="", encoding="utf-8-sig", errors="replace") as fh:
-        for row in csv.reader(fh):
-            if len(row) < 6 or not row[1].strip().isdigit():
-                continue  # the header
-            fine, fine_id, coarse, coarse_id, iconic, description = (c.strip() for c in row[:6])
-            classes[fine_id] = {"title": fine, "fine_id": fine_id, "coarse_id": coarse_id, "category": coarse,
-                                "iconic": iconic.lstrip("/"), "description_path": description.lstrip("/")}
+    for row in csv.reader(io.StringIO(decode_csv(root / "classes.csv")[0], newline="")):
+        if len(row) < 6 or not row[1].strip().isdigit():
+            continue  # the header
+        fine, fine_id, coarse, coarse_id, iconic, description = (c.strip() for c in row[:6])
+        classes[fine_id] = {"title": fine, "fine_id": fine_id, "coarse_id": coarse_id, "category": coarse,
+                            "iconic": iconic.lstrip("/"), "description_path": description.lstrip("/")}
     return classes
 
 
@@ -315,15 +391,27 @@ def detect_layout(source: Path) -> str:
     return "folders"
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV (any of the delimiters), read only to recognise a manifest: the names that
+    matter are ASCII, so a file in a legacy encoding is peeked at byte for byte (latin-1) here, and read
+    properly (or refused, naming why) by read_manifest."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError:
+        return []
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        sample = head[:len(head) // 2 * 2].decode("utf-16", errors="ignore")
+    else:
+        sample = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    delimiter = sniff_delimiter(sample, want="path")
+    return next(csv.reader(sample.splitlines()[:1], delimiter=delimiter), [])
+
+
 def _manifest_in(folder: Path) -> Path | None:
+    """The first CSV in `folder` with a `path` column, whatever its delimiter (, ; tab |) or encoding."""
     for candidate in sorted(folder.glob("*.csv")):
-        try:
-            encoding = csv_encoding(candidate)
-        except CatalogError:
-            continue  # not a CSV this reads; a manifest given by name says why
-        with open(candidate, newline="", encoding=encoding, errors="replace") as fh:
-            header = next(csv.reader(fh), [])
-        if "path" in [snake(h) for h in header]:
+        if "path" in [snake(h) for h in _header(candidate)]:
             return candidate
     return None
 

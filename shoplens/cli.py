@@ -288,8 +288,8 @@ def cmd_check(args) -> int:
     from shoplens.index.check import repair, verify
     from shoplens.index.live import index_locked_message, is_locked, readable_index, refuse_if_held
 
-    if args.qdrant_url is not None:  # a server: its own process guards its files
-        with open_store(None, args.qdrant_url, args.collection) as store:
+    if args.qdrant_url is not None or args.milvus_uri is not None:  # a server: its own process guards its files
+        with open_store(None, args.qdrant_url, args.collection, milvus_uri=args.milvus_uri) as store:
             report = repair(store) if args.repair else verify(store, full=getattr(args, "full", False))
         return print_report(report, args.json)
     index = args.index or DEFAULT_INDEX

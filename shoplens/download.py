@@ -7,11 +7,13 @@ import shutil
 import socket
 from pathlib import Path
 
+from shoplens.errors import UserError
+
 KAGGLE_URL = "https://www.kaggle.com/datasets/vikashrajluhaniwal/fashion-images"
 KAGGLE_HOST = "www.kaggle.com"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """The download cannot happen; the message says why and what to do."""
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shoplens.errors import UserError
+
 # A 16k x 8k photo is fine; anything past this is a decompression bomb or a mistake.
 MAX_PIXELS = 128_000_000
 MAX_BYTES = 64 * 1024 * 1024
@@ -24,7 +26,7 @@ DECODE_PIXELS = 48_000_000
 BACKGROUND = (255, 255, 255)
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image that cannot be used; the message names the file and says why."""
 
 

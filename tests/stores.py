@@ -1,6 +1,12 @@
-"""Every store implementation on a real engine, for the parametrized store, sync and congruence tests.
+"""Every store implementation, for the parametrized store, sync and congruence tests.
 
-- "edge": Qdrant Edge in a tmp folder; "qdrant-client": qdrant-client's local mode (in memory);
+- "edge": Qdrant Edge in a tmp folder;
+- "qdrant-client": QdrantStore (the `--qdrant-url` store) on qdrant-client's local mode (in memory). This is
+  NOT a Qdrant server: local mode is qdrant-client's own Python re-implementation of the engine, and no Qdrant
+  server binary can be installed here (it is not on PyPI, and this machine reaches no other registry), so
+  the server store's HTTP/gRPC path, its payload indexes and its consistency are not tested against Qdrant
+  itself. Set SHOPLENS_QDRANT_URL (e.g. http://localhost:6333, key in $QDRANT_API_KEY) to add "qdrant-server":
+  the same tests on that server, each on a fresh collection dropped afterwards;
 - "milvus-lite": Milvus Lite (the Milvus engine, run by pymilvus in a child process) on a tmp .db file;
 - "milvus-server": the Milvus 2.3 standalone server from the `milvus` PyPI package, started once per test
   session on free loopback ports (`milvus_server` fixture) and stopped at its end. Each test gets its own
@@ -23,7 +29,9 @@ from needs import absent
 from shoplens.store.edge import EdgeStore
 from shoplens.store.remote import QdrantStore
 
-STORES = ["edge", "qdrant-client", "milvus-lite", "milvus-server"]
+# A real Qdrant server for the store and congruence tests, when one is given (see the module docstring).
+QDRANT_URL = os.environ.get("SHOPLENS_QDRANT_URL", "").strip()
+STORES = ["edge", "qdrant-client", "milvus-lite", "milvus-server"] + (["qdrant-server"] if QDRANT_URL else [])
 # The pytest-xdist group of the tests on the session's server (conftest.py marks those it can tell by their
 # fixtures and parameters): one worker runs them all, so one server starts, not one per worker.
 MILVUS_GROUP = "milvus-server"
@@ -155,6 +163,10 @@ def open_store(kind: str, folder: Path, name: str, request):
         return EdgeStore(folder / name)
     if kind == "qdrant-client":
         return QdrantStore(":memory:")
+    if kind == "qdrant-server":
+        if not QDRANT_URL:
+            pytest.skip("no Qdrant server: set SHOPLENS_QDRANT_URL to test the server store against one")
+        return QdrantStore(QDRANT_URL, f"t_{uuid.uuid4().hex[:12]}")
     from shoplens.store.milvus import MilvusStore
 
     if kind == "milvus-lite":
@@ -164,6 +176,11 @@ def open_store(kind: str, folder: Path, name: str, request):
 
 def close_store(store) -> None:
     """Close a store from open_store, dropping its server collections."""
+    if isinstance(store, QdrantStore) and store.url != ":memory:":
+        try:
+            store.client.delete_collection(store.collection)
+        except Exception:  # noqa: BLE001  (already gone)
+            pass
     if getattr(store, "uri", "").startswith("http"):
         for name in (store.collection, store.meta_collection):
             try:

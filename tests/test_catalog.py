@@ -156,3 +156,66 @@ def test_utf16_manifest_is_read_and_utf16_without_bom_refused(tmp_path):
     (tmp_path / "m.csv").write_bytes(text.encode("utf-16-le"))  # no BOM
     with pytest.raises(CatalogError, match="UTF-16 without a byte-order mark; save it as UTF-8"):
         read_catalog(tmp_path / "m.csv")
+
+
+# --- encodings and delimiters (issue 19) ---
+
+
+def test_cp1252_manifest_is_read_in_its_encoding_and_the_run_says_so(tmp_path):
+    # Excel on Windows saves "Crème Brûlée" as cp1252 bytes (0xE8, 0xFB, 0xE9): the titles must come out as
+    # written, not as U+FFFD replacement characters, and the notes name the encoding that was detected.
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    make_photo(tmp_path / "b.jpg", PALETTE["blue"])
+    raw = "path,title,colour\na.jpg,Crème Brûlée,Crème\nb.jpg,Café au lait,Brun\n".encode("cp1252")
+    assert raw.count(b"\xe8") == 2 and b"\xc3" not in raw  # really cp1252, not UTF-8
+    (tmp_path / "m.csv").write_bytes(raw)
+    for source in (tmp_path / "m.csv", tmp_path):
+        cat = read_catalog(source)
+        assert cat.layout == "csv"
+        assert [p.title for p in cat.products] == ["Crème Brûlée", "Café au lait"]
+        assert cat.products[0].metadata["colour"] == "Crème"
+        assert cat.notes == ["m.csv: not UTF-8; read as cp1252 (detected). Save it as UTF-8 to be sure of accented "
+                             "titles"]
+
+
+def test_other_legacy_encodings_are_detected(tmp_path):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    make_photo(tmp_path / "b.jpg", PALETTE["blue"])
+    text = "path,title\na.jpg,Свитер красный шерстяной\nb.jpg,Платье синее летнее\n"
+    (tmp_path / "m.csv").write_bytes(text.encode("cp1251"))
+    cat = read_catalog(tmp_path / "m.csv")
+    assert [p.title for p in cat.products] == ["Свитер красный шерстяной", "Платье синее летнее"]
+    assert "read as cp1251" in cat.notes[0]
+
+
+def test_a_manifest_whose_encoding_cannot_be_told_is_refused_in_one_line(tmp_path):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    (tmp_path / "m.csv").write_bytes(b"path,title\na.jpg," + bytes(range(128, 256)) + b"\x00\x01\x02\n")
+    with pytest.raises(CatalogError) as info:
+        read_catalog(tmp_path)  # recognised as the folder's manifest all the same, then refused
+    assert "m.csv: not UTF-8" in str(info.value) and "save it as UTF-8" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_manifest_with_another_delimiter_in_a_folder_is_recognised(tmp_path, delimiter):
+    make_photo(tmp_path / "img" / "a.jpg", PALETTE["red"])
+    make_photo(tmp_path / "img" / "b.jpg", PALETTE["blue"])
+    d = delimiter
+    # The first title holds a comma and the second a semicolon (quoted): the sniffer must not take them for
+    # delimiters.
+    (tmp_path / "products.csv").write_text(f'path{d}sku{d}title{d}price\nimg/a.jpg{d}A1{d}"Red, bright"{d}12,50\n'
+                                           f'img/b.jpg{d}B2{d}"Blue; dark"{d}9,99\n')
+    assert detect_layout(tmp_path) == "csv"  # not "folders" (ids from file names)
+    cat = read_catalog(tmp_path)
+    assert [(p.id, p.title, p.metadata["price"], p.rel_path) for p in cat.products] == [
+        ("A1", "Red, bright", "12,50", "img/a.jpg"), ("B2", "Blue; dark", "9,99", "img/b.jpg")]
+
+
+def test_comma_manifest_with_semicolons_in_its_values_stays_comma_separated(tmp_path):
+    make_photo(tmp_path / "a.jpg", PALETTE["red"])
+    make_photo(tmp_path / "b.jpg", PALETTE["blue"])
+    (tmp_path / "m.csv").write_text("path,title,tags\na.jpg,Red;shirt,a;b;c\nb.jpg,Blue;shirt,d;e;f\n")
+    cat = read_catalog(tmp_path)
+    assert [(p.id, p.title, p.metadata["tags"]) for p in cat.products] == [("a", "Red;shirt", "a;b;c"),
+                                                                         ("b", "Blue;shirt", "d;e;f")]

@@ -337,3 +337,26 @@ def test_edge_profile_is_chosen_by_catalog_size_or_option(tmp_path, profile, siz
 def test_unknown_profile_is_refused(tmp_path):
     with pytest.raises(StoreError, match="unknown index profile 'huge'"):
         EdgeStore(tmp_path / "idx", profile="huge")
+
+
+def test_a_qdrant_server_given_by_url_is_the_store_the_suite_opens(monkeypatch, tmp_path, request):
+    # No Qdrant server binary installs here: the congruence suite runs the server store against a real server
+    # only when SHOPLENS_QDRANT_URL names one. That URL is what the "qdrant-server" kind opens.
+    import stores
+
+    monkeypatch.setattr(stores, "QDRANT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    store = stores.open_store("qdrant-server", tmp_path, "idx", request)
+    assert isinstance(store, QdrantStore) and store.url == "http://127.0.0.1:9" and store.collection.startswith("t_")
+    with pytest.raises(StoreError, match="127.0.0.1:9"):  # connects on first use
+        store.read_meta()
+    store.close()
+    monkeypatch.setattr(stores, "QDRANT_URL", "")
+    with pytest.raises(pytest.skip.Exception, match="SHOPLENS_QDRANT_URL"):
+        stores.open_store("qdrant-server", tmp_path, "idx", request)
+
+
+@pytest.mark.skipif(not __import__("stores").QDRANT_URL,
+                    reason="no Qdrant server here (set SHOPLENS_QDRANT_URL): the server store is tested on "
+                           "qdrant-client's local mode only")
+def test_qdrant_server_is_in_the_congruence_suite():
+    assert "qdrant-server" in STORES

@@ -7,8 +7,10 @@ from abc import ABC, abstractmethod
 import numpy as np
 from PIL import Image
 
+from shoplens.errors import UserError
 
-class EncoderError(RuntimeError):
+
+class EncoderError(UserError, RuntimeError):
     """An encoder that cannot run here; the message says what to install or download."""
 
 

@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-
 from shoplens.encoders.base import Encoder
-from shoplens.encoders.registry import DEFAULT_ENCODER, DESCRIPTIONS, FACTORIES, UnknownEncoderError
+from shoplens.encoders.registry import DEFAULT_ENCODER, ENCODERS
 
 
 def list_encoders() -> dict[str, str]:
-    """Known encoder names and a line about each."""
-    _load_builtin()
-    return dict(DESCRIPTIONS)
+    """Known encoder names (built in and plugins) and a line about each."""
+    return ENCODERS.describe()
 
 
 def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
-    """Create the encoder registered as `name` (weights still load lazily)."""
-    _load_builtin()
-    if name.startswith("onnx:"):  # a model folder, not a registered name (shoplens/encoders/onnxmodel.py)
+    """Create the encoder registered as `name` (weights still load lazily); UnknownEncoderError names the known.
+
+    `onnx:DIR` is a model folder, not a registered name (shoplens/encoders/onnxmodel.py)."""
+    if name.startswith("onnx:"):
         from shoplens.encoders.onnxmodel import create
 
         return create(name, **options)
-    try:
-        factory = FACTORIES[name]
-    except KeyError:
-        raise UnknownEncoderError(
-            f"unknown encoder {name!r}; known encoders: {', '.join(sorted(FACTORIES))}"
-        ) from None
-    return factory(**options)
+    return ENCODERS.create(name, **options)
 
 
 def _load_builtin() -> None:
-    # Importing registers them; the modules import no heavy library at top level.
-    from shoplens.encoders import dinov2, efficientnet, imagebind, onnxmodel, tiny  # noqa: F401
-
-    # Your own encoders: modules named in $SHOPLENS_PLUGINS that call register() when imported.
-    for module in filter(None, os.environ.get("SHOPLENS_PLUGINS", "").split(",")):
-        try:
-            importlib.import_module(module.strip())
-        except ImportError as exc:
-            raise UnknownEncoderError(f"cannot import encoder plugin {module!r} from $SHOPLENS_PLUGINS: {exc}") from None
+    """The built-in encoders, the $SHOPLENS_PLUGINS modules and the `shoplens.encoders` entry points."""
+    ENCODERS.load()

@@ -1,8 +1,9 @@
-"""The table of encoders by name: `register` adds a factory to it.
+"""The table of encoders by name: `register` adds a factory to it (a shoplens.registry.Registry).
 
 Encoder modules (built in or plugins) import this module to register themselves; creating one by
-name is `shoplens.encoders.factory`, which imports the built-in modules. Keeping the table apart
-from the factory keeps the imports one-way: encoder modules -> registry <- factory.
+name is `shoplens.encoders.factory`. Keeping the table apart from the factory keeps the imports one-way:
+encoder modules -> registry <- factory. Plugins: a module named in $SHOPLENS_PLUGINS, or an installed
+distribution's entry point in the group `shoplens.encoders` (see shoplens.registry).
 """
 
 from __future__ import annotations
@@ -10,24 +11,27 @@ from __future__ import annotations
 from typing import Callable
 
 from shoplens.encoders.base import Encoder
-
-FACTORIES: dict[str, Callable[..., Encoder]] = {}
-DESCRIPTIONS: dict[str, str] = {}
+from shoplens.errors import UserError
+from shoplens.registry import Registry
 
 DEFAULT_ENCODER = "efficientnet-lite0"
 
 
-class UnknownEncoderError(KeyError):
+class UnknownEncoderError(UserError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
 
+def _builtin() -> None:
+    # Importing registers them; the modules import no heavy library at top level.
+    from shoplens.encoders import dinov2, efficientnet, imagebind, onnxmodel, tiny  # noqa: F401
+
+
+ENCODERS: Registry[Encoder] = Registry("encoder", "shoplens.encoders", error=UnknownEncoderError, builtins=_builtin)
+FACTORIES: dict[str, Callable[..., Encoder]] = ENCODERS.factories  # the registry's own tables, by their old names
+DESCRIPTIONS: dict[str, str] = ENCODERS.descriptions
+
+
 def register(name: str, description: str = ""):
     """Decorator: make `factory(**options) -> Encoder` available as `name`."""
-
-    def wrap(factory: Callable[..., Encoder]) -> Callable[..., Encoder]:
-        FACTORIES[name] = factory
-        DESCRIPTIONS[name] = description
-        return factory
-
-    return wrap
+    return ENCODERS.register(name, description)

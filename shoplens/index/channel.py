@@ -253,6 +253,8 @@ def request(sock: socket.socket, op: str, args: dict | None = None, stderr=None,
                 raise ChannelError(message["error"])
             elif "result" in message:
                 return message["result"]
+    except ChannelError:
+        raise  # the app's own answer (a UserError, hence a ValueError too): never taken for a broken line
     except (OSError, ValueError):
         pass
     finally:

@@ -11,6 +11,7 @@ the bridge; products it had to drop are re-added by the indexer, whose command i
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -101,9 +102,11 @@ def is_remote(store: Store) -> bool:
 
 
 def where_args(store: Store) -> str:
-    """The --index / --qdrant-url arguments naming this store."""
+    """The --index / --qdrant-url / --milvus-uri arguments naming this store."""
     if is_remote(store):
-        return f"--qdrant-url {getattr(store, 'url', store.location)} --collection {getattr(store, 'collection', '')}"
+        option, where = ("--milvus-uri", store.uri) if hasattr(store, "uri") else ("--qdrant-url",
+                                                                                  getattr(store, "url", store.location))
+        return f"{option} {shlex.quote(str(where))} --collection {getattr(store, 'collection', '')}"
     return f"--index {shlex.quote(str(store.path))}"
 
 
@@ -118,12 +121,31 @@ def check_command(store: Store) -> str:
             else f"python -m shoplens check {where_args(store)} --repair")
 
 
-def verify(store: Store, scan: bool = True, full: bool = False) -> Report:
+# Points read whole by the start-up check of the app and the indexer. Point ids are uuid5 hashes of product
+# ids and every store lists points in id order, so the first SAMPLE points are a sample spread over the catalog.
+SAMPLE = 256
+
+
+def startup_check(store: Store, sample: int = SAMPLE) -> Report:
+    """The check an app or an indexer runs when it starts: what is cheap (the metadata, the store's opening,
+    its count against the recorded one, the derived files) and `sample` points read whole. The full scan of
+    every vector is `shoplens check` (verify): on a server store it pulls the whole collection.
+
+    A store that reads at bounded staleness (Milvus) reads fresh here, so a start right after an indexer run
+    never takes the writes it has not seen yet for lost products."""
+    fresh = getattr(store, "fresh_reads", None)
+    if fresh is None:
+        return verify(store, sample=sample)
+    with fresh():
+        return verify(store, sample=sample)
+
+
+def verify(store: Store, scan: bool = True, full: bool = False, sample: int | None = None) -> Report:
     """Check the index; never raises for a damaged index (each problem is in the report).
 
-    `scan` reads every point (vectors and payloads); without it only the metadata, the store's opening,
-    the counts and the derived files are checked. The scan compares a sample of VECTOR_SAMPLE stored image
-    vectors (`full`: all) with the embedding cache where it has their photo's vector."""
+    `scan` reads every point (vectors and payloads), or only the first `sample` of them; without it only the
+    metadata, the store's opening, the counts and the derived files are checked. The scan compares a sample of
+    VECTOR_SAMPLE stored image vectors (`full`: all) with the embedding cache where it has their photo's vector."""
     report = Report(store.location)
     try:
         meta = store.read_meta()
@@ -157,9 +179,9 @@ def verify(store: Store, scan: bool = True, full: bool = False) -> Report:
         return report
     _check_count(store, report)
     if scan:
-        sample = VectorSample(None if full else VECTOR_SAMPLE)
-        _scan(store, meta, report, sample)
-        _check_vectors(store, meta, report, sample)
+        vectors = VectorSample(None if full else VECTOR_SAMPLE)
+        _scan(store, meta, report, limit=sample, vectors=vectors)
+        _check_vectors(store, meta, report, vectors)
     _check_bridge(store, meta, report)
     _check_tuning(store, meta, report)
     return report
@@ -203,14 +225,17 @@ def _check_count(store: Store, report: Report) -> None:
                             f"{indexer_command(store, report.meta)}")
 
 
-def _scan(store: Store, meta: dict, report: Report, sample: "VectorSample | None" = None) -> None:
+def _scan(store: Store, meta: dict, report: Report, limit: int | None = None,
+          vectors: "VectorSample | None" = None) -> None:
     from shoplens.text.document import product_text
 
-    dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta))
+    # A server without the words side (Milvus 2.3: `words_unavailable`) keeps no text vectors to check.
+    dim, with_text = int(meta.get("dim", 0)), bool(text_dim(meta)) and not meta.get("words_unavailable")
     examples: dict[str, list[str]] = {"image": [], "text": [], "payload": []}
     scanned = 0
     try:
-        for hit in store.iterate(with_vector=True, page=256):
+        hits = store.iterate(with_vector=True, page=min(256, limit or 256))
+        for hit in hits if limit is None else itertools.islice(hits, limit):
             scanned += 1
             pid = str(hit.payload.get("product_id", "")) if hit.payload else ""
             name = pid or hit.id
@@ -221,8 +246,8 @@ def _scan(store: Store, meta: dict, report: Report, sample: "VectorSample | None
             if vec is None or vec.shape[-1] != dim or not np.isfinite(vec).all() or not np.any(vec):
                 report.no_image.add(hit.id)
                 examples["image"].append(name)
-            elif sample is not None and pid and hit.payload.get("content_hash"):
-                sample.offer(hit.id, name, hit.payload, vec)
+            elif vectors is not None and pid and hit.payload.get("content_hash"):
+                vectors.offer(hit.id, name, hit.payload, vec)
             if with_text and hit.payload and product_text(hit.payload):
                 tv = hit.text_vector
                 if tv is None or not np.isfinite(tv).all() or not np.any(tv):
@@ -234,7 +259,7 @@ def _scan(store: Store, meta: dict, report: Report, sample: "VectorSample | None
         report.problems.append(Problem("unreadable", _reason(exc), check_command(store)))
         return
     report.scanned = scanned
-    if report.points is not None and scanned != report.points:
+    if report.points is not None and scanned != report.points and (limit is None or scanned < limit):
         report.problems.append(Problem("count", f"the store counts {report.points} products but {scanned} can be "
                                                 "read", check_command(store)))
     fix = check_command(store)

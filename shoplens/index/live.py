@@ -5,8 +5,8 @@ indexer connects to the app's local channel (shoplens.index.channel) and the app
 (shoplens.index.indexer.index_catalog) on its own store, drawing the progress bar on the indexer's stderr and returning the
 Summary, which the indexer prints as a direct run would. Searches go on meanwhile: they read the same
 shard object the sync writes to, so new products are found as soon as their batch is written.
-`search`, `info`, `evaluate --index` and `check` ask the app for a snapshot: a copy of the folder taken between
-two writes, opened in their own process. `check --repair` rewrites the folder's files, so it refuses while an app
+`search`, `info`, `evaluate --index` and `check` ask the app for a snapshot of the folder taken between two writes
+(the files optimized segments never rewrite hard-linked, the rest copied), opened in their own process. `check --repair` rewrites the folder's files, so it refuses while an app
 serves the index or another process has it open (refuse_if_held).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -121,6 +122,47 @@ def readable_index(index: str | Path | None, stderr=None) -> Iterator[Path | Non
         shutil.rmtree(copy.parent, ignore_errors=True)
 
 
+# Files of an optimized (non-appendable) Qdrant Edge segment that are written once, when the optimizer makes the
+# segment, and never in place afterwards: its points' later updates go to the appendable segment (copy on write)
+# and deletes to separate flag files (deleted.dat, id_tracker.deleted, id_tracker.versions: copied).
+SNAPSHOT_LINKED = ("shard/segments/*/vector_storage-*/matrix.dat", "shard/segments/*/vector_storage-*/quantized.data",
+                   "shard/segments/*/vector_index-*/graph.bin", "shard/segments/*/vector_index-*/links*.bin",
+                   "shard/segments/*/id_tracker.mappings")
+SNAPSHOT_SKIPPED = (SOCKET_NAME, "*.tmp", "thumbs")
+
+
+def snapshot_folder(index: Path) -> Path:
+    """A new private (0700) folder for a snapshot of `index`: beside it when that folder is writable (hard links
+    need the same file system), else in the system's temp folder."""
+    try:
+        return Path(tempfile.mkdtemp(prefix="shoplens-snapshot-", dir=index.resolve().parent))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix="shoplens-snapshot-"))
+
+
+def snapshot_tree(index: Path, target: Path, link: bool = True) -> dict[str, int]:
+    """Copy `index` to `target`, hard-linking the SNAPSHOT_LINKED files (copying them where a link cannot be
+    made: another file system); {"linked", "copied"}: bytes of each."""
+    stats = {"linked": 0, "copied": 0}
+
+    def place(src: str, dst: str) -> str:
+        rel = Path(src).relative_to(index)
+        size = os.stat(src).st_size
+        if link and any(rel.match(pattern) for pattern in SNAPSHOT_LINKED):
+            try:
+                os.link(src, dst)
+                stats["linked"] += size
+                return dst
+            except OSError:
+                pass  # another file system, or links not allowed: copy it
+        shutil.copy2(src, dst)
+        stats["copied"] += size
+        return dst
+
+    shutil.copytree(index, target, ignore=shutil.ignore_patterns(*SNAPSHOT_SKIPPED), copy_function=place)
+    return stats
+
+
 class WriteLocked:
     """A store whose writes each hold a lock, so that a snapshot is taken between two writes, never in one."""
 
@@ -147,11 +189,14 @@ class WriteLocked:
 
 class LiveIndex:
     """The app's side: runs syncs on its own store (one at a time), makes snapshots, and refreshes what the app
-    caches (allow-list, facets, metadata) after each sync through `refreshed`."""
+    caches (allow-list, facets, metadata) after each sync through `refreshed`.
 
-    def __init__(self, index: str | Path, store: Store, encoders: Callable | None = None,
+    `index` None: a server store (Qdrant, Milvus), which takes other processes' writes itself; there is no
+    channel to open, and the app's own syncs (`--watch`) run on its store all the same."""
+
+    def __init__(self, index: str | Path | None, store: Store, encoders: Callable | None = None,
                  refreshed: Callable[[], None] | None = None, fit_tuning: Callable | None = None):
-        self.index = Path(index)
+        self.index = Path(index) if index is not None else None
         self.store = store
         self.encoders = encoders
         self.refreshed = refreshed or (lambda: None)
@@ -160,9 +205,13 @@ class LiveIndex:
         self.write_lock = threading.Lock()
         self.syncs = 0
         self.channel: Channel | None = None
+        self.snapshot_links = True  # hard-link immutable segment files (False: copy everything, as before)
+        self.snapshot_stats: dict[str, int] = {}
 
     def start(self) -> "LiveIndex":
-        """Open the channel (the index folder's socket)."""
+        """Open the channel (the index folder's socket); nothing to open for a server store."""
+        if self.index is None:
+            return self
         self.channel = Channel(self.index, {"sync": self.handle_sync, "snapshot": self.handle_snapshot}).start()
         return self
 
@@ -209,14 +258,20 @@ class LiveIndex:
         return dataclasses.asdict(summary)
 
     def handle_snapshot(self, _options: dict, _reply) -> str:
-        """Copy the index folder between two writes into a private temp folder; returns the copy's path."""
-        base = Path(tempfile.mkdtemp(prefix="shoplens-snapshot-"))  # 0700: the owner's only
+        """Snapshot the index folder between two writes into a private folder; returns the snapshot's path.
+
+        Files Qdrant Edge never rewrites in place (an optimized segment's vectors, quantized vectors, HNSW
+        graph, id mappings: SNAPSHOT_LINKED) are hard-linked, so the write lock is held for the small files
+        only; the rest (WAL, payloads, the appendable segment, delete flags) is copied. A later optimization
+        deletes or replaces those files by name, which leaves the snapshot's links whole. The folder is made
+        beside the index (links need the same file system), else in the system's temp folder (then copied)."""
+        base = snapshot_folder(self.index)
         copy = base / "index"
         with self.write_lock:
             shard = getattr(self.store, "shard", None)
             if shard is not None:
-                shard.flush()  # everything written so far is in the files copied
-            shutil.copytree(self.index, copy, ignore=shutil.ignore_patterns(SOCKET_NAME, "*.tmp", "thumbs"))
+                shard.flush()  # everything written so far is in the files snapshotted
+            self.snapshot_stats = snapshot_tree(self.index, copy, link=self.snapshot_links)
         return str(copy)
 
 

@@ -246,11 +246,11 @@ def index_target_tuning(store: Store, meta: dict, tuning):
 
 def _damage(store: Store, meta: dict, summary: Summary):
     """The integrity check before syncing: points to re-write; refuses a store it cannot read."""
-    from shoplens.index.check import Report, verify
+    from shoplens.index.check import Report, startup_check
 
     if meta.get("points") is None and not meta.get("updated"):
         return Report(store.location)  # a new index: nothing to check
-    report = verify(store)
+    report = startup_check(store)  # cheap: counts, metadata, a sample; `shoplens check` reads every vector
     fatal = [p for p in report.problems if p.kind in ("meta", "open", "disk", "unreadable")]
     if fatal:
         raise (DiskSpaceError if fatal[0].kind == "disk" else IndexDamagedError)(fatal[0].line())

@@ -7,8 +7,10 @@ from dataclasses import asdict, dataclass
 
 from PIL import Image
 
+from shoplens.errors import UserError
 
-class LocaliserError(RuntimeError):
+
+class LocaliserError(UserError, RuntimeError):
     """A localiser that cannot run here, or a bad request to one; the message says what to do."""
 
 

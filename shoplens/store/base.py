@@ -11,6 +11,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from shoplens.errors import UserError
+
 IMAGE_VECTOR = "image"
 TEXT_VECTOR = "text"  # dense sentence vector of the product's title and attributes
 KEYWORD_VECTOR = "bm25"  # sparse BM25 term weights of the same text; the store applies IDF at query time
@@ -22,7 +24,7 @@ POINT_NAMESPACE = uuid.UUID("6d1f3c2e-6f0a-5b7e-9a51-0c1e5d4f2a10")
 Filters = Mapping[str, "str | Sequence[str]"]
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """The index cannot be opened or used; the message says what to do."""
 
 

@@ -19,6 +19,7 @@ n_t = those containing term t (counted through the `terms` array field kept besi
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -146,6 +147,15 @@ class MilvusStore(Store):
 
     def _consistency(self) -> str:
         return CONSISTENCY if self._wrote else READER_CONSISTENCY
+
+    @contextlib.contextmanager
+    def fresh_reads(self):
+        """Reads at strong consistency for the duration (a start-up check right after an indexer's run)."""
+        before, self._wrote = self._wrote, True
+        try:
+            yield self
+        finally:
+            self._wrote = before or self._writer
 
     # connection
 
@@ -279,6 +289,12 @@ class MilvusStore(Store):
         return dict(self._meta_cache)
 
     def write_meta(self, meta: dict) -> None:
+        kept = (self._meta_cache or {}).get("words_unavailable")
+        if kept and "words_unavailable" not in meta:
+            # A fact about the collection create() made (no words-side fields), not about the run: a caller that
+            # writes back the metadata it started with (the sync, at its end) must not drop it, or every later
+            # reader asks for fields the collection lacks.
+            meta = {**meta, "words_unavailable": kept}
         if not self._has(self.meta_collection):
             self._create_meta_collection()
         self._put_rows({META_KEY: json.dumps(meta, sort_keys=True)})

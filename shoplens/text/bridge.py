@@ -15,12 +15,14 @@ import numpy as np
 
 from shoplens.atomic import atomic_write
 from shoplens.encoders.base import l2_normalise
+from shoplens.errors import UserError
+
 
 FORMAT = 1
 CHUNK = 2048  # rows per block when finding image neighbours: bounds memory at CHUNK x products floats
 
 
-class BridgeMismatchError(ValueError):
+class BridgeMismatchError(UserError):
     """A saved bridge was fitted for another text model or image encoder than the one in use."""
 
 

@@ -11,32 +11,30 @@ from typing import Callable
 
 import numpy as np
 
+from shoplens.registry import Registry
 from shoplens.vectors.tuning import TuningError
 
 Fit = Callable[..., tuple[list[list[dict]], dict[str, np.ndarray]]]
-METHODS: dict[str, Fit] = {}
-DESCRIPTIONS: dict[str, str] = {}
+# A shoplens.registry.Registry: plugins register from a $SHOPLENS_PLUGINS module or an entry point in the group
+# `shoplens.tuning_methods`.
+REGISTRY: Registry = Registry("tuning method", "shoplens.tuning_methods", error=TuningError, known="known")
+METHODS: dict[str, Fit] = REGISTRY.factories  # the registry's own tables, by their old names
+DESCRIPTIONS: dict[str, str] = REGISTRY.descriptions
 
 
 def register(name: str, description: str):
     """Decorator: make a fit function available as `--method name`."""
-    def wrap(fn: Fit) -> Fit:
-        METHODS[name] = fn
-        DESCRIPTIONS[name] = description
-        return fn
-    return wrap
+    return REGISTRY.register(name, description)
 
 
 def get_method(name: str) -> Fit:
     """The fit function called `name`; a clear error listing the known ones otherwise."""
-    if name not in METHODS:
-        raise TuningError(f"unknown tuning method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return REGISTRY.get(name)
 
 
 def list_methods() -> dict[str, str]:
     """name -> one-line description."""
-    return dict(sorted(DESCRIPTIONS.items()))
+    return REGISTRY.describe()
 
 
 def lda_directions(x: np.ndarray, y: np.ndarray, shrinkage: float = 0.1, power: float = 0.0) -> np.ndarray:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from shoplens.atomic import atomic_write
+from shoplens.errors import UserError
 
 FORMAT = "shoplens-tuning/1"
 OPS = {"affine", "relu", "scale", "l2", "softmax", "signed_power"}
@@ -28,7 +29,7 @@ OPS = {"affine", "relu", "scale", "l2", "softmax", "signed_power"}
 NOT_HASHED = {"figures", "created", "hash", "info"}
 
 
-class TuningError(RuntimeError):
+class TuningError(UserError, RuntimeError):
     """A tuning file that cannot be used here; the message says what to do."""
 
 

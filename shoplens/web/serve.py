@@ -22,7 +22,8 @@ from starlette.middleware import Middleware
 
 from shoplens.cli import add_store_args, cmd_index
 from shoplens.encoders import create_encoder
-from shoplens.index.check import verify
+from shoplens.errors import UserError
+from shoplens.index.check import startup_check
 from shoplens.index.live import LiveIndex, Watcher, is_locked
 from shoplens.query.search import Searcher
 from shoplens.store import IndexDamagedError, StoreError
@@ -172,7 +173,9 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
     try:
         searcher = Searcher.open(index, qdrant_url, collection, milvus_uri=milvus_uri)
         visitors.learn(searcher.meta)
-        report = verify(searcher.store)  # a damaged index would serve a silently smaller catalog
+        # A damaged index would serve a silently smaller catalog; the cheap check (counts, metadata, a sample
+        # of points): the full scan of every vector is `shoplens check`'s.
+        report = startup_check(searcher.store)
         if not report.ok:
             searcher.close()
             summary = report.summary()
@@ -193,12 +196,13 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
             return WebApp(build_message(visitors.page(in_use(f"`{exc}`", where), f"index not served: {exc}")))
         return WebApp(build_message(visitors.page(how_to_build(f"`{exc}`", where),
                                                   f"index not served: {exc} (store options: {full_where})")))
-    live = None
-    if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
-        from shoplens.tune.fit import fit_for_index  # fits the tuning of a sync handed over with --tune-label
+    from shoplens.tune.fit import fit_for_index  # fits the tuning of a sync handed over with --tune-label
 
-        live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh,
-                         fit_tuning=fit_for_index)
+    # An Edge index gets a channel for the indexer's syncs and snapshots; a server (Qdrant, Milvus) takes the
+    # indexer's writes itself, so its LiveIndex only runs the app's own syncs (--watch).
+    local = qdrant_url is None and milvus_uri is None
+    live = LiveIndex(searcher.store.path if local else None, searcher.store, reusing_encoder(searcher), shop.refresh,
+                     fit_tuning=fit_for_index)
     return WebApp(demo, photos.folders(), searcher, photos, live=live)
 
 
@@ -287,8 +291,6 @@ def check_options(args) -> str | None:
     if getattr(args, "watch", None) is not None:
         if args.catalog is None:
             return "--watch syncs a catalog: give --catalog DIR too"
-        if args.qdrant_url is not None:
-            return "--watch works on an embedded --index folder (a Qdrant server takes the indexer's writes itself)"
         if not args.watch >= 1:
             return f"--watch {args.watch:g}: sync at most once a second"
     if not 1 <= args.page_size <= MAX_PAGE_SIZE:
@@ -342,6 +344,18 @@ def sync_first(args) -> int:
     return cmd_index(index_args)
 
 
+def start_watching(app: WebApp, args) -> None:
+    """--watch: start the timer that syncs --catalog into the served index (any store). An app that serves no
+    index (its page says why) cannot sync into it: refused in one line rather than silently not watching."""
+    if args.watch is None:
+        return
+    if app.live is None:
+        raise UserError(f"--watch cannot sync {args.catalog}: the index could not be opened (the page served says "
+                        "why); fix that and start the app again")
+    app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
+    print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of app.py."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -355,9 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.catalog is not None:
             sync_first(args)
         app = create(args.index, args.qdrant_url, args.collection, args.page_size, milvus_uri=args.milvus_uri)
-        if args.watch is not None and app.live is not None:
-            app.watcher = Watcher(app.live, args.catalog, args.watch, args.layout).start()
-            print(f"shoplens: watching {args.catalog} (a sync every {args.watch:g} s)", flush=True)
+        start_watching(app, args)
         launch(app, args.host, args.port, args.share, args.concurrency)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
