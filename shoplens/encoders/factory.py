@@ -8,6 +8,7 @@ from shoplens.encoders.registry import DEFAULT_ENCODER, ENCODERS
 
 def list_encoders() -> dict[str, str]:
     """Known encoder names (built in and plugins) and a line about each."""
+    _load_builtin()
     return ENCODERS.describe()
 
 
@@ -19,9 +20,13 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
         from shoplens.encoders.onnxmodel import create
 
         return create(name, **options)
+    _load_builtin()
     return ENCODERS.create(name, **options)
 
 
 def _load_builtin() -> None:
     """The built-in encoders, the $SHOPLENS_PLUGINS modules and the `shoplens.encoders` entry points."""
+    # Importing registers them; the modules import no heavy library at top level.
+    from shoplens.encoders import dinov2, efficientnet, imagebind, onnxmodel, tiny  # noqa: F401
+
     ENCODERS.load()

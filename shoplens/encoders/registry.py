@@ -22,12 +22,9 @@ class UnknownEncoderError(UserError, KeyError):
         return str(self.args[0])
 
 
-def _builtin() -> None:
-    # Importing registers them; the modules import no heavy library at top level.
-    from shoplens.encoders import dinov2, efficientnet, imagebind, onnxmodel, tiny  # noqa: F401
-
-
-ENCODERS: Registry[Encoder] = Registry("encoder", "shoplens.encoders", error=UnknownEncoderError, builtins=_builtin)
+# The built-in encoder modules are imported by shoplens.encoders.factory (they import this module to register
+# themselves, so importing them here would make a circle).
+ENCODERS: Registry[Encoder] = Registry("encoder", "shoplens.encoders", error=UnknownEncoderError)
 FACTORIES: dict[str, Callable[..., Encoder]] = ENCODERS.factories  # the registry's own tables, by their old names
 DESCRIPTIONS: dict[str, str] = ENCODERS.descriptions
 
