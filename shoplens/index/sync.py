@@ -22,6 +22,7 @@ from shoplens.colour.palette import COLOUR_VERSION, COLOURS_FIELD, PAYLOAD_KEYS
 from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder
 from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.index import duplicates
 from shoplens.index.embedcache import cache_file, load_cache, save_cache
 from shoplens.index.text import TextIndexer, check_text
 from shoplens.index.tuning import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
@@ -275,6 +276,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
             bar.update(1)
             if item.payload is not None:
                 item.payload.update(tuned)  # which tuning the vector written (or kept) has
+                item.payload.update(duplicates.carried(to_prepare.get(item.point), item.payload))
             if item.point in seen:
                 summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))
                 continue
@@ -327,6 +329,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         meta.pop("colours", None)
     if text and (summary.added or summary.updated or summary.removed or not text.has_bridge(store, meta)):
         meta["text"] = text.fit_bridge(store, meta)
+    duplicates.finalise(store, catalog, meta)  # groups of the products this run touched
     store.finish()
     meta["points"] = store.count()  # what `shoplens check` compares the store with
     store.write_meta(meta)

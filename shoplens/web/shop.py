@@ -20,6 +20,8 @@ from shoplens.images import ImageError, load_image
 from shoplens.index.tuning import tuning_line
 from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
+from shoplens.index.duplicates import has_groups, order_key
+from shoplens.query.collapse import group_of, with_listings
 from shoplens.query.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.web.photos import Photos
@@ -201,9 +203,12 @@ class Shop:
 
     # browsing
 
-    def page(self, field: str | None, value: str | None, number: int, seed: int | None = None) -> Page:
-        """Page `number` (from 0) of the products with field == value (all products when no field)."""
-        ids = self._point_ids(field or "", value or "")
+    def page(self, field: str | None, value: str | None, number: int, seed: int | None = None,
+             all_listings: bool = False) -> Page:
+        """Page `number` (from 0) of the products with field == value (all products when no field); one tile per
+        duplicate group (its smallest product id in the category) unless `all_listings`."""
+        collapse = not all_listings and has_groups(self.searcher.meta)
+        ids = self._point_ids(field or "", value or "", collapse)
         if seed is not None:
             ids = ids[:]
             random.Random(seed).shuffle(ids)
@@ -211,19 +216,28 @@ class Shop:
         number = clamp(number, 0, pages - 1)
         chunk = ids[number * self.page_size:(number + 1) * self.page_size]
         found = {h.id: h for h in self.searcher.store.retrieve(chunk)}
-        return Page([found[i] for i in chunk if i in found], number, pages, len(ids))
+        hits = [found[i] for i in chunk if i in found]
+        return Page(with_listings(self.searcher.store, hits) if collapse else hits, number, pages, len(ids))
 
-    def _point_ids(self, field: str, value: str) -> list[str]:
+    def _point_ids(self, field: str, value: str, collapse: bool = False) -> list[str]:
         # Point ids of a category, cached per process; refreshed when the count moved (a re-index).
         filters = {field: value} if field and value else None
-        key = (field, value)
         total = self.searcher.store.count(filters)
+        # A collapsed list is shorter than the count: it is known by the count and the last sync instead.
+        key = (field, value, collapse) + ((total, self.searcher.meta.get("updated")) if collapse else ())
         with self._ids_lock:
             ids = self._ids.get(key)
-            if ids is not None and len(ids) == total:
+            if ids is not None and (collapse or len(ids) == total):
                 self._ids.move_to_end(key)
                 return ids
-        ids = [h.id for h in self.searcher.store.iterate(filters, page=1000)]
+        hits = list(self.searcher.store.iterate(filters, page=1000))
+        if collapse:  # the first listing of each group, by product id, stands for it
+            first = {}
+            for hit in sorted(hits, key=lambda h: order_key(h.product_id)):
+                first.setdefault(group_of(hit), hit.id)
+            keep = set(first.values())
+            hits = [h for h in hits if h.id in keep]
+        ids = [h.id for h in hits]
         with self._ids_lock:
             self._ids[key] = ids
             while len(self._ids) > ID_CACHE_SIZE:
