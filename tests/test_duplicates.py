@@ -296,6 +296,7 @@ def test_the_app_labels_a_group_lists_its_listings_and_pages_through_the_groups(
 
         browse = act.browse("category", "Shirts", False)
         assert sorted(browse["page_ids"]) == ["14", "9"]
+        assert "(2 products + 3 more listings of the same photos)" in browse["page"]
         assert sorted(act.browse("category", "Shirts", False, True)["page_ids"]) == ["10", "11", "12", "14", "9"]
     finally:
         searcher.close()

@@ -384,3 +384,53 @@ def finalise(store, catalog, meta: dict, progress=None) -> GroupRun:
             store.create_keyword_index(name)
     meta[META_KEY] = {"version": VERSION, "threshold": DEFAULT_THRESHOLD, "groups": run.groups}
     return run
+
+
+# --- groups of a catalog held in memory (evaluate) ------------------------------------------------------------
+
+def signatures(paths: list[Path], hashes: list[str], workers: int = 2) -> list[Sig | None]:
+    """The signature of each photo (None where unreadable), kept by content hash in the cache folder so a
+    second evaluation reads no photo again."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoplens.atomic import atomic_write_text
+    from shoplens.cache import cache_dir
+
+    file = cache_dir("duplicates") / f"signatures-v{VERSION}.json"
+    try:
+        known = json.loads(file.read_text())
+    except (OSError, ValueError):
+        known = {}
+    todo = [(p, h) for p, h in zip(paths, hashes) if h not in known]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for (_path, digest), sig in zip(todo, pool.map(lambda ph: photo_signature(*ph), todo)):
+                known[digest] = sig
+        try:
+            atomic_write_text(file, json.dumps(known))
+        except OSError:
+            pass  # a cache: a read-only folder only costs the next run the decoding
+    return [Sig.parse(known.get(h)) for h in hashes]
+
+
+def group_rows(vectors: np.ndarray, sigs: list[Sig | None], verifier: Verifier | None = None,
+               chunk: int = 1024) -> np.ndarray:
+    """The duplicate group of each row (the smallest row index in it), by the rule the indexer groups with:
+    candidates at image cosine >= COSINE_FLOOR (here from exact matrix products, as evaluate ranks), then
+    verified by their signatures."""
+    verifier = verifier or Verifier()
+    union = _Union()
+    names = [f"{i:09d}" for i in range(len(sigs))]
+    of = {}
+    for i, sig in enumerate(sigs):  # byte-identical photos, whatever their vectors
+        if sig is not None:
+            union.join(names[i], names[of.setdefault(sig.of, i)])
+    vectors = np.asarray(vectors, np.float32)
+    for start in range(0, len(vectors), chunk):
+        sims = vectors[start:start + chunk] @ vectors.T
+        for a, b in zip(*np.nonzero(sims >= verifier.cosine_floor)):
+            i = start + int(a)
+            if i < b and verifier.same(sigs[i], sigs[b], float(sims[a, b])):
+                union.join(names[i], names[b])
+    return np.array([int(union.find(n)) for n in names], np.int64)

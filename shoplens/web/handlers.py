@@ -289,9 +289,9 @@ class Handlers:
             return {"page": error_md(exc)}
         state = {**state, "page": page.number}
         name = md(str(state.get("value") or "All products"))
-        what = "products" if state.get("all_listings") else "products, duplicate listings shown once"
+        hidden = f" + {page.hidden:,} more listings of the same photos" if page.hidden else ""
         text = (f"**{name}**: page **{page.number + 1}** of **{page.pages}** "
-                f"({page.total:,} {what}{', shuffled' if state.get('seed') is not None else ''})")
+                f"({page.total:,} products{hidden}{', shuffled' if state.get('seed') is not None else ''})")
         return {"browse_gallery": self.shop.gallery(page.hits, with_score=False), "page": text,
                 "browse_state": state, "page_ids": [h.product_id for h in page.hits], "browse_box": HIDDEN,
                 "similar_gallery": Update(value=[], visible=False)}

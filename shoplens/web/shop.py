@@ -53,6 +53,7 @@ class Page:
     number: int
     pages: int
     total: int
+    hidden: int = 0  # further listings of the groups shown (duplicates collapsed into one tile each)
 
 
 class Shop:
@@ -243,7 +244,10 @@ class Shop:
         chunk = ids[number * self.page_size:(number + 1) * self.page_size]
         found = {h.id: h for h in self.searcher.store.retrieve(chunk)}
         hits = [found[i] for i in chunk if i in found]
-        return Page(with_listings(self.searcher.store, hits) if collapse else hits, number, pages, len(ids))
+        if not collapse:
+            return Page(hits, number, pages, len(ids))
+        hidden = self.searcher.store.count({field: value} if field and value else None) - len(ids)
+        return Page(with_listings(self.searcher.store, hits), number, pages, len(ids), hidden)
 
     def _point_ids(self, field: str, value: str, collapse: bool = False) -> list[str]:
         # Point ids of a category, cached per process; refreshed when the count moved (a re-index).
