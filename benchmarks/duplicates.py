@@ -72,16 +72,17 @@ def build_catalog(copies: int, seed: int) -> tuple[Path, dict]:
     rng = np.random.default_rng(seed)
     pool = [p for p in products if report_half(p.metadata.get("title", ""))]
     chosen = [pool[i] for i in rng.choice(len(pool), copies, replace=False)]
-    fields = sorted({k for p in products for k in p.metadata})
+    # The catalog's own id columns would give every copy its original's id: each row's id is the `id` column.
+    fields = sorted({k for p in products for k in p.metadata} - {"product_id", "id", "sku", "path"})
     rows, truth = [], {"copies": {}, "kinds": {}, "grocery": defaultdict(list)}
     for p in products:
-        rows.append({"id": p.id, "path": str(p.path), **p.metadata})
+        rows.append({"id": p.id, "path": str(p.path), **{k: p.metadata.get(k, "") for k in fields}})
     for n, p in enumerate(chosen):
         kind = KINDS[n % len(KINDS)]
         pid = f"e{n:03d}-{kind}"
         path = WORK / "edits" / f"{pid}.jpg"
         edit(load_image(p.path), kind, rng).save(path, "JPEG", quality=90)
-        rows.append({"id": pid, "path": str(path), **p.metadata})
+        rows.append({"id": pid, "path": str(path), **{k: p.metadata.get(k, "") for k in fields}})
         truth["copies"][pid] = p.id
         truth["kinds"][pid] = kind
     grocery = DATASETS / "grocery-store"

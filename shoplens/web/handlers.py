@@ -311,8 +311,8 @@ class Handlers:
             return {"page": f"No products in “{md(str(value))}”: pick a category from the list.",
                     "browse_gallery": [], "page_ids": [], "browse_state": {}}
         seed = self.seeds() if shuffled else None
-        return self.show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed,
-                               "all_listings": bool(all_listings)})
+        every = {"all_listings": True} if all_listings else {}  # the state names the switch only when it is on
+        return self.show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed, **every})
 
     def turn(self, state: dict | None, step: int) -> dict:
         """The page `step` pages on from the one shown (kept within the category)."""
