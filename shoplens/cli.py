@@ -250,7 +250,8 @@ def index_info(store) -> dict:
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
             "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
             "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated"),
-            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile")}
+            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile"),
+            "duplicates": meta.get("duplicates")}
 
 
 def cmd_info(args) -> int:
@@ -275,6 +276,9 @@ def cmd_info(args) -> int:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
     print(f"tuning:   {tuning_summary(info)}")
+    dups = info.get("duplicates")
+    print(f"duplicates: {dups['groups']} groups of listings with the same photo (python -m shoplens duplicates)"
+          if dups else "duplicates: not grouped yet (the next indexer run groups them)")
     print("filters:")
     for name, values in info["filter_values"].items():
         shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])
