@@ -11,11 +11,14 @@ from shoplens.catalog import LAYOUTS
 from shoplens.download import download_fashion_images
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder, list_encoders
 from shoplens.errors import UserError
+from shoplens.index.duplicates import GROUP_FIELD, check_threshold, has_groups
 from shoplens.index.indexer import IndexOptions, index_catalog
 from shoplens.index.tuning import PENDING_KEY
 from shoplens.localise import CROP_MODES, DEFAULT_CROP
+from shoplens.query.collapse import LISTINGS
 from shoplens.query.hybrid import MODES
 from shoplens.store import DEFAULT_INDEX, StoreError, open_store
+from shoplens.quality.duplicatereport import no_groups_message
 from shoplens.usererrors import USER_ERRORS
 
 
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", choices=[*CROP_MODES, "all"], default=DEFAULT_CROP,
                    help=f"search the best product box found in the photo (auto), the whole photo (off), or the "
                         f"whole photo and each product, results per item (all); default {DEFAULT_CROP}")
+    p.add_argument("--all-listings", action="store_true",
+                   help="show every listing; by default a group of duplicate listings is one result")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("info", help="what an index holds")
@@ -76,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     sub.add_parser("encoders", help="list the encoders")
+
+    p = sub.add_parser("duplicates", help="groups of listings that show the same photo, largest first, flagged where "
+                                          "their titles, types, colours or prices disagree")
+    add_store_args(p)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="perceptual-hash similarity in (0, 1] two photos need to be duplicates (default: the "
+                        "index's, 0.875)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the report as JSON")
+    out.add_argument("--csv", type=Path, default=None, metavar="FILE", help="write the report as CSV, a line a "
+                                                                           "listing")
 
     p = sub.add_parser("evaluate", help="measure result quality on a labelled catalog (precision@k, mAP, nDCG)")
     add_evaluate_args(p)
@@ -171,6 +187,9 @@ def hit_row(hit, rank: int | None = None) -> dict:
     row = {"score": round(hit.score, 4), "similarity": similarity, "id": hit.product_id,
            "title": hit.payload.get("title", ""), "category": hit.payload.get("category", ""),
            "image_path": hit.payload.get("image_path", "")}
+    listings = hit.payload.get(LISTINGS)
+    if listings is not None:  # a collapsed result: its duplicate group and every listing of it
+        row.update(group=str(hit.payload.get(GROUP_FIELD) or hit.product_id), listings=listings)
     if rank is not None:
         row = {"rank": rank, **row}
     return row
@@ -183,6 +202,8 @@ def cmd_search(args) -> int:
         raise UserError("-k must be at least 1")
     searcher = Searcher.open(args.index, args.qdrant_url, args.collection, encoder=args.encoder,
                              milvus_uri=args.milvus_uri)
+    if not args.all_listings and not has_groups(searcher.meta):
+        print(f"note: {no_groups_message(searcher.store)}", file=sys.stderr)
     if args.image is not None and args.text and ignored_words(searcher, args.text):
         print(f"note: this index has no text vectors, so only colour words refine the photo (ignored: "
               f"{ignored_words(searcher, args.text)!r})", file=sys.stderr)
@@ -191,11 +212,14 @@ def cmd_search(args) -> int:
         if args.image is None:
             if not args.text:
                 raise UserError("give a query photo, --text WORDS, or both")
-            items = [searcher.search_text(args.text, k=args.k, filters=filters, mode=args.mode)]
+            items = [searcher.search_text(args.text, k=args.k, filters=filters, mode=args.mode,
+                                          all_listings=args.all_listings)]
         elif args.crop == "all":
-            items = searcher.search_items(args.image, k=args.k, filters=filters, words=args.text)
+            items = searcher.search_items(args.image, k=args.k, filters=filters, words=args.text,
+                                          all_listings=args.all_listings)
         else:
-            items = [searcher.search_image(args.image, k=args.k, filters=filters, crop=args.crop, words=args.text)]
+            items = [searcher.search_image(args.image, k=args.k, filters=filters, crop=args.crop, words=args.text,
+                                           all_listings=args.all_listings)]
     finally:
         searcher.close()
     blocks = [{"box": r.box.as_dict() if r.box else None, "seconds": round(r.seconds, 4),
@@ -218,6 +242,9 @@ def cmd_search(args) -> int:
         for r in block["results"]:
             print(f"{r['rank']:>3}  {r['score']:.3f}  {r['id']:<12} {r['title'][:60]:<60} {r['category']:<14} "
                   f"{r['image_path']}")
+            if len(r.get("listings") or ()) > 1:
+                print(f"{'':>11}{len(r['listings'])} listings: "
+                      + ", ".join(f"{m['id']} {m['title'][:40]}" for m in r["listings"]))
     print(f"({sum(r.seconds for r in items) * 1000:.0f} ms)", file=sys.stderr)
     return 0
 
@@ -233,7 +260,8 @@ def index_info(store) -> dict:
             "catalog_root": meta.get("catalog_root"), "layout": meta.get("layout"),
             "text": meta.get("text"), "colours": meta.get("colours"), "tuning": meta.get("tuning"),
             "tuning_pending": meta.get(PENDING_KEY), "created": meta.get("created"), "updated": meta.get("updated"),
-            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile")}
+            "words_unavailable": meta.get("words_unavailable"), "profile": meta.get("edge_profile"),
+            "duplicates": meta.get("duplicates")}
 
 
 def cmd_info(args) -> int:
@@ -258,6 +286,9 @@ def cmd_info(args) -> int:
         print("text:     none (no text search; re-index a catalog with titles into a new folder)")
     print(f"colours:  {'seen in each photo' if info['colours'] else 'not stored'}")
     print(f"tuning:   {tuning_summary(info)}")
+    dups = info.get("duplicates")
+    print(f"duplicates: {dups['groups']} groups of listings with the same photo (python -m shoplens duplicates)"
+          if dups else "duplicates: not grouped yet (the next indexer run groups them)")
     print("filters:")
     for name, values in info["filter_values"].items():
         shown = ", ".join(f"{v} ({n})" for v, n in list(values.items())[:8])
@@ -579,8 +610,34 @@ def cmd_tune(args) -> int:
     return 0 if written else 1
 
 
+def cmd_duplicates(args) -> int:
+    """The duplicates report: every group with its listings, largest first, disagreements flagged."""
+    from shoplens.quality import duplicatereport as report
+
+    threshold = check_threshold(args.threshold) if args.threshold is not None else None
+    with open_store(args.index, args.qdrant_url, args.collection, milvus_uri=args.milvus_uri) as store:
+        meta = store.require_meta()
+        groups = report.find_groups(store, threshold)
+        fields = report.report_fields(meta)
+        used = threshold if threshold is not None else (meta.get("duplicates") or {}).get("threshold")
+        data = report.as_json(groups, fields, store.location, used)
+    if args.json is not None:
+        _write_json(args.json, data)
+    elif args.csv is not None:
+        try:
+            args.csv.write_text(report.as_csv(groups, fields), encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot write {args.csv}: {exc.strerror or exc}") from None
+    else:
+        print(report.as_text(groups, fields))
+    if args.json is not None or args.csv is not None:
+        print(f"{data['groups']} duplicate groups, {data['listings']} listings, {data['disagreeing_groups']} "
+              f"disagree; written to {args.json or args.csv}")
+    return 0
+
+
 COMMANDS = {"index": cmd_index, "search": cmd_search, "info": cmd_info, "check": cmd_check, "encoders": cmd_encoders,
-            "evaluate": cmd_evaluate, "tune": cmd_tune}
+            "evaluate": cmd_evaluate, "tune": cmd_tune, "duplicates": cmd_duplicates}
 
 
 def run(command, args) -> int:
@@ -596,7 +653,7 @@ def run(command, args) -> int:
 
 
 # Commands that only read an index: beside a serving app they read a snapshot it makes (shoplens.index.live).
-READ_ONLY = ("search", "info", "evaluate")
+READ_ONLY = ("search", "info", "evaluate", "duplicates")
 
 
 def beside_app(command):

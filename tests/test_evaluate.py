@@ -96,7 +96,8 @@ def test_rank_excludes_near_duplicates_by_hand():
 
 
 def test_leave_one_out_leaves_out_a_re_saved_photo(manifest_catalog):
-    # r1 saved again as PNG: other bytes (another content hash), the same picture (cosine > 0.99).
+    # r1 saved again as PNG: other bytes (another content hash), the same picture: the indexer's duplicate
+    # group (shoplens.index.duplicates) holds it with r1, so evaluate leaves it out as the product would.
     from PIL import Image
 
     Image.open(manifest_catalog / "r1.jpg").save(manifest_catalog / "r1.png")
@@ -109,8 +110,29 @@ def test_leave_one_out_leaves_out_a_re_saved_photo(manifest_catalog):
         assert [p.id for p in result.top_products(row[pid])][:1] == ["r2"], pid
         assert result.ranking.n_relevant[row[pid]] == 1, pid
     assert result.ranking.n_relevant[row["r2"]] == 3
-    assert result.info["near_duplicate_queries"] == 3 and result.info["near_duplicate_cosine"] == 0.99
-    assert "3 queries had near-duplicate photos" in result.table()
+    assert result.info["near_duplicate_queries"] == 3
+    assert result.info["near_duplicate_rule"] == "duplicate groups (shoplens.index.duplicates)"
+    assert "3 queries had duplicate listings of themselves" in result.table()
+
+
+def test_leave_one_out_and_the_index_agree_on_duplicates(manifest_catalog, tmp_path):
+    # The same photo re-coloured by 3 %: cosine 0.9999 and more under the colour encoder, so the old rule
+    # (cosine > 0.99) and the groups agree; a darker shade of red (cosine > 0.99 too) is another product for
+    # the indexer, and now for evaluate: it stays in r1's ranking as a relevant red.
+    from shoplens.catalog import read_catalog
+    from shoplens.index.sync import sync_catalog
+    from shoplens.store import open_store
+
+    make_photo(manifest_catalog / "r3.jpg", (140, 12, 12))
+    with open(manifest_catalog / "products.csv", "a") as fh:
+        fh.write("r3.jpg,r3,red,dark\n")
+    result = evaluate(manifest_catalog, "colour", encoder=ColourEncoder(), use_cache=False)
+    row = {p.id: i for i, p in enumerate(result.queries)}
+    assert result.ranking.n_relevant[row["r1"]] == 2  # r2 and r3; r1c (same bytes) is left out
+    with open_store(tmp_path / "index") as store:
+        sync_catalog(read_catalog(manifest_catalog), store, ColourEncoder(), progress=False)
+        groups = {p["product_id"]: p["duplicate_group"] for p in store.states().values()}
+    assert groups["r1"] == groups["r1c"] != groups["r3"]
 
 
 def test_rank_with_an_empty_catalog_or_no_queries():

@@ -35,6 +35,7 @@ from shoplens.colour.pixels import colour_profile
 from shoplens.encoders import Encoder
 from shoplens.errors import UserError
 from shoplens.images import ImageError, load_image, read_bytes
+from shoplens.index import duplicates
 from shoplens.index.text import TextIndexer, check_text
 from shoplens.index.tuning import (PENDING_KEY, TUNING_FIELD, TuningIndexError, change_tuning, describe_tuning,
                                    read_kept_tuning)
@@ -486,7 +487,13 @@ def fit_text_bridge(run: Finish) -> None:
 # The finalise steps, in order. Each is step(run: Finish) -> None; a step may change the store, add to
 # run.plan.meta (written after the last step) and to run.summary.notes. A step added here (duplicate groups, ...)
 # runs on every sync; a run killed during the steps is finished by the next, which runs them all again.
-FINALISE_STEPS: tuple[Callable[[Finish], None], ...] = (drop_orphans, prune_gone, record_fields, fit_text_bridge)
+def group_duplicates(run: Finish) -> None:
+    """The duplicate groups of the products this run touched (shoplens.index.duplicates)."""
+    duplicates.finalise(run.store, run.catalog, run.plan.meta)
+
+
+FINALISE_STEPS: tuple[Callable[[Finish], None], ...] = (drop_orphans, prune_gone, record_fields, fit_text_bridge,
+                                                        group_duplicates)
 
 
 def finalise(run: Finish, steps=FINALISE_STEPS) -> None:
@@ -540,6 +547,7 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
         summary.encoded = embedder.encoded
         batch.clear()
 
+    to_prepare = plan.to_prepare
     bar = progress_bar(len(catalog.products), "indexing", enabled=progress)
     try:
         for item in read_products(catalog.products, plan.to_prepare, encoder.draft_size, workers=workers,
@@ -547,6 +555,8 @@ def sync_catalog(catalog: Catalog, store: Store, encoder: Encoder, *, text: Text
             bar.update(1)
             if item.payload is not None:
                 item.payload.update(plan.tuned)  # which tuning the vector written (or kept) has
+                # the duplicate group survives a payload rewrite while the photo is the same
+                item.payload.update(duplicates.carried(to_prepare.get(item.point), item.payload))
             where = route(item, plan.existing, seen, plan.damaged.no_text)
             if where == DUPLICATE:
                 summary.failed.append((item.product.rel_path, f"duplicate product id {item.product.id!r}"))

@@ -166,7 +166,10 @@ class Evaluation:
         extra = []
         if self.summary["no_relevant"]:
             extra.append(f"{self.summary['no_relevant']} queries with no relevant item in the catalog, not averaged")
-        if self.info.get("near_duplicate_queries"):
+        if self.info.get("near_duplicate_queries") and self.info.get("near_duplicate_rule"):
+            extra.append(f"{self.info['near_duplicate_queries']} queries had duplicate listings of themselves (another "
+                         "file, the same duplicate group as the indexer gives), left out like exact copies")
+        elif self.info.get("near_duplicate_queries"):
             extra.append(f"{self.info['near_duplicate_queries']} queries had near-duplicate photos of themselves "
                          f"(cosine > {self.info['near_duplicate_cosine']}, another file), left out like exact copies")
         if self.info.get("unlabelled"):
@@ -174,6 +177,24 @@ class Evaluation:
         if self.info.get("failed"):
             extra.append(f"{len(self.info['failed'])} unreadable photos left out")
         return "\n".join(lines + extra)
+
+
+def duplicate_groups(embedded: Embedded, raw_vectors: np.ndarray | None) -> list[str]:
+    """Each product's duplicate group, by the indexer's own rule (shoplens.index.duplicates), as a string per
+    row: candidates from the untuned vectors (the tuned ones where those are all there is)."""
+    from shoplens.index.duplicates import group_rows, signatures
+
+    sigs = signatures([p.path for p in embedded.products], list(embedded.hashes))
+    rows = group_rows(embedded.vectors if raw_vectors is None else raw_vectors, sigs)
+    return [f"group-{g}" for g in rows]
+
+
+def near_duplicate_queries(groups: list[str], hashes: list[str], metadata: list[dict], fields: list[str]) -> int:
+    """Labelled queries whose duplicate group holds another file (another content hash)."""
+    hashes_of: dict[str, set] = {}
+    for g, h in zip(groups, hashes):
+        hashes_of.setdefault(g, set()).add(h)
+    return sum(1 for g, m in zip(groups, metadata) if label_of(m, fields) and len(hashes_of[g]) > 1)
 
 
 def build_evaluation(protocol: str, fields: list[str], encoder_info: dict, queries: list[Product],
@@ -349,10 +370,16 @@ def evaluate(catalog: str | Path | Catalog | None, label, *, queries: str | Path
             raw_vectors = cached_vectors(enc, catalog_emb.hashes)
             if raw_vectors is None:
                 info["near_duplicates_judged_on"] = "tuned vectors (untuned ones not in the embedding cache)"
-        duplicates = None if raw_vectors is None else (raw_vectors, raw_vectors)
+        groups = duplicate_groups(catalog_emb, raw_vectors)
         result = build_evaluation("leave-one-out", fields, enc.describe(), catalog_emb.products, catalog_emb.vectors,
-                                  catalog_emb.products, catalog_emb.vectors, k, catalog_emb.hashes, catalog_emb.hashes,
-                                  near_duplicate=NEAR_DUPLICATE, duplicate_vectors=duplicates)
+                                  catalog_emb.products, catalog_emb.vectors, k, groups, groups)
+        result.info.update(
+            excluded="the query and its duplicate listings: the group shoplens.index.duplicates gives it at "
+                     "indexing (byte-identical, or the same photo resized, re-compressed, cropped, re-coloured)",
+            near_duplicate_rule="duplicate groups (shoplens.index.duplicates)",
+            near_duplicate_queries=near_duplicate_queries(groups, catalog_emb.hashes,
+                                                          [p.metadata for p in catalog_emb.products],
+                                                          fields))
     else:
         qcat = queries if isinstance(queries, Catalog) else read_catalog(queries, queries_layout)
         query_emb = embed_products(sample_products(qcat.products, sample, seed), query_enc, batch_size, progress,

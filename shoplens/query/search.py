@@ -18,6 +18,7 @@ from shoplens.index.tuning import (TUNING_FIELD, TunedEncoder, TuningIndexError,
                                 index_tuning)
 from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
 from shoplens.localise.crop import CROP_DRAFT, MARGIN
+from shoplens.query.collapse import collapsed, group_of
 from shoplens.query.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.expand import LabelVocabulary
@@ -121,12 +122,15 @@ class Searcher:
         enc = self.encoder
         return enc.embed(load_image(image, draft_size=enc.draft_size))
 
-    def search_vector(self, vector, k: int = 10, filters: Filters | None = None, exclude: str | None = None) -> Results:
-        """Nearest products to a vector; `exclude` leaves one point id out (the query product itself)."""
+    def search_vector(self, vector, k: int = 10, filters: Filters | None = None, exclude: str | None = None,
+                      all_listings: bool = False) -> Results:
+        """Nearest products to a vector; `exclude` leaves one point id out (the query product itself).
+        One result per duplicate group unless `all_listings`."""
         started = time.perf_counter()
         extra = 1 if exclude else 0
-        hits = [Hit(h.id, h.score, h.payload, h.vector, h.text_vector, h.score)
-                for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
+        hits = collapsed(self.store, self.meta, lambda n: [
+            Hit(h.id, h.score, h.payload, h.vector, h.text_vector, h.score)
+            for h in self.store.search(vector, n + extra, filters) if h.id != exclude][:n], k, all_listings)
         return Results(self.checked(hits), time.perf_counter() - started)
 
     def checked(self, hits: list[Hit]) -> list[Hit]:
@@ -158,7 +162,7 @@ class Searcher:
         return [box.expand(MARGIN, *img.size) for box in self.localiser.locate(img)]
 
     def search_image(self, image: str | Path | bytes | Image.Image, k: int = 10, filters: Filters | None = None,
-                     crop: str | Box = DEFAULT_CROP, words: str | None = None) -> Results:
+                     crop: str | Box = DEFAULT_CROP, words: str | None = None, all_listings: bool = False) -> Results:
         """The products most similar to a photo, best first; `seconds` includes localising and encoding.
 
         `crop`: "off" searches the whole photo, "auto" its best box (the whole photo when none is
@@ -174,27 +178,34 @@ class Searcher:
         query = box.crop(img) if box else img
         side = self.text_side if words and self.has_text else None
         colours = colour_profile(query)["colour_vector"] if self.has_colours else None
-        hits = search_photo(self.store, self.encoder.embed(query), k, filters, query_colours=colours, words=words,
-                            side=side, colour_names=self.colour_names)
+        vector = self.encoder.embed(query)
+        hits = collapsed(self.store, self.meta, lambda n: search_photo(
+            self.store, vector, n, filters, query_colours=colours, words=words, side=side,
+            colour_names=self.colour_names), k, all_listings)
         return Results(self.checked(hits), time.perf_counter() - started, box)
 
     def search_items(self, image: str | Path | bytes | Image.Image, k: int = 10,
-                     filters: Filters | None = None, words: str | None = None) -> list[Results]:
+                     filters: Filters | None = None, words: str | None = None,
+                     all_listings: bool = False) -> list[Results]:
         """Results for the whole photo first, then for each product found in it (best box first)."""
         img = self.load(image)
-        whole = self.search_image(img, k, filters, crop="off", words=words)
-        return [whole] + [self.search_image(img, k, filters, crop=box, words=words) for box in self.locate(img)]
+        whole = self.search_image(img, k, filters, crop="off", words=words, all_listings=all_listings)
+        return [whole] + [self.search_image(img, k, filters, crop=box, words=words, all_listings=all_listings)
+                          for box in self.locate(img)]
 
-    def more_like(self, product_id: str, k: int = 10, filters: Filters | None = None) -> Results:
-        """Products similar to one already indexed, from its stored vector (no re-encoding)."""
+    def more_like(self, product_id: str, k: int = 10, filters: Filters | None = None,
+                  all_listings: bool = False) -> Results:
+        """Products similar to one already indexed, from its stored vector (no re-encoding); its own duplicate
+        listings are not "more like" it, so collapsed results leave its group out."""
         started = time.perf_counter()
         pid = point_id(product_id)
         found = self.store.retrieve([pid], with_vector=True)
         if not found:
             raise StoreError(f"product {product_id!r} is not in the index")
-        hits = search_photo(self.store, found[0].vector, k + 1, filters,
-                            query_colours=found[0].payload.get("colour_vector"))
-        return Results(self.checked([h for h in hits if h.id != pid][:k]), time.perf_counter() - started)
+        hits = collapsed(self.store, self.meta, lambda n: [h for h in search_photo(
+            self.store, found[0].vector, n + 1, filters, query_colours=found[0].payload.get("colour_vector"))
+            if h.id != pid][:n], k, all_listings, exclude=[group_of(found[0])])
+        return Results(self.checked(hits), time.perf_counter() - started)
 
     def product(self, product_id: str) -> Hit | None:
         """One indexed product by its product id."""
@@ -244,10 +255,13 @@ class Searcher:
         enc = self._encoder or create_encoder(self.meta["encoder"], **self._encoder_options)
         return enc.supports_text
 
-    def search_text(self, text: str, k: int = 10, filters: Filters | None = None, mode: str = "fused") -> Results:
-        """The products best matching words (keyword and semantic search fused, colour-aware), best first."""
+    def search_text(self, text: str, k: int = 10, filters: Filters | None = None, mode: str = "fused",
+                    all_listings: bool = False) -> Results:
+        """The products best matching words (keyword and semantic search fused, colour-aware), best first; one
+        per duplicate group unless `all_listings`."""
         started = time.perf_counter()
-        hits = search_text(self.text_side, text, k, filters, mode)
+        side = self.text_side
+        hits = collapsed(self.store, self.meta, lambda n: search_text(side, text, n, filters, mode), k, all_listings)
         return Results(hits, time.perf_counter() - started)
 
     def reload(self) -> None:

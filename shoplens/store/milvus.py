@@ -416,6 +416,13 @@ class MilvusStore(Store):
         if ids:
             self._rewrite(list(ids), change)
 
+    def set_fields(self, writes: dict[str, dict]) -> None:
+        """Set payload keys of many points, each its own values (duplicate groups): Milvus rewrites whole rows, so
+        one read and one write per 500 points instead of one per point."""
+        ids = list(writes)
+        for i in range(0, len(ids), 500):
+            self._rewrite(ids[i:i + 500], lambda pid, row: row["payload"].update(writes[pid]))
+
     def set_payload(self, point: str, payload: dict) -> None:
         self._rewrite([point], lambda _pid, row: row.__setitem__("payload", dict(payload)))
 

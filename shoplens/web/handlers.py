@@ -18,9 +18,10 @@ from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
 from shoplens.query.search import Results
-from shoplens.store import StoreError
+from shoplens.store import Hit, StoreError, point_id
 from shoplens.web.shop import Shop, clean_words
-from shoplens.web.views import details_html, facet_choices, label, md, redact, result_row, status_line
+from shoplens.web.views import (details_html, duplicates_html, facet_choices, label, md, redact, result_row,
+                                status_line)
 
 log = logging.getLogger("shoplens.web")
 
@@ -42,6 +43,9 @@ OUTPUTS = {
     "browse_box": "the box of the clicked product's details", "browse_photo": "its photo",
     "browse_info": "its details (HTML)", "browse_selected": "its product id",
     "similar_status": "the look-alikes' status line", "similar_gallery": "the look-alikes' tiles",
+    # Duplicates
+    "dup_gallery": "a duplicate group's listings side by side", "dup_page": "the group's line (Markdown)",
+    "dup_info": "its listings' ids, titles and fields (HTML)", "dup_state": "the group shown, from 0 (state)",
     # Page load
     "header": "the page's title and product count",
 }
@@ -162,20 +166,23 @@ class Handlers:
         return {"gallery": [], "hits": [], "json": {"error": message}, "status": warning_md(message),
                 "details": HIDDEN}
 
-    def search(self, image, k, picked: dict | None, filter_values: Sequence, words: str | None) -> dict:
+    def search(self, image, k, picked: dict | None, filter_values: Sequence, words: str | None,
+               all_listings: bool = False) -> dict:
         """Search the catalog with a photo (by the crop default: the whole photo, or the best product in it;
-        the shopper's pick for this photo wins). Words typed beside the photo refine its results."""
+        the shopper's pick for this photo wins). Words typed beside the photo refine its results. One result
+        per group of duplicate listings unless `all_listings`."""
         if image is None:
             if clean_words(words) and self.shop.has_text:
-                return {**self.search_words(words, k, filter_values), "items": [], "picked": {}}
+                return {**self.search_words(words, k, filter_values, all_listings), "items": [], "picked": {}}
             return {"gallery": [], "hits": [], "json": {"results": []}, "items": [], "status": self.prompt,
                     "details": HIDDEN}
         filters = self.filters_of(filter_values)
         try:
             # With crop off the whole photo answers at once; the products in it are found by the next step
             # (find_items), so the localiser never delays the first results.
-            items = (self.shop.search_items(image, k, filters, words=words) if self.crop == "auto"
-                     else [self.shop.search_photo(image, k, filters, words=words)])
+            items = (self.shop.search_items(image, k, filters, words=words, all_listings=all_listings)
+                     if self.crop == "auto"
+                     else [self.shop.search_photo(image, k, filters, words=words, all_listings=all_listings)])
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
             return {**self.failed(exc), "items": []}
         wanted = (picked or {}).get("item") if (picked or {}).get("photo") == image else None
@@ -190,23 +197,24 @@ class Handlers:
             shown["status"] += f", refined by “{md(clean_words(words))}”"
         return shown
 
-    def search_words(self, words: str | None, k, filter_values: Sequence) -> dict:
+    def search_words(self, words: str | None, k, filter_values: Sequence, all_listings: bool = False) -> dict:
         """Search the catalog by words: titles and attributes, keyword and semantic search fused."""
         text = clean_words(words)
         if not text:
             return {"status": self.prompt, "gallery": [], "hits": [], "json": {"results": []}}
         try:
-            results = self.shop.search_text(text, k, self.filters_of(filter_values))
+            results = self.shop.search_text(text, k, self.filters_of(filter_values), all_listings)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message in the page
             return self.failed(exc)
         return self.show_results(results, f"matching “{md(text)}”")
 
-    def submit_words(self, words: str | None, image, k, picked: dict | None, filter_values: Sequence) -> dict:
+    def submit_words(self, words: str | None, image, k, picked: dict | None, filter_values: Sequence,
+                     all_listings: bool = False) -> dict:
         """Enter in the words box: search by the words, or by the photo refined by them when there is one."""
-        return self.search(image, k, picked, filter_values, words)
+        return self.search(image, k, picked, filter_values, words, all_listings)
 
     def find_items(self, image, k, picked: dict | None, filter_values: Sequence, words: str | None,
-                   items: list[Results] | None) -> dict:
+                   items: list[Results] | None, all_listings: bool = False) -> dict:
         """The products found in the photo: each one's results, the photo with a box around each, and the
         choice of what to search with. Shows the item the shopper picked for this photo, if any."""
         if not image:
@@ -215,9 +223,9 @@ class Handlers:
         filters = self.filters_of(filter_values)
         try:
             if not (same and items):  # called on its own (API): search the whole photo too
-                items = [self.shop.search_photo(image, k, filters, words=words)]
+                items = [self.shop.search_photo(image, k, filters, words=words, all_listings=all_listings)]
             if len(items) == 1:
-                items = items + self.shop.search_boxes(image, k, filters, words=words)
+                items = items + self.shop.search_boxes(image, k, filters, words=words, all_listings=all_listings)
             preview, boxes = self.shop.preview(image, [r.box for r in items[1:]])
         except Exception as exc:  # noqa: BLE001
             return {"status": error_md(exc)}
@@ -260,10 +268,10 @@ class Handlers:
         return {"detail_photo": self.shop.photo(hit), "detail_info": info, "selected": pid,
                 "details": Update(visible=True)}
 
-    def more_like(self, product_id, k, filter_values: Sequence) -> dict:
+    def more_like(self, product_id, k, filter_values: Sequence, all_listings: bool = False) -> dict:
         """Products like an indexed one (its stored vector, no re-encoding), with the current filters."""
         try:
-            results = self.shop.more_like(str(product_id or ""), k, self.filters_of(filter_values))
+            results = self.shop.more_like(str(product_id or ""), k, self.filters_of(filter_values), all_listings)
             hit = self.shop.product(str(product_id))
         except Exception as exc:  # noqa: BLE001
             return {"status": error_md(exc)}
@@ -275,18 +283,20 @@ class Handlers:
     def show_page(self, state: dict) -> dict:
         """The page of a category that `state` names (its number forced into range), any open details closed."""
         try:
-            page = self.shop.page(state.get("field"), state.get("value"), state.get("page", 0), state.get("seed"))
+            page = self.shop.page(state.get("field"), state.get("value"), state.get("page", 0), state.get("seed"),
+                                  all_listings=bool(state.get("all_listings")))
         except Exception as exc:  # noqa: BLE001
             return {"page": error_md(exc)}
         state = {**state, "page": page.number}
         name = md(str(state.get("value") or "All products"))
+        hidden = f" + {page.hidden:,} more listings of the same photos" if page.hidden else ""
         text = (f"**{name}**: page **{page.number + 1}** of **{page.pages}** "
-                f"({page.total:,} products{', shuffled' if state.get('seed') is not None else ''})")
+                f"({page.total:,} products{hidden}{', shuffled' if state.get('seed') is not None else ''})")
         return {"browse_gallery": self.shop.gallery(page.hits, with_score=False), "page": text,
                 "browse_state": state, "page_ids": [h.product_id for h in page.hits], "browse_box": HIDDEN,
                 "similar_gallery": Update(value=[], visible=False)}
 
-    def browse(self, field: str | None, value: str | None, shuffled: bool) -> dict:
+    def browse(self, field: str | None, value: str | None, shuffled: bool, all_listings: bool = False) -> dict:
         """First page of a category (field = value); shuffled pages come in a random order."""
         if not value and field:
             return {"page": "Pick a category to see its products.", "browse_gallery": [], "page_ids": [],
@@ -301,7 +311,8 @@ class Handlers:
             return {"page": f"No products in “{md(str(value))}”: pick a category from the list.",
                     "browse_gallery": [], "page_ids": [], "browse_state": {}}
         seed = self.seeds() if shuffled else None
-        return self.show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed})
+        every = {"all_listings": True} if all_listings else {}  # the state names the switch only when it is on
+        return self.show_page({"field": field or None, "value": value or None, "page": 0, "seed": seed, **every})
 
     def turn(self, state: dict | None, step: int) -> dict:
         """The page `step` pages on from the one shown (kept within the category)."""
@@ -346,6 +357,38 @@ class Handlers:
             return {"similar_status": error_md(exc), "similar_gallery": HIDDEN}
         return {"similar_gallery": Update(value=self.shop.gallery(results.hits), visible=True),
                 "similar_status": status_line(len(results.hits), results.seconds, "look-alikes")}
+
+    # Duplicates (in the Browse tab)
+
+    def duplicates_page(self, number) -> dict:
+        """One group of duplicate listings (`number` from 0, largest groups first): the listings' photos side by
+        side, and each one's id, title, category fields and photo, with the fields they disagree on."""
+        try:
+            groups = self.shop.duplicate_groups()
+        except Exception as exc:  # noqa: BLE001 - an index built before groups says so in the page
+            return {"dup_page": warning_md(friendly(exc)), "dup_gallery": [], "dup_info": "", "dup_state": 0}
+        if not groups:
+            return {"dup_page": "No duplicate listings: every product has a photo of its own.", "dup_gallery": [],
+                    "dup_info": "", "dup_state": 0}
+        try:
+            index = max(0, min(len(groups) - 1, int(number or 0)))
+        except (TypeError, ValueError):
+            index = 0
+        group = groups[index]
+        hits = [Hit(point_id(str(p.get("product_id", ""))), 0.0, p) for p in group.listings]
+        flag = (f" · **the listings disagree on {md(', '.join(group.disagree))}**" if group.disagree else "")
+        text = (f"Group **{index + 1}** of **{len(groups):,}** ({sum(g.size for g in groups):,} listings in groups): "
+                f"**{group.size} listings** of the same photo{flag}")
+        return {"dup_page": text, "dup_gallery": self.shop.gallery(hits, with_score=False),
+                "dup_info": duplicates_html(group), "dup_state": index}
+
+    def next_group(self, number) -> dict:
+        """The next group of duplicate listings."""
+        return self.duplicates_page(int(number or 0) + 1)
+
+    def previous_group(self, number) -> dict:
+        """The previous group of duplicate listings."""
+        return self.duplicates_page(int(number or 0) - 1)
 
     def product_details(self, product_id) -> dict:
         """Everything the index holds about one product, as JSON (for API callers)."""

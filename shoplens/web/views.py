@@ -9,10 +9,13 @@ import html
 import os
 import re
 
+from shoplens.index.duplicates import GROUP_FIELD
+from shoplens.query.collapse import LISTINGS, listings_line
 from shoplens.store import Hit
 
 # Payload keys that mean nothing to a merchandiser (hashes) or would point off-site.
-HIDDEN_FIELDS = {"content_hash", "image_url", "image", "colour_vector", "tuning_hash"}
+HIDDEN_FIELDS = {"content_hash", "image_url", "image", "colour_vector", "tuning_hash", "dup_sig", "duplicate_size",
+                 "duplicate_lead", "listings"}
 # The order details are listed in; any other field follows alphabetically.
 FIRST_FIELDS = ["title", "product_id", "category", "sub_category", "product_type", "article_type", "gender", "colour",
                 "usage", "season", "year", "image_path"]
@@ -69,6 +72,8 @@ def caption(hit: Hit, with_score: bool = True) -> str:
     facts = [str(group)] if group else []
     if with_score:
         facts.append(f"score {hit.score:.3f}")
+    if listings_line(hit):  # one tile for a group of duplicate listings
+        facts.append(listings_line(hit))
     return title[:80] + ("\n" + " · ".join(facts) if facts else "")
 
 
@@ -77,9 +82,14 @@ def result_row(hit: Hit, rank: int) -> dict:
     photo, None for words alone), title, category and every metadata field."""
     p = public(hit.payload)
     similarity = None if hit.similarity is None else round(hit.similarity, 4)
-    return {"rank": rank, "id": hit.product_id, "score": round(hit.score, 4), "similarity": similarity,
-            "title": p.get("title", ""),
-            "category": p.get("category", ""), "metadata": p}
+    row = {"rank": rank, "id": hit.product_id, "score": round(hit.score, 4), "similarity": similarity,
+           "title": p.get("title", ""),
+           "category": p.get("category", ""), "metadata": p}
+    if hit.payload.get(LISTINGS) is not None:  # its duplicate group and every listing of it
+        row.update(group=str(hit.payload.get(GROUP_FIELD) or hit.product_id),
+                   listings=[{**m, "image_path": public_path(m.get("image_path", ""))}
+                             for m in hit.payload[LISTINGS]])
+    return row
 
 
 def details_html(hit: Hit, score: float | None = None, similarity: float | None = None) -> str:
@@ -92,7 +102,18 @@ def details_html(hit: Hit, score: float | None = None, similarity: float | None 
     facts = ([f"score {score:.3f}"] if score is not None else []) + (
         [f"image {similarity:.0%} similar"] if similarity is not None else [])
     similar = f"<p class='sl-score'>{' · '.join(facts)}</p>" if facts else ""
-    return f"<div class='sl-details'><h3>{title}</h3>{similar}<table>{rows}</table></div>"
+    return f"<div class='sl-details'><h3>{title}</h3>{similar}<table>{rows}</table>{listings_html(hit)}</div>"
+
+
+def listings_html(hit: Hit) -> str:
+    """Every listing of a product's duplicate group (id and title), or '' for a single listing."""
+    listings = hit.payload.get(LISTINGS) or []
+    if len(listings) < 2:
+        return ""
+    items = "".join(f"<li>{html.escape(str(m.get('id', '')))}: {html.escape(str(m.get('title', '')))}</li>"
+                    for m in listings)
+    return (f"<p class='sl-listings'><b>{len(listings)} listings</b> of the same photo:</p>"
+            f"<ul class='sl-listings'>{items}</ul>")
 
 
 def facet_choices(values: list[tuple[str, int]]) -> list[tuple[str, str]]:
@@ -105,3 +126,14 @@ def status_line(count: int, seconds: float, what: str = "results") -> str:
     if count == 0:
         return f"No {what} match: try fewer filters."
     return f"**{count}** {what} in **{seconds * 1000:.0f} ms**"
+
+
+def duplicates_html(group) -> str:
+    """A table of a duplicate group's listings (shoplens.quality.duplicatereport.Group): id, title, the fields
+    that tell listings apart, and the photo; the fields the listings disagree on are marked."""
+    names = ["product_id", "title", "product_type", "article_type", "colour", "price", "category", "image_path"]
+    names = [n for n in names if any(n in p for p in group.listings)]
+    head = "".join(f"<th>{html.escape(label(n))}{' ≠' if n in group.disagree else ''}</th>" for n in names)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(public(p).get(n, '')))}</td>" for n in names) + "</tr>"
+                   for p in group.listings)
+    return f"<div class='sl-details'><table><tr>{head}</tr>{rows}</table></div>"
