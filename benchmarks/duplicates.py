@@ -47,7 +47,7 @@ from shoplens.colour.pixels import colour_shares, names_from_shares
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
 from shoplens.images import load_image
 from shoplens.index import duplicates
-from shoplens.index.embedcache import cache_file, load_cache
+from shoplens.vectors.embedcache import EmbeddingCache
 from shoplens.index.sync import sync_catalog
 from shoplens.store import open_store
 
@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     try:
         with open_store(WORK / "index") as store:
             sync_cpu = time.process_time()
-            summary = sync_catalog(catalog, store, encoder, known_vectors=load_cache(cache_file(encoder)),
+            summary = sync_catalog(catalog, store, encoder, known_vectors=EmbeddingCache.for_encoder(encoder),
                                    progress=False)
             sync_cpu = time.process_time() - sync_cpu
             payloads = {p["product_id"]: p for p in store.states().values()}
