@@ -38,6 +38,9 @@ def browser(chromium, tmp_path_factory):
     """A headless Chromium on a profile of its own (skips, or fails under SHOPLENS_REQUIRE_BROWSER, without one)."""
     from playwright import sync_api
 
+    # expect()'s own timeout (5 s by default) is process-wide: set here, so that these tests do not wait 5 s or
+    # 20 s depending on which test a worker happened to run before them.
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_api.sync_playwright() as pw:
         # A persistent context is how Playwright takes a fresh --user-data-dir of our own.
