@@ -27,7 +27,7 @@ from shoplens.store import IndexDamagedError, StoreError
 from shoplens.usererrors import USER_ERRORS
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
-from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
+from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, SEARCH_SLOTS, build, build_message
 
 log = logging.getLogger("shoplens.web")
 
@@ -35,6 +35,8 @@ log = logging.getLogger("shoplens.web")
 CONCURRENCY = 4
 WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
+# Threads for event handlers: every admitted search holds one while it waits for its encoder batch.
+MAX_THREADS = SEARCH_SLOTS + 32
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
                        font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
@@ -152,7 +154,7 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
     # Gradio prints several lines (and a long one when the share link fails); we print our own.
     with contextlib.redirect_stdout(chatter):
         app.demo.launch(server_name=host, server_port=port, share=share, allowed_paths=app.allowed_paths,
-                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True, show_error=False,
+                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, max_threads=MAX_THREADS, quiet=True, show_error=False,
                         ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
                         # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
                         # its file routes serve: the indexed photos, one file at a time, and its own files.

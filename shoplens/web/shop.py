@@ -5,13 +5,15 @@ One Shop per process wraps the one Searcher; it holds no per-user state, only ca
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -20,6 +22,7 @@ from shoplens.images import ImageError, load_image
 from shoplens.index.tuning import tuning_line
 from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
+from shoplens.query.batcher import Busy, MicroBatcher
 from shoplens.query.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.web.photos import Photos
@@ -41,6 +44,22 @@ MAX_WORDS = 200  # characters of a text query: a title is shorter, a pasted essa
 # Fields that make a good "browse by", in order of preference (when they have a few values at least).
 BROWSE_PREFERENCE = ["category", "product_type", "article_type", "sub_category", "master_category"]
 ID_CACHE_SIZE = 32
+# Decoded uploads kept for the follow-up steps of the same photo (its products, its preview); a few MB each.
+UPLOAD_CACHE = 8
+# Photo searches admitted at once (decoding, waiting for the encoder's batch, searching); more answer "busy"
+# at once rather than waiting without end. Above the 64 shoppers a shared link is sized for.
+MAX_PHOTO_SEARCHES = 96
+
+
+@dataclass
+class Upload:
+    """One uploaded photo decoded once, and what its searches share: the whole photo's vector and colour
+    profile, the boxes of the products found in it."""
+
+    image: Image.Image
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    whole: tuple | None = None  # (vector, colours) of the whole photo
+    boxes: list | None = None
 
 
 @dataclass
@@ -68,6 +87,11 @@ class Shop:
         self._ids: OrderedDict[tuple[str, str], list[str]] = OrderedDict()
         self._ids_lock = threading.Lock()
         self._placeholder: Path | None = None
+        # Shoppers' photos arriving together are encoded in one call (shoplens.query.batcher).
+        self.encoding = MicroBatcher(self._embed_batch, name="shoplens-encoder")
+        self._uploads: OrderedDict[tuple, Upload] = OrderedDict()
+        self._uploads_lock = threading.Lock()
+        self._admitted = threading.BoundedSemaphore(MAX_PHOTO_SEARCHES)
 
     @property
     def photos(self) -> Photos:
@@ -144,6 +168,32 @@ class Shop:
         with _decoding:
             return load_image(data, name="the uploaded file", draft_size=draft, budget=MAX_UPLOAD_PIXELS, reduce=True)
 
+    def upload(self, path: str | bytes | Refused | None) -> Upload:
+        """The uploaded photo decoded (read_upload), once: the follow-up steps of the same upload (its products,
+        its preview) find it here. A Gradio upload's path names its content, pasted bytes are hashed."""
+        key = upload_key(path)
+        if key is not None:
+            with self._uploads_lock:
+                found = self._uploads.get(key)
+                if found is not None:
+                    self._uploads.move_to_end(key)
+                    return found
+        upload = Upload(self.read_upload(path))
+        if key is not None:
+            with self._uploads_lock:
+                self._uploads[key] = upload
+                while len(self._uploads) > UPLOAD_CACHE:
+                    self._uploads.popitem(last=False)
+        return upload
+
+    def _embed_batch(self, images: list[Image.Image]) -> list:
+        # The batcher's one call per batch; the encoder is read each time (a sync may change the tuning).
+        return list(self.searcher.encoder.embed_batch(images))
+
+    def _admit(self) -> None:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy()
+
     def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
         """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
 
@@ -152,20 +202,43 @@ class Shop:
         return [self.search_photo(path, k, filters, words)] + self.search_boxes(path, k, filters, words)
 
     def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> Results:
-        """Results for the whole uploaded photo (refined by `words`)."""
-        return self.searcher.search_image(self.read_upload(path), k=clamp(k, 1, MAX_RESULTS), filters=filters,
-                                          crop="off", words=clean_words(words))
+        """Results for the whole uploaded photo (refined by `words`); Busy when too many searches are under way."""
+        self._admit()
+        try:
+            upload = self.upload(path)
+            started = time.perf_counter()
+            with upload.lock:  # the same photo's vector is computed once, whoever asks first
+                if upload.whole is None:
+                    pending = self.encoding.submit(upload.image)
+                    colours = self.searcher.colours_of(upload.image)  # while the batch is encoded
+                    upload.whole = (pending.result(), colours)
+            vector, colours = upload.whole
+            return self.searcher.search_embedded(vector, clamp(k, 1, MAX_RESULTS), filters, colours,
+                                                 clean_words(words), started=started)
+        finally:
+            self._admitted.release()
 
     def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None) -> list[Results]:
         """Results for each product found in the uploaded photo, best box first; none when no localiser runs."""
-        image = self.read_upload(path)
+        self._admit()
         try:
-            boxes = self.searcher.locate(image)
-        except LocaliserError as exc:
-            log.warning("no product boxes: %s", exc)
-            return []
-        return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
-                                           words=clean_words(words)) for box in boxes]
+            upload = self.upload(path)
+            started = time.perf_counter()
+            with upload.lock:
+                if upload.boxes is None:
+                    try:
+                        upload.boxes = self.searcher.locate(upload.image)
+                    except LocaliserError as exc:
+                        log.warning("no product boxes: %s", exc)
+                        return []
+            crops = [box.crop(upload.image) for box in upload.boxes]
+            pending = [self.encoding.submit(crop) for crop in crops]  # one batch for all the boxes
+            colours = [self.searcher.colours_of(crop) for crop in crops]
+            return [self.searcher.search_embedded(future.result(), clamp(k, 1, MAX_RESULTS), filters, colour,
+                                                  clean_words(words), box, started)
+                    for box, future, colour in zip(upload.boxes, pending, colours)]
+        finally:
+            self._admitted.release()
 
     @property
     def tuning_line(self) -> str:
@@ -183,7 +256,7 @@ class Shop:
 
     def preview(self, path: str | bytes | None, boxes: list, longest: int = 640) -> tuple[Image.Image, list]:
         """The uploaded photo shrunk for the page, and (x0, y0, x1, y1) of each box scaled to it."""
-        image = self.read_upload(path)
+        image = self.upload(path).image
         scale = min(1.0, longest / max(image.size))
         if scale < 1.0:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -279,6 +352,20 @@ class Refused:
     """An upload refused before decoding (a `data:` URL over the size limit, say); read_upload says why."""
 
     reason: str
+
+
+def upload_key(path) -> tuple | None:
+    """What names an upload's content: a stored file's path, size and time (Gradio names the file by its
+    content), or the hash of pasted bytes; None for what cannot be read (read_upload says why)."""
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return ("file", os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    if isinstance(path, (bytes, bytearray)) and len(path) <= MAX_UPLOAD_BYTES:
+        return ("bytes", hashlib.blake2b(path, digest_size=16).hexdigest())
+    return None
 
 
 def too_large(size: int) -> str:
