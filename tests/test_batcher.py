@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,32 @@ def test_a_full_house_answers_busy_in_the_page_not_an_error(shelf, monkeypatch):
     assert "Busy, try again" in act.find_items(image, 3, {}, [], "", None)["status"]
     shop._admitted.release()
     assert act.search(image, 3, {}, [], "")["json"]["results"]  # one slot free again: served
+
+
+def test_thumbnails_are_made_ahead_off_the_request_path(tmp_path):
+    from PIL import Image
+
+    from shoplens.catalog import read_catalog
+    from shoplens.encoders import create_encoder
+    from shoplens.index.sync import sync_catalog
+    from shoplens.store import open_store
+
+    for n, colour in enumerate([(200, 30, 30), (30, 30, 200), (30, 180, 30)]):
+        (tmp_path / "big").mkdir(exist_ok=True)
+        Image.new("RGB", (900, 1200), colour).save(tmp_path / "big" / f"p{n}.jpg", quality=90)
+    with open_store(tmp_path / "index") as store:
+        sync_catalog(read_catalog(tmp_path / "big"), store, create_encoder("tiny"), progress=False, text=None)
+    shop = Shop(Searcher.open(tmp_path / "index"))
+    try:
+        assert not (tmp_path / "index" / "thumbs").exists()
+        shop.warm_thumbnails().join(timeout=60)
+        made = sorted((tmp_path / "index" / "thumbs").rglob("*.jpg"))
+        assert len(made) == 3
+        stamps = [p.stat().st_mtime_ns for p in made]
+        tiles = [Path(tile) for tile, _ in shop.gallery(shop.page(None, None, 0).hits)]
+        assert sorted(tiles) == made  # the gallery shows them ...
+        assert [p.stat().st_mtime_ns for p in made] == stamps  # ... as made ahead, not again
+        with Image.open(tiles[0]) as im:
+            assert im.size == (240, 320)  # 900x1200 with its longest side 320
+    finally:
+        shop.searcher.close()

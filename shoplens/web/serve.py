@@ -55,6 +55,7 @@ class WebApp:
     warming: threading.Thread | None = None
     live: LiveIndex | None = None  # the local channel: indexer syncs and snapshots (an Edge index only)
     watcher: Watcher | None = None  # app.py --watch
+    shop: Shop | None = None
 
     def close(self) -> None:
         """Stop the server and release the index."""
@@ -65,6 +66,8 @@ class WebApp:
         self.demo.close()
         if self.warming is not None:
             self.warming.join(timeout=60)  # exiting while ONNX loads its weights aborts the process
+        if self.shop is not None:
+            self.shop.encoding.close()
         if self.searcher is not None:
             self.searcher.close()
 
@@ -119,7 +122,7 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
     live = None
     if qdrant_url is None and milvus_uri is None:  # a server (Qdrant, Milvus) takes writes from the indexer itself
         live = LiveIndex(searcher.store.path, searcher.store, reusing_encoder(searcher), shop.refresh)
-    return WebApp(demo, photos.folders(), searcher, photos, live=live)
+    return WebApp(demo, photos.folders(), searcher, photos, live=live, shop=shop)
 
 
 def reusing_encoder(searcher: Searcher):
@@ -162,6 +165,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)
+    if app.shop is not None:
+        app.shop.warm_thumbnails()  # galleries then find them made, off the request path
     if app.live is not None:
         try:
             app.live.start()

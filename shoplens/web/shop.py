@@ -92,6 +92,7 @@ class Shop:
         self._uploads: OrderedDict[tuple, Upload] = OrderedDict()
         self._uploads_lock = threading.Lock()
         self._admitted = threading.BoundedSemaphore(MAX_PHOTO_SEARCHES)
+        self._warming: threading.Thread | None = None
 
     @property
     def photos(self) -> Photos:
@@ -112,6 +113,8 @@ class Shop:
             self._photos.update(fresh)
         with self._ids_lock:
             self._ids.clear()
+        if self._warming is not None:  # a server that made its thumbnails ahead makes the new products' too
+            self.warm_thumbnails()
 
     # index facts
 
@@ -331,6 +334,29 @@ class Shop:
                 self.photos.allow_thumbnail(thumb)
                 return str(thumb)
         return str(path)
+
+    def warm_thumbnails(self) -> threading.Thread | None:
+        """Make every product's missing thumbnail in a background thread at low priority, so that a search's
+        gallery finds them made instead of making them on the request path (a miss is still made there)."""
+        if self.thumbnails is None or (self._warming is not None and self._warming.is_alive()):
+            return self._warming
+
+        def run():
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: this thread only
+            except (AttributeError, OSError):
+                pass
+            try:
+                for hit in self.searcher.store.iterate(page=1000):
+                    path = self.photos.find(str(hit.payload.get("image_path") or ""))
+                    if path is not None:
+                        self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            except Exception as exc:  # noqa: BLE001 - the galleries make what is missing themselves
+                log.warning("thumbnails not made ahead: %s", exc)
+
+        self._warming = threading.Thread(target=run, name="thumbnails", daemon=True)
+        self._warming.start()
+        return self._warming
 
     def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
         """(thumbnail, caption) pairs for a Gradio gallery; the full photo is sent when a product is opened."""
