@@ -15,6 +15,7 @@ of another checkout (`DIR/app.py`, say the code before a change) on the same ind
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import signal
@@ -279,14 +280,25 @@ def breakdown(index: Path, uploads: list[Path], queries: list[str]) -> tuple[lis
     def wrap(owner, name: str, label: str):
         real = getattr(owner, name)
 
-        def timed(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return real(*args, **kwargs)
-            finally:
-                with lock:
-                    key = (label, phase["now"])
-                    spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+        def count(t: float):
+            with lock:
+                key = (label, phase["now"])
+                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
+
+        if inspect.iscoroutinefunction(real):  # Gradio's pre- and postprocessing are coroutines
+            async def timed(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return await real(*args, **kwargs)
+                finally:
+                    count(t)
+        else:
+            def timed(*args, **kwargs):
+                t = time.perf_counter()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    count(t)
 
         setattr(owner, name, timed)
         return owner, name, real
@@ -439,7 +451,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop(proc)
 
-    steps, _ = breakdown(args.index, uploads[-(args.single + 3):], queries[:args.single] if has_text else [])
+    try:
+        steps, _ = breakdown(args.index, uploads[-(args.single + 3):], queries[:args.single] if has_text else [])
+    except Exception as exc:  # noqa: BLE001 - the crowd's figures are still worth writing
+        steps = [(f"breakdown failed: {type(exc).__name__}: {exc}", float("nan"), float("nan"))]
     from shoplens.store import open_store
 
     with open_store(args.index) as store:  # after the app let go of the index

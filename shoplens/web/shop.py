@@ -46,6 +46,7 @@ BROWSE_PREFERENCE = ["category", "product_type", "article_type", "sub_category",
 ID_CACHE_SIZE = 32
 # Decoded uploads kept for the follow-up steps of the same photo (its products, its preview); a few MB each.
 UPLOAD_CACHE = 8
+THUMB_MEMO = 100_000  # photos whose thumbnail (or its absence) is remembered; about 20 MB at most
 # Photo searches admitted at once (decoding, waiting for the encoder's batch, searching); more answer "busy"
 # at once rather than waiting without end. Above the 64 shoppers a shared link is sized for.
 MAX_PHOTO_SEARCHES = 96
@@ -93,6 +94,7 @@ class Shop:
         self._uploads_lock = threading.Lock()
         self._admitted = threading.BoundedSemaphore(MAX_PHOTO_SEARCHES)
         self._warming: threading.Thread | None = None
+        self._thumbs: dict[tuple[str, str], Path | None] = {}  # (photo, content hash) -> its thumbnail or None
 
     @property
     def photos(self) -> Photos:
@@ -329,7 +331,14 @@ class Shop:
         if path is None:
             return str(self.placeholder())
         if self.thumbnails is not None:
-            thumb = self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            key = (str(path), str(hit.payload.get("content_hash", "")))
+            thumb = self._thumbs.get(key, False)
+            if thumb is False or (thumb is not None and not thumb.is_file()):
+                # Known answers skip reading the photo's header on every tile of every search.
+                thumb = self.thumbnails.get(path, key[1])
+                if len(self._thumbs) >= THUMB_MEMO:
+                    self._thumbs.clear()
+                self._thumbs[key] = thumb
             if thumb is not None:
                 self.photos.allow_thumbnail(thumb)
                 return str(thumb)
