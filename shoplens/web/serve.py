@@ -157,7 +157,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
     # Gradio prints several lines (and a long one when the share link fails); we print our own.
     with contextlib.redirect_stdout(chatter):
         app.demo.launch(server_name=host, server_port=port, share=share, allowed_paths=app.allowed_paths,
-                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, max_threads=MAX_THREADS, quiet=True, show_error=False,
+                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, max_threads=MAX_THREADS,
+                        quiet=True, show_error=False,
                         ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
                         # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
                         # its file routes serve: the indexed photos, one file at a time, and its own files.
@@ -247,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"searches run at once (default {CONCURRENCY})")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"other requests (browsing, details) run at once (default {CONCURRENCY}); searches are "
+                             "batched and admitted many at a time")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"products per browse page (default {PAGE_SIZE})")
     parser.add_argument("--watch", type=float, nargs="?", const=WATCH_SECONDS, default=None, metavar="SECONDS",
                         help=f"with --catalog: sync the catalog again every SECONDS (default {WATCH_SECONDS:g}) while "

@@ -115,6 +115,8 @@ class Shop:
             self._photos.update(fresh)
         with self._ids_lock:
             self._ids.clear()
+        with self._uploads_lock:  # a new tuning gives an upload another vector
+            self._uploads.clear()
         if self._warming is not None:  # a server that made its thumbnails ahead makes the new products' too
             self.warm_thumbnails()
 
