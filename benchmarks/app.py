@@ -350,6 +350,8 @@ def ms(seconds: float) -> str:
 
 
 def row(name: str, run: Run, fetch: bool) -> str:
+    if run.count and run.errors == run.count:  # nothing was searched: no figure to read
+        return f"| {name} | – | {run.count} | invalid: every search failed ({run.statuses[0][:60]}) | | | {run.errors} |"
     thumbs = f"yes ({run.fetched / max(run.count, 1):.1f} per search)" if fetch else "no"
     return (f"| {name} | {thumbs} | {run.count} | {run.rate:.1f} | {ms(run.p(50))} | {ms(run.p(95))} | "
             f"{run.errors} |")
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crowd", type=int, default=64, help="the crowd of the errors and memory targets")
     parser.add_argument("--no-write", action="store_true", help="print, do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
+    args.index = args.index.resolve()  # the baseline's app.py runs in another folder
     many, crowd_n = args.clients, args.crowd
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
