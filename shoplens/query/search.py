@@ -176,9 +176,21 @@ class Searcher:
             boxes = self.localiser.locate(img)
             box = boxes[0].expand(MARGIN, *img.size) if boxes else None
         query = box.crop(img) if box else img
+        return self.search_embedded(self.encoder.embed(query), k, filters, self.colours_of(query), words, box,
+                                    started, all_listings=all_listings)
+
+    def colours_of(self, image: Image.Image) -> list[float] | None:
+        """The colour profile a photo's results are re-ranked by, or None when the index stores no colours."""
+        return colour_profile(image)["colour_vector"] if self.has_colours else None
+
+    def search_embedded(self, vector, k: int = 10, filters: Filters | None = None, colours: list[float] | None = None,
+                        words: str | None = None, box: Box | None = None, started: float | None = None,
+                        all_listings: bool = False) -> Results:
+        """search_image for a photo already encoded (`vector`) with its colours (`colours_of`): the app encodes
+        many shoppers' photos in one batch and searches each; `started` (perf_counter) is when its work began.
+        One result per duplicate group unless `all_listings`."""
+        started = time.perf_counter() if started is None else started
         side = self.text_side if words and self.has_text else None
-        colours = colour_profile(query)["colour_vector"] if self.has_colours else None
-        vector = self.encoder.embed(query)
         hits = collapsed(self.store, self.meta, lambda n: search_photo(
             self.store, vector, n, filters, query_colours=colours, words=words, side=side,
             colour_names=self.colour_names), k, all_listings)

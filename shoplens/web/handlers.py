@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from shoplens.errors import UserError
 from shoplens.images import ImageError
 from shoplens.localise import DEFAULT_CROP
+from shoplens.query.batcher import Busy
 from shoplens.query.search import Results
 from shoplens.store import Hit, StoreError, point_id
 from shoplens.web.shop import Shop, clean_words
@@ -163,8 +164,9 @@ class Handlers:
     def failed(self, exc: Exception) -> dict:
         """A search that failed: no results, the message in the status line and in the JSON."""
         message = friendly(exc)
-        return {"gallery": [], "hits": [], "json": {"error": message}, "status": warning_md(message),
-                "details": HIDDEN}
+        # Busy is no failure of the shopper's photo: a plain line, not the error style.
+        status = f"⏳ {md(message[:1].upper() + message[1:])}." if isinstance(exc, Busy) else warning_md(message)
+        return {"gallery": [], "hits": [], "json": {"error": message}, "status": status, "details": HIDDEN}
 
     def search(self, image, k, picked: dict | None, filter_values: Sequence, words: str | None,
                all_listings: bool = False) -> dict:
@@ -228,7 +230,7 @@ class Handlers:
                 items = items + self.shop.search_boxes(image, k, filters, words=words, all_listings=all_listings)
             preview, boxes = self.shop.preview(image, [r.box for r in items[1:]])
         except Exception as exc:  # noqa: BLE001
-            return {"status": error_md(exc)}
+            return {"status": self.failed(exc)["status"]}
         index = (picked or {}).get("item", 0) if same else 0
         index = index if isinstance(index, int) and 0 <= index < len(items) else 0
         shown = self.show_item(items, index, image)

@@ -31,7 +31,7 @@ from shoplens.usererrors import USER_ERRORS
 from shoplens.web.bodylimit import BodyLimit
 from shoplens.web.photos import PhotoGate, Photos
 from shoplens.web.shop import MAX_UPLOAD_BYTES, Shop
-from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, build, build_message
+from shoplens.web.ui import CACHE_EXPIRY, CSS, MAX_PAGE_SIZE, PAGE_SIZE, SEARCH_SLOTS, build, build_message
 from shoplens.web.views import redact
 
 log = logging.getLogger("shoplens.web")
@@ -42,6 +42,8 @@ WATCH_SECONDS = 60.0
 QUEUE_SIZE = 256
 # Request bodies: a photo of MAX_UPLOAD_BYTES pasted as a data: URL (base64, 4/3) plus the rest of the request.
 MAX_BODY_BYTES = MAX_UPLOAD_BYTES * 4 // 3 + 1024 * 1024
+# Threads for event handlers: every admitted search holds one while it waits for its encoder batch.
+MAX_THREADS = SEARCH_SLOTS + 32
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate",
                        # System fonts: no request to a font CDN, so the page loads offline and fast.
                        font=["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "sans-serif"],
@@ -60,6 +62,7 @@ class WebApp:
     warming: threading.Thread | None = None
     live: LiveIndex | None = None  # the local channel: indexer syncs and snapshots (an Edge index only)
     watcher: Watcher | None = None  # app.py --watch
+    shop: Shop | None = None
 
     def close(self) -> None:
         """Stop the server and release the index."""
@@ -70,6 +73,8 @@ class WebApp:
         self.demo.close()
         if self.warming is not None:
             self.warming.join(timeout=60)  # exiting while ONNX loads its weights aborts the process
+        if self.shop is not None:
+            self.shop.encoding.close()
         if self.searcher is not None:
             self.searcher.close()
 
@@ -203,7 +208,7 @@ def create(index: str | Path | None = None, qdrant_url: str | None = None, colle
     local = qdrant_url is None and milvus_uri is None
     live = LiveIndex(searcher.store.path if local else None, searcher.store, reusing_encoder(searcher), shop.refresh,
                      fit_tuning=fit_for_index)
-    return WebApp(demo, photos.folders(), searcher, photos, live=live)
+    return WebApp(demo, photos.folders(), searcher, photos, live=live, shop=shop)
 
 
 def reusing_encoder(searcher: Searcher):
@@ -238,7 +243,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
     # Gradio prints several lines (and a long one when the share link fails); we print our own.
     with contextlib.redirect_stdout(chatter):
         app.demo.launch(server_name=host, server_port=port, share=share, allowed_paths=app.allowed_paths,
-                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True, show_error=False,
+                        max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, max_threads=MAX_THREADS,
+                        quiet=True, show_error=False,
                         ssr_mode=False, theme=THEME, css=CSS, footer_links=["api"],
                         # allowed_paths only lets Gradio copy our photos into its cache; the gate decides what
                         # its file routes serve: the indexed photos, one file at a time, and its own files.
@@ -247,6 +253,8 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int | None = None, share:
                                                               uploads=get_upload_folder())]})
     if app.searcher is not None:  # only once serving: exiting while ONNX loads its weights aborts the process
         app.warming = warm_up(app.searcher)
+    if app.shop is not None:
+        app.shop.warm_thumbnails()  # galleries then find them made, off the request path
     if app.live is not None:
         try:
             app.live.start()
@@ -325,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
-    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"searches run at once (default {CONCURRENCY})")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help=f"other requests (browsing, details) run at once (default {CONCURRENCY}); searches are "
+                             "batched and admitted many at a time")
     parser.add_argument("--page-size", type=int, default=PAGE_SIZE, help=f"products per browse page (default {PAGE_SIZE})")
     parser.add_argument("--watch", type=float, nargs="?", const=WATCH_SECONDS, default=None, metavar="SECONDS",
                         help=f"with --catalog: sync the catalog again every SECONDS (default {WATCH_SECONDS:g}) while "

@@ -5,13 +5,15 @@ One Shop per process wraps the one Searcher; it holds no per-user state, only ca
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 import tempfile
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -22,6 +24,7 @@ from shoplens.localise import LocaliserError
 from shoplens.localise.crop import CROP_DRAFT
 from shoplens.index.duplicates import has_groups, order_key
 from shoplens.query.collapse import group_of, with_listings
+from shoplens.query.batcher import Busy, MicroBatcher
 from shoplens.query.search import Results, Searcher
 from shoplens.store import Hit, StoreError
 from shoplens.web.photos import Photos
@@ -43,6 +46,23 @@ MAX_WORDS = 200  # characters of a text query: a title is shorter, a pasted essa
 # Fields that make a good "browse by", in order of preference (when they have a few values at least).
 BROWSE_PREFERENCE = ["category", "product_type", "article_type", "sub_category", "master_category"]
 ID_CACHE_SIZE = 32
+# Decoded uploads kept for the follow-up steps of the same photo (its products, its preview); a few MB each.
+UPLOAD_CACHE = 8
+THUMB_MEMO = 100_000  # photos whose thumbnail (or its absence) is remembered; about 20 MB at most
+# Photo searches admitted at once (decoding, waiting for the encoder's batch, searching); more answer "busy"
+# at once rather than waiting without end. Above the 64 shoppers a shared link is sized for.
+MAX_PHOTO_SEARCHES = 96
+
+
+@dataclass
+class Upload:
+    """One uploaded photo decoded once, and what its searches share: the whole photo's vector and colour
+    profile, the boxes of the products found in it."""
+
+    image: Image.Image
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    whole: tuple | None = None  # (vector, colours) of the whole photo
+    boxes: list | None = None
 
 
 @dataclass
@@ -72,6 +92,13 @@ class Shop:
         self._ids_lock = threading.Lock()
         self._groups: tuple | None = None  # (the sync it was read after, the duplicate groups)
         self._placeholder: Path | None = None
+        # Shoppers' photos arriving together are encoded in one call (shoplens.query.batcher).
+        self.encoding = MicroBatcher(self._embed_batch, name="shoplens-encoder")
+        self._uploads: OrderedDict[tuple, Upload] = OrderedDict()
+        self._uploads_lock = threading.Lock()
+        self._admitted = threading.BoundedSemaphore(MAX_PHOTO_SEARCHES)
+        self._warming: threading.Thread | None = None
+        self._thumbs: dict[tuple[str, str], Path | None] = {}  # (photo, content hash) -> its thumbnail or None
 
     @property
     def photos(self) -> Photos:
@@ -92,6 +119,10 @@ class Shop:
             self._photos.update(fresh)
         with self._ids_lock:
             self._ids.clear()
+        with self._uploads_lock:  # a new tuning gives an upload another vector
+            self._uploads.clear()
+        if self._warming is not None:  # a server that made its thumbnails ahead makes the new products' too
+            self.warm_thumbnails()
 
     # index facts
 
@@ -148,6 +179,32 @@ class Shop:
         with _decoding:
             return load_image(data, name="the uploaded file", draft_size=draft, budget=MAX_UPLOAD_PIXELS, reduce=True)
 
+    def upload(self, path: str | bytes | Refused | None) -> Upload:
+        """The uploaded photo decoded (read_upload), once: the follow-up steps of the same upload (its products,
+        its preview) find it here. A Gradio upload's path names its content, pasted bytes are hashed."""
+        key = upload_key(path)
+        if key is not None:
+            with self._uploads_lock:
+                found = self._uploads.get(key)
+                if found is not None:
+                    self._uploads.move_to_end(key)
+                    return found
+        upload = Upload(self.read_upload(path))
+        if key is not None:
+            with self._uploads_lock:
+                self._uploads[key] = upload
+                while len(self._uploads) > UPLOAD_CACHE:
+                    self._uploads.popitem(last=False)
+        return upload
+
+    def _embed_batch(self, images: list[Image.Image]) -> list:
+        # The batcher's one call per batch; the encoder is read each time (a sync may change the tuning).
+        return list(self.searcher.encoder.embed_batch(images))
+
+    def _admit(self) -> None:
+        if not self._admitted.acquire(blocking=False):
+            raise Busy()
+
     def search_items(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
                      all_listings: bool = False) -> list[Results]:
         """Results for the whole uploaded photo, then for each product found in it; `words` refine them.
@@ -160,22 +217,46 @@ class Shop:
 
     def search_photo(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
                      all_listings: bool = False) -> Results:
-        """Results for the whole uploaded photo (refined by `words`)."""
-        return self.searcher.search_image(self.read_upload(path), k=clamp(k, 1, MAX_RESULTS), filters=filters,
-                                          crop="off", words=clean_words(words), all_listings=bool(all_listings))
+        """Results for the whole uploaded photo (refined by `words`); Busy when too many searches are under way."""
+        self._admit()
+        try:
+            upload = self.upload(path)
+            started = time.perf_counter()
+            with upload.lock:  # the same photo's vector is computed once, whoever asks first
+                if upload.whole is None:
+                    pending = self.encoding.submit(upload.image)
+                    colours = self.searcher.colours_of(upload.image)  # while the batch is encoded
+                    upload.whole = (pending.result(), colours)
+            vector, colours = upload.whole
+            return self.searcher.search_embedded(vector, clamp(k, 1, MAX_RESULTS), filters, colours,
+                                                 clean_words(words), started=started,
+                                                 all_listings=bool(all_listings))
+        finally:
+            self._admitted.release()
 
     def search_boxes(self, path: str | bytes | None, k: int, filters: dict, words: str | None = None,
                      all_listings: bool = False) -> list[Results]:
         """Results for each product found in the uploaded photo, best box first; none when no localiser runs."""
-        image = self.read_upload(path)
+        self._admit()
         try:
-            boxes = self.searcher.locate(image)
-        except LocaliserError as exc:
-            log.warning("no product boxes: %s", exc)
-            return []
-        return [self.searcher.search_image(image, k=clamp(k, 1, MAX_RESULTS), filters=filters, crop=box,
-                                           words=clean_words(words), all_listings=bool(all_listings))
-                for box in boxes]
+            upload = self.upload(path)
+            started = time.perf_counter()
+            with upload.lock:
+                if upload.boxes is None:
+                    try:
+                        upload.boxes = self.searcher.locate(upload.image)
+                    except LocaliserError as exc:
+                        log.warning("no product boxes: %s", exc)
+                        return []
+            crops = [box.crop(upload.image) for box in upload.boxes]
+            pending = [self.encoding.submit(crop) for crop in crops]  # one batch for all the boxes
+            colours = [self.searcher.colours_of(crop) for crop in crops]
+            return [self.searcher.search_embedded(future.result(), clamp(k, 1, MAX_RESULTS), filters, colour,
+                                                  clean_words(words), box, started,
+                                                  all_listings=bool(all_listings))
+                    for box, future, colour in zip(upload.boxes, pending, colours)]
+        finally:
+            self._admitted.release()
 
     @property
     def tuning_line(self) -> str:
@@ -194,7 +275,7 @@ class Shop:
 
     def preview(self, path: str | bytes | None, boxes: list, longest: int = 640) -> tuple[Image.Image, list]:
         """The uploaded photo shrunk for the page, and (x0, y0, x1, y1) of each box scaled to it."""
-        image = self.read_upload(path)
+        image = self.upload(path).image
         scale = min(1.0, longest / max(image.size))
         if scale < 1.0:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -297,11 +378,41 @@ class Shop:
         if path is None:
             return str(self.placeholder())
         if self.thumbnails is not None:
-            thumb = self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            key = (str(path), str(hit.payload.get("content_hash", "")))
+            thumb = self._thumbs.get(key, False)
+            if thumb is False or (thumb is not None and not thumb.is_file()):
+                # Known answers skip reading the photo's header on every tile of every search.
+                thumb = self.thumbnails.get(path, key[1])
+                if len(self._thumbs) >= THUMB_MEMO:
+                    self._thumbs.clear()
+                self._thumbs[key] = thumb
             if thumb is not None:
                 self.photos.allow_thumbnail(thumb)
                 return str(thumb)
         return str(path)
+
+    def warm_thumbnails(self) -> threading.Thread | None:
+        """Make every product's missing thumbnail in a background thread at low priority, so that a search's
+        gallery finds them made instead of making them on the request path (a miss is still made there)."""
+        if self.thumbnails is None or (self._warming is not None and self._warming.is_alive()):
+            return self._warming
+
+        def run():
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)  # Linux: this thread only
+            except (AttributeError, OSError):
+                pass
+            try:
+                for hit in self.searcher.store.iterate(page=1000):
+                    path = self.photos.find(str(hit.payload.get("image_path") or ""))
+                    if path is not None:
+                        self.thumbnails.get(path, str(hit.payload.get("content_hash", "")))
+            except Exception as exc:  # noqa: BLE001 - the galleries make what is missing themselves
+                log.warning("thumbnails not made ahead: %s", exc)
+
+        self._warming = threading.Thread(target=run, name="thumbnails", daemon=True)
+        self._warming.start()
+        return self._warming
 
     def gallery(self, hits: list[Hit], with_score: bool = True) -> list[tuple[str, str]]:
         """(thumbnail, caption) pairs for a Gradio gallery; the full photo is sent when a product is opened."""
@@ -323,6 +434,20 @@ class Refused:
     """An upload refused before decoding (a `data:` URL over the size limit, say); read_upload says why."""
 
     reason: str
+
+
+def upload_key(path) -> tuple | None:
+    """What names an upload's content: a stored file's path, size and time (Gradio names the file by its
+    content), or the hash of pasted bytes; None for what cannot be read (read_upload says why)."""
+    if isinstance(path, (str, os.PathLike)):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return ("file", os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    if isinstance(path, (bytes, bytearray)) and len(path) <= MAX_UPLOAD_BYTES:
+        return ("bytes", hashlib.blake2b(path, digest_size=16).hexdigest())
+    return None
 
 
 def too_large(size: int) -> str:

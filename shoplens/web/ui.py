@@ -26,6 +26,11 @@ PAGE_SIZE = 24
 MAX_PAGE_SIZE = 200
 # Gradio keeps every upload and a copy of every photo it showed: every 10 minutes, drop those older than an hour.
 CACHE_EXPIRY = (600, 3600)
+# Searches (photo, words, the products in a photo) share one limit, well above the photos a shared link's crowd
+# sends at once: they wait in the Shop's encoder batch, not in Gradio's queue one by one; past the Shop's own
+# bound (shoplens.web.shop.MAX_PHOTO_SEARCHES) a search answers "busy, try again in a moment" in the page.
+SEARCH_SLOTS = 128
+SEARCHING = {"concurrency_limit": SEARCH_SLOTS, "concurrency_id": "search"}
 
 CSS = """
 .sl-header h1 {margin-bottom: 0}
@@ -230,18 +235,18 @@ def build(shop: Shop, page_size: int = PAGE_SIZE, cache_expiry: tuple[int, int] 
                          adapt(act.search, out, ["photo", "k", "picked", *filter_names, "words", "all_listings"], 3,
                                n),
                          inputs=[photo, k, picked_state, *dropdowns, words, every], outputs=search_outputs,
-                         api_name="search")
+                         api_name="search", **SEARCHING)
         worded = words.submit(adapt(act.submit_words, out, ["words", "photo", "k", "picked", *filter_names,
                                                             "all_listings"], 4, n),
                               inputs=[words, photo, k, picked_state, *dropdowns, every], outputs=search_outputs,
-                              api_name="search_text")
+                              api_name="search_text", **SEARCHING)
 
         item_inputs = [photo, k, picked_state, *dropdowns, words, items_state, every]
         item_outputs = [items_view, item_pick, status, items_state, *result_outputs, picked_state]
         find = adapt(act.find_items, out, ["photo", "k", "picked", *filter_names, "words", "items", "all_listings"],
                      3, n)
-        searched.then(find, inputs=item_inputs, outputs=item_outputs, api_name="show_items")
-        worded.then(find, inputs=item_inputs, outputs=item_outputs, api_visibility="private")
+        searched.then(find, inputs=item_inputs, outputs=item_outputs, api_name="show_items", **SEARCHING)
+        worded.then(find, inputs=item_inputs, outputs=item_outputs, api_visibility="private", **SEARCHING)
 
         pick_outputs = result_outputs + [picked_state]
         item_pick.input(adapt(act.pick_item, out, ["index", "items", "image"]),
