@@ -100,6 +100,9 @@ def load_image(
     if isinstance(source, Image.Image):
         label = name or "image"
         img = source
+        # Already decoded by the caller (an upload decoded once and shared): its pixels are the photo searched,
+        # so they are not shrunk again; only what is decoded here is reduced.
+        reduce = False
     else:
         label = name or (str(source) if not isinstance(source, bytes) else "uploaded image")
         data = source if isinstance(source, bytes) else read_bytes(source)
