@@ -316,9 +316,15 @@ def print_report(report, as_json: bool) -> int:
 
 
 def cmd_encoders(_args) -> int:
+    from shoplens.encoders.factory import encoder_costs
+
+    costs = encoder_costs()
     for name, text in list_encoders().items():
         mark = " (default)" if name == DEFAULT_ENCODER else ""
-        print(f"{name}{mark}: {text}")
+        cost = costs.get(name)
+        line = (f"; {cost['ms_per_photo']:g} ms per photo ({cost.get('measured', 'measured')})" if cost else
+                "; cost per photo not measured")
+        print(f"{name}{mark}: {text}{line}")
     return 0
 
 

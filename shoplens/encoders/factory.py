@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
+from pathlib import Path
 
 from shoplens.encoders.base import Encoder
 from shoplens.encoders.registry import DEFAULT_ENCODER, DESCRIPTIONS, FACTORIES, UnknownEncoderError
@@ -13,6 +15,19 @@ def list_encoders() -> dict[str, str]:
     """Known encoder names and a line about each."""
     _load_builtin()
     return dict(DESCRIPTIONS)
+
+
+COSTS = Path(__file__).resolve().parent / "costs.json"  # written by `python -m benchmarks.tuning --speed`
+
+
+def encoder_costs() -> dict[str, dict]:
+    """Measured encoding cost per photo by encoder name ({"ms_per_photo", "measured"}), as the benchmark recorded
+    it; empty when it has not been run."""
+    try:
+        data = json.loads(COSTS.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
@@ -29,7 +44,7 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
 
 def _load_builtin() -> None:
     # Importing registers them; the modules import no heavy library at top level.
-    from shoplens.encoders import dinov2, efficientnet, imagebind, tiny  # noqa: F401
+    from shoplens.encoders import dinov2, efficientnet, ensemble, imagebind, tiny  # noqa: F401
 
     # Your own encoders: modules named in $SHOPLENS_PLUGINS that call register() when imported.
     for module in filter(None, os.environ.get("SHOPLENS_PLUGINS", "").split(",")):

@@ -18,6 +18,7 @@ from shoplens.index.tuning import (TUNING_FIELD, TunedEncoder, TuningIndexError,
                                 index_tuning)
 from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
 from shoplens.localise.crop import CROP_DRAFT, MARGIN
+from shoplens.query.expansion import expand_on_store
 from shoplens.query.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.expand import LabelVocabulary
@@ -129,6 +130,13 @@ class Searcher:
                 for h in self.store.search(vector, k + extra, filters) if h.id != exclude][:k]
         return Results(self.checked(hits), time.perf_counter() - started)
 
+    def expanded(self, vector, filters: Filters | None = None, exclude: str | None = None):
+        """`vector` after the query expansion the index's tuning records (shoplens.query.expansion), if any."""
+        tuning = self.tuning
+        if tuning is None or not tuning.expansion:
+            return vector
+        return expand_on_store(self.store.search, self.store.retrieve, vector, tuning.expansion, filters, exclude)
+
     def checked(self, hits: list[Hit]) -> list[Hit]:
         """`hits`, after checking that their vectors carry the tuning this searcher queries with.
 
@@ -174,7 +182,8 @@ class Searcher:
         query = box.crop(img) if box else img
         side = self.text_side if words and self.has_text else None
         colours = colour_profile(query)["colour_vector"] if self.has_colours else None
-        hits = search_photo(self.store, self.encoder.embed(query), k, filters, query_colours=colours, words=words,
+        hits = search_photo(self.store, self.expanded(self.encoder.embed(query), filters), k, filters,
+                            query_colours=colours, words=words,
                             side=side, colour_names=self.colour_names)
         return Results(self.checked(hits), time.perf_counter() - started, box)
 
@@ -192,7 +201,7 @@ class Searcher:
         found = self.store.retrieve([pid], with_vector=True)
         if not found:
             raise StoreError(f"product {product_id!r} is not in the index")
-        hits = search_photo(self.store, found[0].vector, k + 1, filters,
+        hits = search_photo(self.store, self.expanded(found[0].vector, filters, pid), k + 1, filters,
                             query_colours=found[0].payload.get("colour_vector"))
         return Results(self.checked([h for h in hits if h.id != pid][:k]), time.perf_counter() - started)
 
