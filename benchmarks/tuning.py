@@ -154,10 +154,14 @@ def speed(profile: str, photos: int, searches: int) -> dict:
         images = [load_image(p.path, draft_size=enc.draft_size) for p in products[:32]]
         enc.embed_batch(images[:4])  # weights, session, threads
         best = min(_timed(lambda: [enc.embed_batch(images[i:i + 16]) for i in range(0, 32, 16)]) for _ in range(2))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         embed_products(products, enc, batch_size=16, use_cache=False)
-        out[name] = {"encode_ms": round(1000 * best / 32, 1),
-                     "photos_per_s": round(len(products) / (time.perf_counter() - started), 2)}
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        # Wall-clock photos/s is what this (shared, loaded) machine gave; CPU seconds per photo (all threads of this
+        # process) say what 2 free cores would give if both were kept busy: 2 / cpu-seconds per photo.
+        out[name] = {"encode_ms": round(1000 * best / 32, 1), "photos_per_s": round(len(products) / wall, 2),
+                     "cpu_s_per_photo": round(cpu / len(products), 4),
+                     "photos_per_s_2_free_cores": round(2 * len(products) / cpu, 2)}
     # Search: an index of 300 products per encoder (vectors from the cache), tuned with query expansion.
     catalog = Catalog(cat.root, cat.layout, cat.products[:300])
     queries = [p.path for p in random.Random(2).sample(cat.products[300:], searches)]
@@ -247,12 +251,14 @@ def render(results: dict) -> str:
         text += ["Speed, side by side in one run (fashion-images photos; search = Searcher.search_image on a "
                  "300-product Edge index with a tuning and query expansion k 5, alpha 3, what the app calls per "
                  "photo, median of the queries):", "",
-                 "| encoder | encode ms per photo | photos/s with decoding (indexing) | fashion-images index estimate | "
-                 "photo search ms |", "|---|---|---|---|---|"]
+                 "| encoder | encode ms per photo (wall, loaded) | photos/s with decoding, wall (loaded) | CPU s per "
+                 "photo | photos/s on 2 free cores (2 / CPU s) | fashion-images (2,906) index estimate on 2 free cores "
+                 "| photo search ms (wall, loaded) |", "|---|---|---|---|---|---|---|"]
         for name, r in (("efficientnet-lite0", lite0), ("efficientnet-lite-ensemble (default options)", prof)):
             if r:
-                text.append(f"| {name} | {r['encode_ms']} | {r['photos_per_s']} | "
-                            f"{2906 / r['photos_per_s'] / 60:.1f} min | {r['search_ms']} |")
+                text.append(f"| {name} | {r['encode_ms']} | {r['photos_per_s']} | {r['cpu_s_per_photo']} | "
+                            f"{r['photos_per_s_2_free_cores']} | {2906 / r['photos_per_s_2_free_cores'] / 60:.1f} min "
+                            f"| {r['search_ms']} |")
         text.append("")
     text.append("Targets (held-out, the ensemble's best row with its default options):")
     text.append("")
@@ -270,10 +276,12 @@ def render(results: dict) -> str:
         if s in best:
             text.append(f"- {name} ≥ {TARGETS[s]}: {best[s]:.3f}, **{'met' if best[s] >= TARGETS[s] else 'NOT met'}**")
     if speed_ and "efficientnet-lite-ensemble" in speed_:
-        rate = speed_["efficientnet-lite-ensemble"]["photos_per_s"]
+        prof = speed_["efficientnet-lite-ensemble"]
+        rate, wall = prof["photos_per_s_2_free_cores"], prof["photos_per_s"]
         ratio = speed_["search_ratio"]
-        text.append(f"- indexing ≥ {TARGETS['photos_per_s']:g} photos/s on 2 cores: {rate}, "
-                    f"**{'met' if rate >= TARGETS['photos_per_s'] else 'NOT met'}**")
+        text.append(f"- indexing ≥ {TARGETS['photos_per_s']:g} photos/s on 2 cores: {rate} estimated from CPU time "
+                    f"(wall-clock on this loaded machine: {wall}), **{'met' if rate >= TARGETS['photos_per_s'] else 'NOT met'}**"
+                    " (estimate, not a wall-clock measurement on free cores)")
         text.append(f"- photo search ≤ {TARGETS['search_ratio']:g}x efficientnet-lite0: {ratio}x, "
                     f"**{'met' if ratio <= TARGETS['search_ratio'] else 'NOT met'}**")
     return "\n".join(text)

@@ -142,3 +142,37 @@ def test_lda_with_fewer_vectors_than_dimensions_matches_the_full_eigendecomposit
     for i in range(4):
         sign = np.sign(got[:, i] @ want[:, i])
         assert np.allclose(got[:, i], sign * want[:, i], atol=1e-8)
+
+
+def test_an_option_the_encoder_does_not_take_is_a_user_error():
+    with pytest.raises(UserError, match="encoder 'efficientnet-lite0' takes no option 'members'"):
+        create_encoder("efficientnet-lite0", members="lite0,lite1")
+
+
+def test_indexer_records_the_profile_options(tmp_path):
+    """`indexer.py --encoder efficientnet-lite-ensemble --views ... --members ...` builds with those options:
+    the encoder the indexer asks for gets them (the index records them through describe())."""
+    from shoplens.index.indexer import IndexOptions, index_catalog
+
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def encoders(name, **options):
+        asked.update(name=name, **options)
+        raise Stop
+
+    (tmp_path / "cat").mkdir()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "cat" / "a.jpg")
+    options = IndexOptions(tmp_path / "cat", encoder="efficientnet-lite-ensemble", views="crop,flip",
+                           members="lite0,lite2")
+    from shoplens.store.edge import EdgeStore
+
+    store = EdgeStore(tmp_path / "index")
+    try:
+        with pytest.raises(Stop):
+            index_catalog(options, store, encoders=encoders)
+    finally:
+        store.close()
+    assert asked == {"name": "efficientnet-lite-ensemble", "views": "crop,flip", "members": "lite0,lite2"}

@@ -67,3 +67,42 @@ def test_tuning_records_its_expansion(tmp_path):
     again = load_tuning(tmp_path / "t.npz")
     assert again.expansion == {"k": 5, "alpha": 3.0} and again.hash == tuned.hash
     assert Tuning("lda", ["t"], enc, [[{"op": "l2"}]], {}, expansion={"k": 0, "alpha": 1}).expansion == {}
+
+
+@pytest.mark.parametrize("kind", ["edge", "qdrant-client"])
+def test_search_applies_the_tunings_expansion_on_every_store(tmp_path, monkeypatch, kind):
+    """An index whose tuning records an expansion: the Searcher moves the query photo's vector towards its top k
+    stored neighbours (the photo's own copy left out), worked out here from the hand-made vectors."""
+    from conftest import ColourEncoder, fresh_cache
+    from PIL import Image
+    from test_tuning_index import PRODUCTS, W_HAND, hand_tuning, make_catalog, raw_by_hand, sync, tuned_by_hand
+
+    from shoplens.query.search import Searcher
+    from shoplens.store.edge import EdgeStore
+    from shoplens.store.remote import QdrantStore
+
+    monkeypatch.setenv("SHOPLENS_CACHE", str(fresh_cache(tmp_path / "cache")))
+    catalog = make_catalog(tmp_path / "catalog")
+    tuning = hand_tuning()
+    tuning.expansion = {"k": 2, "alpha": 1.0}
+    store = EdgeStore(tmp_path / "idx") if kind == "edge" else QdrantStore(":memory:")
+    try:
+        enc = ColourEncoder()
+        sync(catalog, store, enc, tuning=tuning)
+        searcher = Searcher(store, store.read_meta(), _encoder=enc)
+        assert searcher.tuning.expansion == {"k": 2, "alpha": 1.0}
+        raw = raw_by_hand(catalog)
+        stored = {pid: tuned_by_hand(raw[pid], W_HAND) for pid in PRODUCTS}
+        q = stored["y1"]  # the query photo is y1's own photo: y1 (cosine 1) is its copy and is left out
+        sims = sorted(((float(q @ v), pid) for pid, v in stored.items() if float(q @ v) <= 0.99), reverse=True)[:2]
+        assert [pid for _s, pid in sims] == ["r1", "r2"]  # cosines 0.78 and 0.75 with the hand-made projection
+        want = q + sum(s * stored[pid] for s, pid in sims)
+        want = want / np.linalg.norm(want)
+        np.testing.assert_allclose(searcher.expanded(q.astype(np.float32)), want, atol=1e-5)
+        query = Image.open(catalog / "photos" / "y1.jpg").convert("RGB")
+        top = searcher.search_image(query, k=3, crop="off").hits
+        # The hits were found with the expanded vector: their cosine to it, not to the photo's own vector (1.0).
+        assert top[0].similarity == pytest.approx(float(want @ stored[top[0].product_id]), abs=1e-4)
+        assert top[0].similarity < 0.999
+    finally:
+        store.close()

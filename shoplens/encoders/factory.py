@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from shoplens.encoders.base import Encoder
+from shoplens.errors import UserError
 from shoplens.encoders.registry import DEFAULT_ENCODER, DESCRIPTIONS, FACTORIES, UnknownEncoderError
 
 
@@ -39,7 +40,18 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
         raise UnknownEncoderError(
             f"unknown encoder {name!r}; known encoders: {', '.join(sorted(FACTORIES))}"
         ) from None
-    return factory(**options)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise UserError(f"encoder {name!r} takes no option {str(exc).rsplit(' ', 1)[-1]} "
+                        f"(given: {', '.join(sorted(options))})") from None
+
+
+def profile_options(args) -> dict:
+    """The encoder options a command line gives (--views, --members), without the ones left out."""
+    return {key: getattr(args, key) for key in ("views", "members") if getattr(args, key, None)}
 
 
 def _load_builtin() -> None:
