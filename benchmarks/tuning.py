@@ -40,8 +40,8 @@ from shoplens.catalog import Catalog, read_catalog
 from shoplens.encoders import create_encoder
 from shoplens.encoders.ensemble import EnsembleEncoder, combine
 from shoplens.index.embedcache import embed_products
-from shoplens.tune.crossval import cross_validate, query_evaluation
-from shoplens.tune.fit import fit_tuning, gather, score, split_groups
+from shoplens.tune.crossval import assign_folds, merge, query_evaluation
+from shoplens.tune.fit import fit_tuning, gather, holdout_groups, score, split_groups
 from shoplens.tune.expansion import choose_expansion
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
@@ -92,6 +92,14 @@ def labelled_set(variant: str, catalog, fields, photos=(), photos_layout="auto")
     return dataclasses.replace(data, vectors=vectors_for(variant, data.products, data.hashes))
 
 
+def fi_catalog(sample: int | None):
+    """fashion-images, or a fixed-seed (0) sample of it (shoplens.quality.evaluate.sample_products)."""
+    from shoplens.quality.evaluate import sample_products
+
+    cat = read_catalog(DATASETS / "fashion-images")
+    return Catalog(cat.root, cat.layout, sample_products(cat.products, sample, 0)) if sample else cat
+
+
 def fp_catalog(sample: int | None):
     cat = read_catalog(DATASETS / "fashion-product-images-small")
     if sample and sample < len(cat.products):
@@ -100,41 +108,70 @@ def fp_catalog(sample: int | None):
     return cat
 
 
-def quality(variant: str, method: str, sets: list[str], fp_sample: int | None, expansion: bool) -> dict:
+def cross_validated(data, fields, meta, method: str, folds: int = 5, seed: int = 0):
+    """(untuned, tuned, tuned + query expansion, settings chosen) over the same folds and fits.
+
+    The same steps as shoplens.tune.crossval.cross_validate (what `evaluate --tune-folds` runs), with and without
+    the expansion from one fit per fold: its tuned + expansion figure is `evaluate --tune-folds 5`'s."""
+    fold = assign_folds(holdout_groups(data), folds, seed)
+    before, plain, expanded, chosen = [], [], [], []
+    for f in range(folds):
+        fit_rows = np.flatnonzero(data.labelled & (fold != f))
+        query_rows = np.flatnonzero(fold == f)
+        tuning = fit_tuning(data.vectors[fit_rows], [data.labels[i] for i in fit_rows], fields, meta, method, seed)
+        before.append(score(data, query_rows, fields, meta, protocol="cross-validated"))
+        plain.append(score(data, query_rows, fields, meta, tuning, protocol="cross-validated"))
+        tuning.expansion = choose_expansion(data, fit_rows, fields, meta, method, seed)
+        chosen.append(tuning.expansion)
+        expanded.append(score(data, query_rows, fields, meta, tuning, protocol="cross-validated"))
+    return merge(before, "cv"), merge(plain, "cv"), merge(expanded, "cv"), chosen
+
+
+def quality(variant: str, method: str, sets: list[str], fp_sample: int | None,
+            fi_sample: int | None = None) -> dict[str, dict]:
+    """{"plain": row, "qe": row} for one variant and method."""
     meta = variant_meta(variant)
-    out: dict = {}
+    rows: dict = {"plain": {}, "qe": {}}
     for key, fields in (("fi", ["product_type"]), ("fic", ["product_type", "colour"])):
         if key in sets:
-            data = labelled_set(variant, DATASETS / "fashion-images", fields)
+            data = labelled_set(variant, fi_catalog(fi_sample), fields)
             started = time.perf_counter()
-            before, after = cross_validate(data, fields, fields, meta, method, 5, 0, expansion=expansion)
-            out[key] = {"before": before.summary["precision@10"], "after": after.summary["precision@10"],
-                        "seconds_per_fold": round((time.perf_counter() - started) / 5, 1)}
+            before, plain, expanded, chosen = cross_validated(data, fields, meta, method)
+            per_fold = round((time.perf_counter() - started) / 5, 1)
+            for name, ev in (("plain", plain), ("qe", expanded)):
+                rows[name][key] = {"before": before.summary["precision@10"], "after": ev.summary["precision@10"],
+                                   "seconds_per_fold": per_fold}
+            rows["qe"][key]["expansion"] = chosen
     if "fp" in sets:
         data = labelled_set(variant, fp_catalog(fp_sample), ["article_type"])
         held = split_groups(data.groups, 0.2, 0)
-        rows = np.flatnonzero(data.labelled & ~held)
-        started = time.perf_counter()
-        tuning = fit_tuning(data.vectors[rows], [data.labels[i] for i in rows], ["article_type"], meta, method, 0)
-        seconds = time.perf_counter() - started
-        if expansion:
-            tuning.expansion = choose_expansion(data, rows, ["article_type"], meta, method, 0)
+        fit_rows = np.flatnonzero(data.labelled & ~held)
         queries = np.flatnonzero(data.labelled & held)
-        out["fp"] = {"before": score(data, queries, ["article_type"], meta).summary["precision@10"],
-                     "after": score(data, queries, ["article_type"], meta, tuning).summary["precision@10"],
-                     "seconds_fit": round(seconds, 1), "products": len(data.products), "expansion": tuning.expansion}
+        started = time.perf_counter()
+        tuning = fit_tuning(data.vectors[fit_rows], [data.labels[i] for i in fit_rows], ["article_type"], meta,
+                            method, 0)
+        seconds = round(time.perf_counter() - started, 1)
+        before = score(data, queries, ["article_type"], meta).summary["precision@10"]
+        rows["plain"]["fp"] = {"before": before, "seconds_fit": seconds, "products": len(data.products),
+                               "after": score(data, queries, ["article_type"], meta, tuning).summary["precision@10"]}
+        tuning.expansion = choose_expansion(data, fit_rows, ["article_type"], meta, method, 0)
+        rows["qe"]["fp"] = {**rows["plain"]["fp"], "expansion": tuning.expansion,
+                            "after": score(data, queries, ["article_type"], meta, tuning).summary["precision@10"]}
     if "g" in sets:
         grocery = DATASETS / "grocery-store"
         data = labelled_set(variant, grocery, ["fine_id"], [grocery / "train.txt"], "grocery-photos")
         val = embed_products(read_catalog(grocery / "val.txt", "grocery-photos").products, member_encoders(variant)[0])
         qv = vectors_for(variant, val.products, val.hashes)
-        started = time.perf_counter()
-        before, after, tuning, _left = query_evaluation(data, val.products, val.hashes, qv, ["fine_id"], ["fine_id"],
-                                                        meta, method, 0, expansion=expansion)
-        out["g"] = {"before": [before.summary["hit@1"], before.summary["hit@5"]],
-                    "after": [after.summary["hit@1"], after.summary["hit@5"]],
-                    "seconds_fit": round(time.perf_counter() - started, 1), "expansion": tuning.expansion}
-    return out
+        for name, qe in (("plain", False), ("qe", True)):
+            started = time.perf_counter()
+            before, after, tuning, _left = query_evaluation(data, val.products, val.hashes, qv, ["fine_id"],
+                                                            ["fine_id"], meta, method, 0, expansion=qe)
+            rows[name]["g"] = {"before": [before.summary["hit@1"], before.summary["hit@5"]],
+                               "after": [after.summary["hit@1"], after.summary["hit@5"]],
+                               "seconds_fit": round(time.perf_counter() - started, 1)}
+            if qe:
+                rows[name]["g"]["expansion"] = tuning.expansion
+    return rows
 
 
 def speed(profile: str, photos: int, searches: int) -> dict:
@@ -223,8 +260,11 @@ def render(results: dict) -> str:
             "grocery val R@1 / R@5 | encode ms per photo | fit s | query expansion (fi / fp / g) |",
             "|---|---|---|---|---|---|---|---|---|"]
     speed_ = results.get("speed", {})
-    for key, row in sorted(results.get("rows", {}).items()):
-        variant, method, qe = key.split("|")
+    order = {name: i for i, name in enumerate(VARIANTS)}
+    for key, row in sorted(results.get("rows", {}).items(),
+                           key=lambda kv: (order.get(kv[0].split("|")[0], 99), kv[0])):
+        variant, method, qe, *rest = key.split("|")
+        sample = rest[0][2:] if rest else ""
         members, views = VARIANTS.get(variant, (variant, "crop"))
         enc_name = "efficientnet-lite0" if variant == "lite0" else "efficientnet-lite-ensemble"
         ms = speed_.get(enc_name, {}).get("encode_ms") if variant in ("lite0", "ensemble") else None
@@ -234,18 +274,28 @@ def render(results: dict) -> str:
             return "-" if r is None else f"{r[k]:.3f}"
 
         untuned = f"untuned {cell(fi, 'before')}" if fi else ""
-        desc = f"{variant} ({members.replace('efficientnet-', '')}, views {views})"
+        desc = f"{variant} ({members.replace('efficientnet-', '')}, views {views})" + (
+            f", **fashion-images sample of {int(sample):,}**" if sample else "")
         rows.append(f"| {desc} | {method}{' + QE' if qe == 'qe' else ''} | {cell(fi)} ({untuned}) | {cell(fic)} | "
                     f"{cell(fp)}{' (' + str(fp['products']) + ' products)' if fp else ''} | "
                     + (f"{g['after'][0]:.3f} / {g['after'][1]:.3f} (untuned {g['before'][0]:.3f})" if g else "-")
                     + f" | {ms if ms is not None else '-'} | "
                     + (f"{fi['seconds_per_fold']} per fold" if fi else "-") + " | "
-                    + " / ".join(json.dumps((r or {}).get("expansion")) if r and "expansion" in r else "-"
+                    + " / ".join(_settings(r.get("expansion")) if r and "expansion" in r else "-"
                                  for r in (fi, fp, g)) + " |")
     lines = rows
     text = [f"_Machine: {machine()}; rows run {results.get('first', '?')} to {results.get('last', '?')}; command "
             "`python -m benchmarks.tuning` (see its docstring); 2 cores shared with other jobs, so seconds are "
-            "wall-clock under load._", "", *lines, ""]
+            "wall-clock under load._", "",
+            "Protocols: fashion-images = `evaluate --tune-folds 5` (5 folds over near-duplicate groups, seed 0, each "
+            "fold's photos query the whole catalog, near-duplicates left out); 9.6k = a 20 % held-out split of the "
+            "groups as `tune` reports it (on the fixed-seed sample named in the cell); grocery = fitted on the 81 "
+            "iconic images + 2,640 train photos, the 296 val photos query the 81 iconic images, scored once per row. "
+            "`+ QE`: the tuning's alpha query expansion, chosen per fit on an inner 20 % of the fitted groups (or "
+            "train photos), never on the reported photos; the last column lists the settings chosen (per fold on "
+            "fashion-images; k0 = none). \"-\": not run. Vectors of several members are combined as the "
+            "`efficientnet-lite-ensemble` encoder combines them, from each member's cached vectors.", "",
+            *lines, ""]
     if speed_:
         lite0, prof = speed_["efficientnet-lite0"], speed_.get("efficientnet-lite-ensemble", {})
         text += ["Speed, side by side in one run (fashion-images photos; search = Searcher.search_image on a "
@@ -287,6 +337,14 @@ def render(results: dict) -> str:
     return "\n".join(text)
 
 
+def _settings(value) -> str:
+    """Chosen expansion settings, compactly: 'k5 a3 x4, k0 x1' (k0: none)."""
+    items = value if isinstance(value, list) else [value]
+    names = [f"k{v['k']} a{v['alpha']:g}" if v else "k0" for v in items]
+    counts = {n: names.count(n) for n in dict.fromkeys(names)}
+    return ", ".join(f"{n} x{c}" if len(items) > 1 else n for n, c in counts.items())
+
+
 def write(results: dict) -> None:
     block = f"<!-- bench:tuning -->\n{render(results).strip()}\n<!-- /bench:tuning -->\n"
     replace_block(DOC, "bench:tuning", block)
@@ -297,9 +355,11 @@ def main() -> None:
     parser.add_argument("--variants", default="lite0,ensemble")
     parser.add_argument("--methods", default="lda-sqrt")
     parser.add_argument("--sets", default="fi,fic,fp,g")
+    parser.add_argument("--fi-sample", type=int, default=None,
+                        help="fixed-seed sample of fashion-images (seed 0); its rows are kept apart")
     parser.add_argument("--fp-sample", type=int, default=None, help="fixed-seed sample of the 9.6k set (seed 0)")
-    parser.add_argument("--no-expansion", action="store_true", help="rows without query expansion only")
     parser.add_argument("--speed", action="store_true", help="measure speed side by side with efficientnet-lite0")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the doc block from stored results")
     parser.add_argument("--photos", type=int, default=96)
     parser.add_argument("--searches", type=int, default=12)
     args = parser.parse_args()
@@ -307,17 +367,16 @@ def main() -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     results.setdefault("first", stamp)
     sets = [s for s in args.sets.split(",") if s]
-    for variant in filter(None, args.variants.split(",")):
+    for variant in [] if args.render_only else filter(None, args.variants.split(",")):
         for method in args.methods.split(","):
-            for qe in ((False,) if args.no_expansion else (False, True)):
-                key = f"{variant}|{method}|{'qe' if qe else 'plain'}"
-                row = results.setdefault("rows", {}).setdefault(key, {})
-                row.update(quality(variant, method, sets, args.fp_sample, qe))
+            for name, row in quality(variant, method, sets, args.fp_sample, args.fi_sample).items():
+                key = f"{variant}|{method}|{name}" + (f"|fi{args.fi_sample}" if args.fi_sample else "")
+                results.setdefault("rows", {}).setdefault(key, {}).update(row)
                 print(key, json.dumps(row), flush=True)
-                results["last"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-                OUT.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(json.dumps(results, indent=1))
-    if args.speed:
+            results["last"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            OUT.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1))
+    if args.speed and not args.render_only:
         results["speed"] = speed("efficientnet-lite-ensemble", args.photos, args.searches)
         results["last"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         print(json.dumps(results["speed"]), flush=True)

@@ -577,7 +577,10 @@ def cmd_tune(args) -> int:
     written = result.improved or args.force
     if written:
         tuning.save(args.out)
-        print(f"wrote {args.out}: {tuning.kind}, {tuning.out_dim}-d in {tuning.dim}, hash {tuning.hash[:12]}, "
+        expansion = (f"query expansion k {tuning.expansion['k']}, alpha {tuning.expansion['alpha']:g}"
+                     if tuning.expansion else "no query expansion")
+        print(f"wrote {args.out}: {tuning.kind}, {tuning.out_dim}-d in {tuning.dim}, {expansion}, "
+              f"hash {tuning.hash[:12]}, "
               f"{result.seconds:.1f} s (vectors {info['seconds_vectors']} s, held-out fit {info['seconds_measure']} s, "
               f"fit {info['seconds_fit']} s)")
         if not result.improved:

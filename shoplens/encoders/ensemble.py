@@ -18,6 +18,7 @@ The members run in parallel, one thread each (onnxruntime releases the GIL), wit
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -86,6 +87,7 @@ class EnsembleEncoder(Encoder):
         self.version = f"{ENSEMBLE_VERSION}-" + "+".join(m.version for m in self.members)
         self.draft_size = max(m.draft_size for m in self.members)
         self._pool = None
+        self._lock = threading.Lock()  # the app embeds from several threads: one pool, created once
 
     def member_encoders(self) -> list[EfficientNetLiteEncoder]:
         """The members, each a plain EfficientNet-Lite encoder with its own embedding-cache key."""
@@ -96,8 +98,9 @@ class EnsembleEncoder(Encoder):
             return np.zeros((0, self.dim), np.float32)
         if len(self.members) == 1:
             return combine([self.members[0].embed_batch(images)])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="ensemble")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=len(self.members), thread_name_prefix="ensemble")
         vectors = list(self._pool.map(lambda m: m.embed_batch(images), self.members))
         return combine(vectors)
 

@@ -186,8 +186,8 @@ def check_tuning(tuning: Tuning, encoder_meta: dict) -> None:
                 f"({encoder_meta.get('dim')}-d); fit one for it with: python -m shoplens tune CATALOG "
                 f"--label {','.join(tuning.label)} --encoder {encoder_meta.get('encoder')} --out FILE")
     if dict(mine.get("encoder_options") or {}) != dict(encoder_meta.get("encoder_options") or {}):
-        raise TuningError(f"this tuning was fitted with encoder {mine.get('encoder')} options "
-                          f"{mine.get('encoder_options') or {}}, not {encoder_meta.get('encoder_options') or {}}; fit "
+        raise TuningError(f"this tuning was fitted with encoder options {mine.get('encoder_options') or {}} "
+                          f"({mine.get('encoder')}), not {encoder_meta.get('encoder_options') or {}}; fit "
                           f"one for these options with: python -m shoplens tune CATALOG --label "
                           f"{','.join(tuning.label)} --encoder {encoder_meta.get('encoder')} --out FILE")
 
