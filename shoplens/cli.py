@@ -10,6 +10,7 @@ from pathlib import Path
 from shoplens.catalog import LAYOUTS
 from shoplens.download import download_fashion_images
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder, list_encoders
+from shoplens.encoders.factory import profile_options
 from shoplens.errors import UserError
 from shoplens.index.duplicates import GROUP_FIELD, check_threshold, has_groups
 from shoplens.index.indexer import IndexOptions, index_catalog
@@ -101,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_profile_args(p: argparse.ArgumentParser) -> None:
+    """Encoder options that move a shop along the quality/cost frontier (recorded with the index)."""
+    p.add_argument("--views", default=None, metavar="VIEWS",
+                   help="EfficientNet-Lite encoders: views averaged per photo, names from crop,flip,zoom,zoomflip or "
+                        "a count 1-4 (each costs one more pass; default crop)")
+    p.add_argument("--members", default=None, metavar="LIST",
+                   help="efficientnet-lite-ensemble: its members, e.g. lite0,lite1,lite2 or lite0@320,lite2 "
+                        "(default lite0,lite1,lite2 at native sizes)")
+
+
 def add_index_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("catalog", type=Path, help="catalog folder, or a CSV manifest with a 'path' column")
     add_store_args(p)
@@ -111,6 +122,7 @@ def add_index_args(p: argparse.ArgumentParser) -> None:
                    help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
                    help="square the photo by centre crop, padding, or trimming plain margins then padding")
+    add_profile_args(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per encoder batch (default 32)")
     p.add_argument("--prune", action="store_true", help="remove products that left the catalog")
     p.add_argument("--text", choices=["auto", "off"], default="auto",
@@ -357,9 +369,15 @@ def print_report(report, as_json: bool) -> int:
 
 
 def cmd_encoders(_args) -> int:
+    from shoplens.encoders.factory import encoder_costs
+
+    costs = encoder_costs()
     for name, text in list_encoders().items():
         mark = " (default)" if name == DEFAULT_ENCODER else ""
-        print(f"{name}{mark}: {text}")
+        cost = costs.get(name)
+        line = (f"; {cost['ms_per_photo']:g} ms per photo ({cost.get('measured', 'measured')})" if cost else
+                "; cost per photo not measured")
+        print(f"{name}{mark}: {text}{line}")
     return 0
 
 
@@ -378,6 +396,7 @@ def add_evaluate_args(p) -> None:
                    help=f"encoder name, or onnx:DIR for your own model (default {DEFAULT_ENCODER}, or the index's)")
     p.add_argument("--fit", choices=["crop", "pad", "trim"], default=None,
                    help="square the photo by centre crop, padding, or trimming plain margins then padding")
+    add_profile_args(p)
     p.add_argument("--crop", choices=CROP_MODES, default=None,
                    help=f"cut each --queries photo to its best product box first (auto) or not (off); "
                         f"default {DEFAULT_CROP} with --queries, off in leave-one-out")
@@ -426,9 +445,10 @@ def cmd_evaluate(args) -> int:
         return _cmd_evaluate_tuned(args, use_index)
     from shoplens.quality.evaluate import evaluate
 
-    options = {"fit": args.fit} if args.fit else {}
-    if use_index and args.fit:
-        raise UserError("--fit cannot change an existing index's vectors; leave it out or evaluate the catalog")
+    options = {**({"fit": args.fit} if args.fit else {}), **profile_options(args)}
+    if use_index and (args.fit or profile_options(args)):
+        raise UserError("--fit, --views and --members cannot change an existing index's vectors; leave them out "
+                        "or evaluate the catalog")
     encoder, tuning = args.encoder, None
     if args.tuning is not None:
         from shoplens.vectors.tuning import check_tuning, load_tuning
@@ -493,7 +513,7 @@ def _cmd_evaluate_tuned(args, use_index: bool) -> int:
     eval_fields = parse_label(args.label)
     fit_fields = parse_label(args.tune_label) if args.tune_label else eval_fields
     method = args.method or DEFAULT_METHOD
-    encoder = create_encoder(args.encoder or DEFAULT_ENCODER)
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, **profile_options(args))
     meta = encoder.describe()
     data = gather(args.catalog, fit_fields, args.photos, encoder, args.layout, args.photos_layout,
                   not args.quiet, not args.no_cache, args.batch_size)
@@ -556,6 +576,7 @@ def add_tune_args(p) -> None:
     p.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS], help="catalog layout (default: detect)")
     p.add_argument("--photos-layout", default="auto", choices=["auto", *LAYOUTS], help="layout of --photos")
     p.add_argument("--encoder", default=None, help=f"backbone encoder (default {DEFAULT_ENCODER})")
+    add_profile_args(p)
     methods = "; ".join(f"{k}: {v}" for k, v in list_methods().items())
     p.add_argument("--method", default=DEFAULT_METHOD, help=f"tuning method (default {DEFAULT_METHOD}). {methods}")
     p.add_argument("--force", action="store_true",
@@ -576,7 +597,9 @@ def cmd_tune(args) -> int:
         raise UserError("--holdout must be between 0 and 1")
     if args.out.exists() and args.out.is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file name such as {args.out / 'tuning.npz'}")
-    result = tune_catalog(args.catalog, args.label, args.photos, args.encoder, args.method, not args.quiet,
+    options = profile_options(args)
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, **options) if options else args.encoder
+    result = tune_catalog(args.catalog, args.label, args.photos, encoder, args.method, not args.quiet,
                           layout=args.layout, photos_layout=args.photos_layout, holdout=args.holdout,
                           seed=args.seed, use_cache=not args.no_cache, batch_size=args.batch_size)
     tuning, info, figures = result.tuning, result.info, result.figures
@@ -596,7 +619,10 @@ def cmd_tune(args) -> int:
     written = result.improved or args.force
     if written:
         tuning.save(args.out)
-        print(f"wrote {args.out}: {tuning.kind}, {tuning.out_dim}-d in {tuning.dim}, hash {tuning.hash[:12]}, "
+        expansion = (f"query expansion k {tuning.expansion['k']}, alpha {tuning.expansion['alpha']:g}"
+                     if tuning.expansion else "no query expansion")
+        print(f"wrote {args.out}: {tuning.kind}, {tuning.out_dim}-d in {tuning.dim}, {expansion}, "
+              f"hash {tuning.hash[:12]}, "
               f"{result.seconds:.1f} s (vectors {info['seconds_vectors']} s, held-out fit {info['seconds_measure']} s, "
               f"fit {info['seconds_fit']} s)")
         if not result.improved:

@@ -279,7 +279,7 @@ def test_another_model_is_refused_with_the_command_that_fixes_it(models, catalog
 
 def test_the_embedding_cache_keys_on_the_digest(models, tmp_path, cache):
     from shoplens.encoders import create_encoder
-    from shoplens.index.embedcache import cache_file
+    from shoplens.vectors.embedcache import cache_file
 
     folder = write_folder(tmp_path / "model", models["image"])
     path = cache_file(create_encoder(f"onnx:{folder}"))

@@ -337,3 +337,20 @@ def test_type_list_alike_on_both_stores(shop, tmp_path):
                 == [h.id for h in searchers[1].search_text(query, k=8).hits]), query
     for s in searchers:
         s.close()
+
+
+def test_score_phrasings_loads_a_lazy_bridge():
+    """The bridge loads on first use (TextSide.get_bridge): the scorer must ask for it, not skip the bridge mode
+    because it has not been loaded yet (the stale bridge row of docs/quality.md came from that skip)."""
+    class Side:
+        bridge = None
+
+        def get_bridge(self):
+            self.bridge = object()
+            return self.bridge
+
+    def search(_side, query, k, mode):
+        return [Hit("0", 1.0, BAG)]
+
+    result = score_phrasings(Side(), [BAG, SHOE], [PH], modes=("keyword", "bridge"), search=search)
+    assert set(result.per_query) == {"keyword", "bridge"} and result.per_query["bridge"] == {"tote": 1.0}

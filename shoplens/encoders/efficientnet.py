@@ -17,7 +17,7 @@ from shoplens.atomic import atomic_write
 from shoplens.cache import cache_dir
 from shoplens.encoders.base import EncoderError, l2_normalise
 from shoplens.encoders.onnx import OnnxEncoder
-from shoplens.encoders.preprocess import FIT_MODES
+from shoplens.encoders.preprocess import FIT_MODES, fit_square, to_tensor
 from shoplens.encoders.registry import register
 from shoplens.errors import UserError
 
@@ -71,11 +71,11 @@ def feature_module(model):
     return Features(model).eval()
 
 
-def export_onnx(variant: str, path: Path) -> Path:
-    """Export the feature extractor of `variant` to `path` (atomically)."""
+def export_onnx(variant: str, path: Path, size: int | None = None) -> Path:
+    """Export the feature extractor of `variant` for `size` px inputs (default: native) to `path` (atomically)."""
     import torch
 
-    size = VARIANTS[variant][0]
+    size = size or VARIANTS[variant][0]
     module = feature_module(load_torch_model(variant))
     dummy = torch.zeros(1, 3, size, size)
 
@@ -89,35 +89,100 @@ def export_onnx(variant: str, path: Path) -> Path:
     return atomic_write(path, write)
 
 
+# Views of one photo whose features are averaged (test-time augmentation): the fitted square, its mirror
+# image, and the centre ZOOM of it (the product fills more of the input: helps shoppers' photos), mirrored.
+VIEWS = ("crop", "flip", "zoom", "zoomflip")
+ZOOM = 0.8
+SIZES = (160, 512)  # input sizes accepted for a member (px)
+
+
+def parse_views(views) -> tuple[str, ...]:
+    """'crop,flip' / 2 / ('crop', 'flip') -> ('crop', 'flip'); a number n means the first n of VIEWS."""
+    if isinstance(views, int) or (isinstance(views, str) and views.strip().isdigit()):
+        n = int(views)
+        if not 1 <= n <= len(VIEWS):
+            raise UserError(f"views must be 1 to {len(VIEWS)} or names from {', '.join(VIEWS)}, not {views!r}")
+        return VIEWS[:n]
+    names = tuple(v.strip() for v in (views.split(",") if isinstance(views, str) else views) if v.strip())
+    bad = [v for v in names if v not in VIEWS]
+    if bad or not names or len(set(names)) != len(names):
+        raise UserError(f"views must be distinct names from {', '.join(VIEWS)} (or a count 1-{len(VIEWS)}), "
+                        f"not {views!r}")
+    return names
+
+
 class EfficientNetLiteEncoder(OnnxEncoder):
-    """ImageNet EfficientNet-Lite features, 1280-d, L2-normalised."""
+    """ImageNet EfficientNet-Lite features, 1280-d, L2-normalised.
+
+    `size` (default: the variant's native input) and `views` (default: the fitted square only) are recorded in
+    `options` only when they differ from the defaults, so indexes and caches made before they existed stay valid.
+    """
 
     dim = 1280
     mean, std = MEAN, STD
 
-    def __init__(self, variant: str = "efficientnet-lite0", fit: str = "crop", threads: int | None = None):
+    def __init__(self, variant: str = "efficientnet-lite0", fit: str = "crop", threads: int | None = None,
+                 size: int | None = None, views="crop"):
         if fit not in FIT_MODES:
             raise UserError(f"fit must be one of {FIT_MODES}, not {fit!r}")
+        native = VARIANTS[variant][0]
+        size = int(size or native)
+        if not SIZES[0] <= size <= SIZES[1]:
+            raise UserError(f"size of {variant} must be {SIZES[0]}-{SIZES[1]} px, not {size}")
         self.name = variant
-        self.size = VARIANTS[variant][0]
+        self.size = size
         self.fit = fit
+        self.views = parse_views(views)
         self.options = {"fit": fit}
+        if size != native:
+            self.options["size"] = size
+        if self.views != ("crop",):
+            self.options["views"] = ",".join(self.views)
         self.version = f"{EXPORT_VERSION}-{fit}{self.size}"
-        self.draft_size = self.size
+        zoomed = any(v.startswith("zoom") for v in self.views)
+        self.draft_size = int(np.ceil(self.size / ZOOM)) if zoomed else self.size
         super().__init__(threads)
 
     def onnx_path(self) -> Path:
-        return cache_dir("onnx") / f"{self.name}-v{EXPORT_VERSION}.onnx"
+        native = self.size == VARIANTS[self.name][0]
+        return cache_dir("onnx") / (f"{self.name}-v{EXPORT_VERSION}.onnx" if native
+                                    else f"{self.name}-{self.size}px-v{EXPORT_VERSION}.onnx")
 
     def build_onnx(self, path: Path) -> None:
-        export_onnx(self.name, path)
+        export_onnx(self.name, path, self.size)
+
+    def view_tensors(self, img: Image.Image) -> list[np.ndarray]:
+        """The photo's views as CHW inputs, in the order of `self.views`."""
+        out = []
+        base = zoom = None
+        for view in self.views:
+            if view in ("crop", "flip"):
+                base = base or fit_square(img, self.size, self.fit)
+                pic = base
+            else:
+                if zoom is None:
+                    # Fit to a larger square, keep its centre: more of the input is product, at full resolution.
+                    big = fit_square(img, int(round(self.size / ZOOM)), self.fit)
+                    left = (big.size[0] - self.size) // 2
+                    zoom = big.crop((left, left, left + self.size, left + self.size))
+                pic = zoom
+            if view.endswith("flip"):
+                pic = pic.transpose(Image.FLIP_LEFT_RIGHT)
+            out.append(to_tensor(pic, self.mean, self.std))
+        return out
 
     def embed_batch(self, images: list[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        batch = np.stack([self.preprocess(img) for img in images])
+        if self.views == ("crop",):
+            batch = np.stack([self.preprocess(img) for img in images])
+            (features,) = self.session().run(["features"], {"pixels": batch})
+            return l2_normalise(features)
+        n = len(self.views)
+        batch = np.stack([t for img in images for t in self.view_tensors(img)])
         (features,) = self.session().run(["features"], {"pixels": batch})
-        return l2_normalise(features)
+        # The views' pooled features averaged per photo, then normalised (views weigh equally).
+        return l2_normalise(features.reshape(len(images), n, -1).mean(axis=1))
 
 
 for _variant in VARIANTS:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shoplens.catalog import read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, create_encoder
+from shoplens.encoders.factory import profile_options
 from shoplens.errors import UserError
 
 
@@ -25,6 +26,8 @@ class IndexOptions:
     layout: str = "auto"
     encoder: str | None = None
     fit: str | None = None
+    views: str | None = None  # encoder option of the EfficientNet-Lite encoders (e.g. crop,flip)
+    members: str | None = None  # encoder option of efficientnet-lite-ensemble
     batch_size: int = 32
     prune: bool = False
     text: str = "auto"
@@ -110,6 +113,7 @@ def index_catalog(options: IndexOptions, store, encoders=None, progress=None, fi
         encoder_options = dict(fitted.get("encoder_options") or {})
     if options.fit:
         encoder_options["fit"] = options.fit
+    encoder_options.update(profile_options(options))
     encoder = encoders(name, **encoder_options)
     text = None
     if options.text == "auto" and catalog_has_text([p.metadata for p in catalog.products]):

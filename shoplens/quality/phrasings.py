@@ -127,7 +127,7 @@ def score_phrasings(side, payloads: list[dict], phrasings: list[Phrasing], modes
     result.unscored = [ph.query for ph in phrasings if counts[ph.query] == 0]
     scored = [ph for ph in phrasings if counts[ph.query]]
     for mode in modes:
-        if mode == "bridge" and side.bridge is None:
+        if mode == "bridge" and side.get_bridge() is None:  # loaded on first use; skipped only when there is none
             continue
         result.per_query[mode] = {ph.query: capped_precision([h.payload for h in search(side, ph.query, k, mode=mode)],
                                                              ph, counts[ph.query], k) for ph in scored}

@@ -19,6 +19,7 @@ from shoplens.index.tuning import (TUNING_FIELD, TunedEncoder, TuningIndexError,
 from shoplens.localise import DEFAULT_CROP, DEFAULT_LOCALISER, Box, Localiser, check_crop, create_localiser
 from shoplens.localise.crop import CROP_DRAFT, MARGIN
 from shoplens.query.collapse import collapsed, group_of
+from shoplens.query.expansion import expand_on_store
 from shoplens.query.hybrid import TextSide, search_photo, search_text
 from shoplens.store import Filters, Hit, Store, StoreError, check_encoder, open_store, point_id, text_dim
 from shoplens.text.expand import LabelVocabulary
@@ -133,6 +134,13 @@ class Searcher:
             for h in self.store.search(vector, n + extra, filters) if h.id != exclude][:n], k, all_listings)
         return Results(self.checked(hits), time.perf_counter() - started)
 
+    def expanded(self, vector, filters: Filters | None = None, exclude: str | None = None):
+        """`vector` after the query expansion the index's tuning records (shoplens.query.expansion), if any."""
+        tuning = self.tuning
+        if tuning is None or not tuning.expansion:
+            return vector
+        return expand_on_store(self.store.search, self.store.retrieve, vector, tuning.expansion, filters, exclude)
+
     def checked(self, hits: list[Hit]) -> list[Hit]:
         """`hits`, after checking that their vectors carry the tuning this searcher queries with.
 
@@ -191,6 +199,7 @@ class Searcher:
         One result per duplicate group unless `all_listings`."""
         started = time.perf_counter() if started is None else started
         side = self.text_side if words and self.has_text else None
+        vector = self.expanded(vector, filters)  # query expansion, when the index's tuning records one
         hits = collapsed(self.store, self.meta, lambda n: search_photo(
             self.store, vector, n, filters, query_colours=colours, words=words, side=side,
             colour_names=self.colour_names), k, all_listings)
@@ -214,8 +223,9 @@ class Searcher:
         found = self.store.retrieve([pid], with_vector=True)
         if not found:
             raise StoreError(f"product {product_id!r} is not in the index")
+        vector = self.expanded(found[0].vector, filters, pid)
         hits = collapsed(self.store, self.meta, lambda n: [h for h in search_photo(
-            self.store, found[0].vector, n + 1, filters, query_colours=found[0].payload.get("colour_vector"))
+            self.store, vector, n + 1, filters, query_colours=found[0].payload.get("colour_vector"))
             if h.id != pid][:n], k, all_listings, exclude=[group_of(found[0])])
         return Results(self.checked(hits), time.perf_counter() - started)
 

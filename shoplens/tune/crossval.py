@@ -13,6 +13,8 @@ import numpy as np
 from shoplens.quality import metrics
 from shoplens.quality.evaluate import Evaluation, Ranking, build_evaluation
 from shoplens.vectors.tuning import TuningError
+from shoplens.query.expansion import NEAR_DUPLICATE, expand_matrix, expansion_setting
+from shoplens.tune.expansion import choose_expansion
 from shoplens.tune.fit import DEFAULT_METHOD, LabelledSet, fit_tuning, holdout_groups, score
 
 
@@ -50,8 +52,11 @@ def merge(parts: list[Evaluation], protocol: str) -> Evaluation:
 
 def cross_validate(data: LabelledSet, fit_fields: list[str], eval_fields: list[str], encoder_meta: dict,
                    method: str = DEFAULT_METHOD, folds: int = 5, seed: int = 0, options: dict | None = None,
-                   ) -> tuple[Evaluation, Evaluation]:
-    """(untuned, tuned) evaluations where each fold's rows are scored by a tuning fitted on the other folds."""
+                   expansion: bool = True) -> tuple[Evaluation, Evaluation]:
+    """(untuned, tuned) evaluations where each fold's rows are scored by a tuning fitted on the other folds.
+
+    With `expansion`, each fold's tuning carries the query expansion chosen on part of its own fitted rows
+    (shoplens.tune.expansion), so the tuned figure is the whole query path's, chosen without the fold."""
     fold = assign_folds(holdout_groups(data), folds, seed)
     labelled = data.labelled
     before, after = [], []
@@ -60,6 +65,8 @@ def cross_validate(data: LabelledSet, fit_fields: list[str], eval_fields: list[s
         query_rows = np.flatnonzero(fold == f)
         tuning = fit_tuning(data.vectors[fit_rows], [data.labels[i] for i in fit_rows], fit_fields, encoder_meta,
                             method, seed, options)
+        if expansion:
+            tuning.expansion = choose_expansion(data, fit_rows, fit_fields, encoder_meta, method, seed, options)
         before.append(score(data, query_rows, eval_fields, encoder_meta, protocol="cross-validated"))
         after.append(score(data, query_rows, eval_fields, encoder_meta, tuning, protocol="cross-validated"))
     protocol = (f"{folds}-fold cross-validation over near-duplicate groups (title or photo hash), seed {seed}: "
@@ -72,19 +79,28 @@ def cross_validate(data: LabelledSet, fit_fields: list[str], eval_fields: list[s
 
 def query_evaluation(data: LabelledSet, query_products, query_hashes: list[str], query_vectors: np.ndarray,
                      fit_fields: list[str], eval_fields: list[str], encoder_meta: dict,
-                     method: str = DEFAULT_METHOD, seed: int = 0, options: dict | None = None):
+                     method: str = DEFAULT_METHOD, seed: int = 0, options: dict | None = None,
+                     expansion: bool = True):
     """(untuned, tuned, tuning, left_out): separate query photos against the catalog, the tuning fitted on all of data.
 
-    A query photo that was also fitted on (same content hash) is left out of both evaluations.
+    A query photo that was also fitted on (same content hash) is left out of both evaluations. With `expansion`,
+    the query expansion is chosen on part of the fitted photos held out from an inner fit, never on the queries.
     """
     fitted = {h for h, v in zip(data.hashes, data.labels) if v}
     keep = [i for i, h in enumerate(query_hashes) if h not in fitted]
     tuning = fit_tuning(data.vectors, data.labels, fit_fields, encoder_meta, method, seed, options)
+    if expansion:
+        tuning.expansion = choose_expansion(data, np.flatnonzero(data.labelled), fit_fields, encoder_meta, method,
+                                            seed, options)
     queries = [query_products[i] for i in keep]
     qv = query_vectors[keep]
     catalog = data.products[:data.n_catalog]
     cv = data.vectors[:data.n_catalog]
     before = build_evaluation("queries", eval_fields, encoder_meta, queries, qv, catalog, cv, 10)
-    after = build_evaluation("queries", eval_fields, encoder_meta, queries, tuning.apply(qv), catalog,
-                             tuning.apply(cv), 10)
+    tuned_catalog, tuned_queries = tuning.apply(cv), tuning.apply(qv)
+    k, alpha = expansion_setting(tuning.expansion)
+    if k:
+        tuned_queries = expand_matrix(tuned_queries, tuned_catalog, k, alpha, qv @ cv.T > NEAR_DUPLICATE)
+    after = build_evaluation("queries", eval_fields, encoder_meta, queries, tuned_queries, catalog,
+                             tuned_catalog, 10)
     return before, after, tuning, len(query_hashes) - len(keep)

@@ -19,8 +19,10 @@ from shoplens.catalog import Catalog, Product, read_catalog
 from shoplens.encoders import DEFAULT_ENCODER, Encoder, create_encoder
 from shoplens.vectors.embedcache import embed_products
 from shoplens.progress import note
+from shoplens.query.expansion import expand_matrix, expansion_setting
 from shoplens.quality.evaluate import NEAR_DUPLICATE, Evaluation, build_evaluation, label_of, parse_label
 from shoplens.vectors.tuning import Tuning, TuningError
+from shoplens.tune.expansion import choose_expansion
 from shoplens.tune.methods import get_method
 
 DEFAULT_METHOD = "lda-sqrt"  # measured best: docs/quality.md, "Tuning to the shop"
@@ -184,6 +186,11 @@ def score(data: LabelledSet, query_rows, eval_fields: list[str], encoder_meta: d
     q_vec, cat_vec = raw
     if tuning is not None:
         cat_vec, q_vec = tuning.apply(cat_vec), tuning.apply(q_vec)
+        k, alpha = expansion_setting(tuning.expansion)
+        if k:  # the whole query path: expanded over the tuned catalog, the query's own photo and copies left out
+            same = np.array(data.hashes[:data.n_catalog])[None, :] == np.array([data.hashes[i] for i in query_rows])[:, None]
+            copies = same | (raw[0] @ raw[1].T > NEAR_DUPLICATE)
+            q_vec = expand_matrix(q_vec, cat_vec, k, alpha, copies)
     # As in leave-one-out: near-duplicate photos of a query (untuned cosine > NEAR_DUPLICATE) are copies of it,
     # not neighbours to find, before and after tuning alike.
     return build_evaluation(protocol, eval_fields, encoder_meta, [data.products[i] for i in query_rows], q_vec,
@@ -219,13 +226,15 @@ def split_groups(groups: np.ndarray, share: float, seed: int) -> np.ndarray:
 def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None = None,
                  method: str = DEFAULT_METHOD, progress: bool = False, *, layout: str = "auto",
                  photos_layout: str = "auto", holdout: float = HOLDOUT, seed: int = 0, options: dict | None = None,
-                 use_cache: bool = True, batch_size: int = 32, measure: bool = True) -> TuneResult:
+                 use_cache: bool = True, batch_size: int = 32, measure: bool = True,
+                 expansion: bool = True) -> TuneResult:
     """Fit a tuning on the catalog's labelled products plus extra labelled photo catalogs.
 
     Figures: a seeded share `holdout` of near-duplicate groups is held out, a tuning is fitted on
     the rest, and the held-out products and photos query the whole catalog, untuned then tuned.
     The returned tuning is then fitted on everything labelled. Products without the label stay
-    catalog-only (they are ranked, never fitted on).
+    catalog-only (they are ranked, never fitted on). With `expansion`, the tuning records the query expansion
+    (shoplens.tune.expansion) chosen on an inner split of the fitted rows, never on the held-out ones.
     """
     started = time.perf_counter()
     fields = parse_label(label_fields)
@@ -236,6 +245,7 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
     gathered = time.perf_counter()
     labelled = data.labelled
     figures: dict = {}
+    chosen: dict = {}
     if measure:
         groups = holdout_groups(data)
         held = split_groups(groups, holdout, seed)
@@ -243,6 +253,9 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
         query_rows = np.flatnonzero(labelled & held)
         tuning = fit_tuning(data.vectors[fit_rows], [data.labels[i] for i in np.flatnonzero(fit_rows)], fields,
                             meta, method, seed, options)
+        if expansion:  # chosen inside the fitted rows, so the held-out figure below is of the whole query path
+            chosen = choose_expansion(data, np.flatnonzero(fit_rows), fields, meta, method, seed, options)
+            tuning.expansion = chosen
         before = score(data, query_rows, fields, meta)
         after = score(data, query_rows, fields, meta, tuning)
         metric = choose_metric(data)
@@ -255,6 +268,10 @@ def tune_catalog(catalog, label_fields, photos=(), encoder: str | Encoder | None
     measured = time.perf_counter()
     note(progress, f"fitting {method} on {int(labelled.sum())} labelled photos ...")
     tuning = fit_tuning(data.vectors, data.labels, fields, meta, method, seed, options)
+    if expansion:
+        # Without a measured split, chosen on an inner split of everything fitted on; else the measured choice.
+        tuning.expansion = chosen if measure else choose_expansion(data, np.flatnonzero(labelled), fields, meta,
+                                                                   method, seed, options)
     tuning.figures = figures
     done = time.perf_counter()
     info = {**data.info, "seconds_vectors": round(gathered - started, 2), "seconds_measure": round(measured - gathered, 2),

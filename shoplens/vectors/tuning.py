@@ -44,8 +44,14 @@ class Tuning:
     arrays: dict[str, np.ndarray]
     figures: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    # Query expansion at search time ({"k", "alpha"}, shoplens.query.expansion), chosen on photos held out from
+    # the fit; empty: none. Recorded in the header (and hash) only when set, so older tunings keep their hash.
+    expansion: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        self.expansion = {k: v for k, v in dict(self.expansion or {}).items() if k in ("k", "alpha")}
+        if self.expansion and int(self.expansion.get("k", 0)) <= 0:
+            self.expansion = {}
         self.label = list(self.label)
         self.encoder = dict(self.encoder)
         self.arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in self.arrays.items()}
@@ -75,8 +81,11 @@ class Tuning:
         return {k: v for k, v in self._header().items() if k not in NOT_HASHED}
 
     def _header(self) -> dict:
-        return {"format": FORMAT, "kind": self.kind, "label": self.label, "encoder": self.encoder,
-                "branches": self.branches, "figures": self.figures, "info": self.info}
+        header = {"format": FORMAT, "kind": self.kind, "label": self.label, "encoder": self.encoder,
+                  "branches": self.branches, "figures": self.figures, "info": self.info}
+        if self.expansion:
+            header["expansion"] = dict(self.expansion)
+        return header
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
         """(n, dim) L2-normalised backbone vectors -> (n, dim) float32 L2-normalised tuned vectors.
@@ -121,8 +130,11 @@ class Tuning:
 
     def describe(self) -> dict:
         """What an index records: {"kind", "hash", "label", "figures", "encoder"}."""
-        return {"kind": self.kind, "hash": self.hash, "label": list(self.label), "figures": self.figures,
-                "encoder": dict(self.encoder)}
+        out = {"kind": self.kind, "hash": self.hash, "label": list(self.label), "figures": self.figures,
+               "encoder": dict(self.encoder)}
+        if self.expansion:
+            out["expansion"] = dict(self.expansion)
+        return out
 
     def save(self, path) -> None:
         """Write one .npz file atomically: a reader sees the old file or the new one, never half of one."""
@@ -156,7 +168,7 @@ def load_tuning(path) -> Tuning:
         raise TuningError(f"{path} is a tuning of format {found!r}, this version reads {FORMAT!r}; {remake}")
     try:
         tuning = Tuning(header["kind"], header["label"], header["encoder"], header["branches"], arrays,
-                        header.get("figures") or {}, header.get("info") or {})
+                        header.get("figures") or {}, header.get("info") or {}, header.get("expansion") or {})
     except (KeyError, TypeError, ValueError, TuningError) as exc:
         raise TuningError(f"{path} is not a usable tuning file ({exc}); {remake}") from None
     if header.get("hash") != tuning.hash:
@@ -175,8 +187,10 @@ def check_tuning(tuning: Tuning, encoder_meta: dict) -> None:
                 f"({encoder_meta.get('dim')}-d); fit one for it with: python -m shoplens tune CATALOG "
                 f"--label {','.join(tuning.label)} --encoder {encoder_meta.get('encoder')} --out FILE")
     if dict(mine.get("encoder_options") or {}) != dict(encoder_meta.get("encoder_options") or {}):
-        raise TuningError(f"this tuning was fitted with encoder options {mine.get('encoder_options') or {}}, "
-                          f"not {encoder_meta.get('encoder_options') or {}}; fit it again with the same options")
+        raise TuningError(f"this tuning was fitted with encoder options {mine.get('encoder_options') or {}} "
+                          f"({mine.get('encoder')}), not {encoder_meta.get('encoder_options') or {}}; fit "
+                          f"one for these options with: python -m shoplens tune CATALOG --label "
+                          f"{','.join(tuning.label)} --encoder {encoder_meta.get('encoder')} --out FILE")
 
 
 def _branch_dim(tuning: Tuning, branch: list[dict]) -> int:
