@@ -14,7 +14,7 @@ and L2-normalised, concatenated, L2-normalised), so every variant costs no new e
 - g:   grocery val recall@1/@5: fitted on the 81 iconic images + the 2,640 train photos, the 296 val photos query
        the 81 iconic images; val is scored once per row, every choice (query expansion) made on train photos.
 Query expansion (shoplens.query.expansion) is chosen per fit on an inner split of the fitted rows, never on the
-reported fold or on val (shoplens.tune.expansion). `--speed` measures encoding ms per photo, photos/s with
+reported fold or on val (shoplens.tune.fit.choose_expansion). `--speed` measures encoding ms per photo, photos/s with
 decoding (what indexing costs), and a photo search through shoplens.query.search.Searcher (what the app runs),
 each profile side by side with efficientnet-lite0 in one run. Results accumulate in benchmarks/out/tuning.json;
 the table is rendered from them.
@@ -42,7 +42,7 @@ from shoplens.encoders.ensemble import EnsembleEncoder, combine
 from shoplens.vectors.embedcache import embed_products
 from shoplens.tune.crossval import assign_folds, merge, query_evaluation
 from shoplens.tune.fit import fit_tuning, gather, holdout_groups, score, split_groups
-from shoplens.tune.expansion import choose_expansion
+from shoplens.tune.fit import choose_expansion
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "quality.md"
 RESULTS = OUT / "tuning.json"

@@ -4,7 +4,7 @@
 
 Neighbours at cosine above NEAR_DUPLICATE are left out: they are the query photo itself (a product searched by its
 own photo, a re-upload), and adding them would only repeat the query. The setting is chosen with a tuning (on
-photos held out from its fit, shoplens.tune.expansion) and recorded in it; search applies it on every store with
+photos held out from its fit, shoplens.tune.fit.choose_expansion) and recorded in it; search applies it on every store with
 one more top-k search and a read of those neighbours' stored vectors (`expand_on_store`), and the evaluation
 applies the same maths to matrices (`expand_matrix`).
 """

@@ -14,7 +14,7 @@ from shoplens.quality import metrics
 from shoplens.quality.evaluate import Evaluation, Ranking, build_evaluation
 from shoplens.vectors.tuning import TuningError
 from shoplens.query.expansion import NEAR_DUPLICATE, expand_matrix, expansion_setting
-from shoplens.tune.expansion import choose_expansion
+from shoplens.tune.fit import choose_expansion
 from shoplens.tune.fit import DEFAULT_METHOD, LabelledSet, fit_tuning, holdout_groups, score
 
 
@@ -56,7 +56,7 @@ def cross_validate(data: LabelledSet, fit_fields: list[str], eval_fields: list[s
     """(untuned, tuned) evaluations where each fold's rows are scored by a tuning fitted on the other folds.
 
     With `expansion`, each fold's tuning carries the query expansion chosen on part of its own fitted rows
-    (shoplens.tune.expansion), so the tuned figure is the whole query path's, chosen without the fold."""
+    (shoplens.tune.fit.choose_expansion), so the tuned figure is the whole query path's, chosen without the fold."""
     fold = assign_folds(holdout_groups(data), folds, seed)
     labelled = data.labelled
     before, after = [], []
