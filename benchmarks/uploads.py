@@ -38,7 +38,7 @@ import psutil
 from PIL import Image
 
 from benchmarks.app import free_port, start, stop
-from benchmarks.common import FASHION_SMALL, OUT
+from benchmarks.common import FASHION_SMALL, OUT, load_note
 from benchmarks.report import write_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,7 +219,8 @@ def record(lines: list[str], args, probes: list[str]) -> None:
             "so freed photo memory goes back to the system instead of staying with the process. `before`: the code "
             "before issue 14 (commit a76d53d; run 2026-12-02, 16 clients). Since issue 19 (`after`): crop-mode preprocessing cuts a strip "
             "longer than 4:1 before resizing it, so a 1x10000 photo costs a 224 x 224 picture; `before-19`: the "
-            "code before issue 19 (commit 805bcfd), same machine and day as `after`.\n\n"
+            "code before issue 19 (commit 805bcfd), same machine and day as `after`. Shared 2-core machine "
+            f"({load_note()}): wall times are noisy.\n\n"
             "| run | photo | clients | RSS before | peak | RSS 3 s after | wall | over normal | what the clients "
             "were told |\n"
             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(sorted(kept + lines)) + "\n")
