@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -270,16 +271,20 @@ def test_app_refuses_a_damaged_index_and_names_the_repair(built, tmp_path, caplo
         app.demo.close()
 
 
-def test_app_refuses_an_index_it_cannot_open(built, tmp_path):
+def test_app_refuses_an_index_it_cannot_open(built, tmp_path, caplog):
     from shoplens.web.serve import create
 
     index = tmp_path / "index"
     shutil.copytree(built["optimised"], index)
     (index / "shard" / "edge_config.json").write_text("{")
+    caplog.set_level(logging.INFO)
     app = create(index)
     try:
         assert app.searcher is None
-        assert f"check --index {index} --repair" in json.dumps(app.demo.config)
+        page = json.dumps(app.demo.config)
+        # Visitors see the command with a placeholder; the server's log has it with the real folder (issue 19).
+        assert "check --index INDEX_DIR --repair" in page and str(tmp_path) not in page
+        assert f"check --index {index} --repair" in caplog.text
     finally:
         app.demo.close()
 
@@ -550,8 +555,10 @@ def test_repair_makes_the_fresh_shard_as_the_original_was(built, tmp_path, monke
     def answers() -> tuple[list[str], list[str]]:
         searcher = Searcher.open(index)
         try:
-            filtered = searcher.search_image(photo, k=10, filters=shoes_red, crop="off").hits
-            words = searcher.search_text("blue shoe number 17", k=5, mode="keyword").hits
+            # Every listing: make_catalog's products of one colour and category share one photo (one duplicate
+            # group); what is compared here is the shard's filtering and words, not the collapse.
+            filtered = searcher.search_image(photo, k=10, filters=shoes_red, crop="off", all_listings=True).hits
+            words = searcher.search_text("blue shoe number 17", k=5, mode="keyword", all_listings=True).hits
         finally:
             searcher.close()
         return [h.product_id for h in filtered], [h.product_id for h in words]
@@ -562,8 +569,10 @@ def test_repair_makes_the_fresh_shard_as_the_original_was(built, tmp_path, monke
     assert config["optimizers"]["indexing_threshold"] == 1 and config["vectors"]["image"]["on_disk"] is True
     assert "int8" in json.dumps(config["quantization_config"]).lower()
     assert config["sparse_vectors"] == {"bm25": {"modifier": "idf"}}
+    # The catalog's category fields, the colour names, and the duplicate group fields (issue 21) the sync indexes.
     assert schema == {"category": "PayloadSchemaType.Keyword", "colour": "PayloadSchemaType.Keyword",
-                      "colours": "PayloadSchemaType.Keyword"}
+                      "colours": "PayloadSchemaType.Keyword", "duplicate_group": "PayloadSchemaType.Keyword",
+                      "duplicate_lead": "PayloadSchemaType.Keyword"}
     filtered, words = answers()
     # Red is i % 4 == 0 and Shoes (i // 4) % 3 == 1: i in 4, 16, 28, 40, 52 (make_catalog); the photo is p004's.
     assert sorted(filtered) == ["p004", "p016", "p028", "p040", "p052"] and filtered[0] == "p004"

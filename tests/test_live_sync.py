@@ -325,7 +325,9 @@ def test_closing_the_channel_ends_its_thread_without_an_exception(small_index, m
 # Every endpoint the page offers; each only reads the index. A new one must be added here knowingly.
 READ_ONLY_ENDPOINTS = {"/search", "/select_result", "/more_like_this", "/browse", "/browse_values", "/next_page",
                        "/previous_page", "/select_product", "/find_similar", "/product", "/show_items", "/pick_item",
-                       "/select_item", "/search_text"}
+                       "/select_item", "/search_text",
+                       # the Duplicates view of the Browse tab (issue 21): pages through the index's groups
+                       "/duplicates", "/next_group", "/previous_group"}
 
 
 def test_the_channel_is_not_reachable_through_gradio(serving, small_index):

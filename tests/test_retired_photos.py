@@ -69,15 +69,19 @@ def test_removed_and_replaced_products_photos_and_thumbnails_are_404_after_the_s
     for item in gallery:
         copies[item["caption"].split("\n")[0]] = item["image"]["url"]
     assert len(copies) == 3 and all(httpx.get(u, timeout=30).status_code == 200 for u in copies.values())
+    if served.shop is not None and served.shop._warming is not None:
+        served.shop._warming.join(60)  # the app makes every product's thumbnail ahead, off the request path
     thumbs = {p.name.split("-")[0]: p for p in (tmp_path / "index" / "thumbs").rglob("*.jpg")}
-    assert len(thumbs) == 3 and all(fetch(served.url, p) == 200 for p in thumbs.values())
     hashes = {h.product_id: h.payload["content_hash"] for h in served.searcher.store.iterate()}
+    # Made for all 4 products; served only for the 3 shown (the bags): a thumbnail is served once shown.
+    assert len(thumbs) == 4 and all(fetch(served.url, thumbs[hashes[p]]) == 200 for p in ("p0", "p1", "p2"))
     assert fetch(served.url, catalog / "photos" / "p0.jpg") == 200
 
     # The shop drops p0 and replaces p1's photo; the indexer hands the sync to the serving app.
     write_manifest(catalog, ["p1", "p2", "p3"])
     photo(catalog / "photos" / "p1.jpg", (20, 200, 200), 9)
-    done = run_cli(catalog / "products.csv", "--index", tmp_path / "index", "--prune")
+    # 1 of 4 products is over the default prune limit of 20 % (issue 19): removing it is said knowingly
+    done = run_cli(catalog / "products.csv", "--index", tmp_path / "index", "--prune", "--max-prune", "0.5")
     assert done.returncode == 0, done.stderr
     assert "removed 1" in done.stdout and "updated 1" in done.stdout
 

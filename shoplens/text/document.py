@@ -17,7 +17,10 @@ SKIP_FIELDS = {"id", "product_id", "sku", "ean", "gtin", "upc", "image_path", "p
                "image_url", "url", "link", "content_hash", "hash", "year", "date", "created", "updated",
                "price",
                # The colours seen in the photo (shoplens.colour): the index's own data, not the catalog's words.
-               "colours", "colour_vector"}
+               "colours", "colour_vector",
+               # The duplicate listing group (shoplens.index.duplicates): the index's own data too, and written
+               # after the text (so a product's words, and the bridge's content version, never depend on it).
+               "dup_sig", "duplicate_group", "duplicate_size", "duplicate_lead", "listings"}
 SKIP_SUFFIXES = ("_id", "_path", "_url", "_hash", "_date", "_at", "_year")
 # A value that says "unknown".
 EMPTY_VALUES = {"", "na", "n/a", "nan", "none", "null", "-", "unknown"}
