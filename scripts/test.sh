@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 . .venv/bin/activate
-pip install -q --disable-pip-version-check -r requirements-dev.txt
+# --no-compile: no byte-compiling of every installed module up front (torch, gradio, milvus); Python compiles
+# what the tests import on first use.
+pip install -q --disable-pip-version-check --no-compile -r requirements-dev.txt
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
