@@ -30,10 +30,9 @@ CACHE_EXPIRY = (600, 3600)
 # the Shop's encoder batch (shoplens.query.batcher) to gather several photos per call, few enough that the
 # handlers' Python work (decode, colour profile, search, gallery) does not thrash two cores. With 128 at once,
 # 16 clients on two loaded cores got about 0.85x the searches/s of 8 at once (interleaved A/B; about even when
-# the cores were quieter); the rest
-# wait in Gradio's queue (QUEUE_SIZE in shoplens.web.serve), in order. Past the Shop's own bound
-# (shoplens.web.shop.MAX_PHOTO_SEARCHES, for callers that bypass this queue) a search answers "busy, try again
-# in a moment" in the page.
+# the cores were quieter); the rest wait in Gradio's queue (QUEUE_SIZE in shoplens.web.serve), in order. Past
+# the Shop's own bound (shoplens.web.shop.MAX_PHOTO_SEARCHES, for callers that bypass this queue) a search
+# answers "busy, try again in a moment" in the page.
 SEARCH_SLOTS = 8
 SEARCHING = {"concurrency_limit": SEARCH_SLOTS, "concurrency_id": "search"}
 
