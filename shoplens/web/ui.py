@@ -26,10 +26,14 @@ PAGE_SIZE = 24
 MAX_PAGE_SIZE = 200
 # Gradio keeps every upload and a copy of every photo it showed: every 10 minutes, drop those older than an hour.
 CACHE_EXPIRY = (600, 3600)
-# Searches (photo, words, the products in a photo) share one limit, well above the photos a shared link's crowd
-# sends at once: they wait in the Shop's encoder batch, not in Gradio's queue one by one; past the Shop's own
-# bound (shoplens.web.shop.MAX_PHOTO_SEARCHES) a search answers "busy, try again in a moment" in the page.
-SEARCH_SLOTS = 128
+# Searches (photo, words, the products in a photo) share one limit, a few per core: enough in flight at once for
+# the Shop's encoder batch (shoplens.query.batcher) to gather several photos per call, few enough that the
+# handlers' Python work (decode, colour profile, search, gallery) does not thrash two cores. With 128 at once,
+# 16 clients on two loaded cores got about 0.85x the searches/s of 8 at once (interleaved A/B; about even when
+# the cores were quieter); the rest wait in Gradio's queue (QUEUE_SIZE in shoplens.web.serve), in order. Past
+# the Shop's own bound (shoplens.web.shop.MAX_PHOTO_SEARCHES, for callers that bypass this queue) a search
+# answers "busy, try again in a moment" in the page.
+SEARCH_SLOTS = 8
 SEARCHING = {"concurrency_limit": SEARCH_SLOTS, "concurrency_id": "search"}
 
 CSS = """
