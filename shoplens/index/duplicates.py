@@ -14,8 +14,8 @@ Two products are duplicates when all three agree (`Verifier`): the image vectors
 COSINE_FLOOR; candidates come from the store's own nearest-neighbour search, so there is no all-pairs loop),
 the perceptual hashes are within the threshold, and the colour thumbnails match. The perceptual hash
 tells a re-shot product (another angle, another model on the same plain backdrop) from the same photo; the
-colour thumbnails, compared in CIE Lab, tell the same model in another colour (ImageNet features and a
-luminance hash barely see colour) from a copy re-coloured by a few percent. Groups are connected components of that relation.
+colour thumbnail tells the same model in another colour (ImageNet features and a luminance hash barely see
+colour) from a copy re-coloured by a few percent. Groups are connected components of that relation.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -47,7 +46,7 @@ VERSION = "1"
 HASH_BITS = 64
 DEFAULT_THRESHOLD = 0.875  # perceptual-hash similarity (1 - Hamming distance / 64): at most 8 of 64 bits differ
 COSINE_FLOOR = 0.90  # image-vector cosine a candidate must reach before its photo is compared at all
-COLOUR_TOLERANCE = 12.0  # largest colour difference (Verifier.distances) of two duplicates, CIE76 delta E
+COLOUR_TOLERANCE = 22.0  # largest colour difference (Verifier.distances) of two duplicates, RGB 0..255
 NEIGHBOURS = 16  # candidates read per product from the store's nearest-neighbour search
 BOX_WORK = 128  # longest side, in pixels, of the copy the product box is found on
 SIG_DRAFT = 128  # JPEGs decode at the smallest scale with a short side of at least this many pixels
@@ -90,20 +89,6 @@ def perceptual_hash(image: Image.Image) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-@lru_cache(maxsize=1)
-def _lab_table() -> np.ndarray:
-    """CIE Lab of every sRGB colour at 6 bits a channel (a step of 4 is below what an eye sees), built once."""
-    q = np.arange(64, dtype=np.uint8) * 4 + 2
-    return srgb_to_lab(np.stack(np.meshgrid(q, q, q, indexing="ij"), -1)).astype(np.float32)
-
-
-def _lab(pixels: np.ndarray) -> np.ndarray:
-    """CIE Lab of uint8 sRGB pixels read from `_lab_table`: converting each pixel costs 2 ms a photo, a third of
-    the signature, and the backdrop test that reads it has a tolerance far above the table's step."""
-    q = pixels >> 2
-    return _lab_table()[q[..., 0], q[..., 1], q[..., 2]]
-
-
 def product_box(image: Image.Image) -> Image.Image:
     """The product cut out of a plain backdrop (the photo itself when the backdrop is not plain).
 
@@ -114,7 +99,7 @@ def product_box(image: Image.Image) -> Image.Image:
     small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BOX) \
         if scale < 1 else image
     pixels = np.asarray(small)
-    mask = product_mask(pixels, _lab(pixels))
+    mask = product_mask(pixels, srgb_to_lab(pixels))
     if mask.all():
         return image
     labels, count = ndimage.label(mask)
@@ -157,17 +142,16 @@ class Sig:
     of: str
     whole: int
     box: int
-    colours: np.ndarray  # (64, 3) CIE Lab of the box's 8x8 thumbnail
-    whole_colours: np.ndarray  # the same of the whole photo
+    colours: np.ndarray
+    whole_colours: np.ndarray
 
     @classmethod
     def parse(cls, text) -> "Sig | None":
-        """The signature in a `dup_sig` value (its RGB thumbnails as CIE Lab), or None when it is malformed."""
         try:
             of, whole, box, colours, whole_colours = str(text).split(":")
             return cls(of, int(whole, 16), int(box, 16),
-                       srgb_to_lab(np.frombuffer(bytes.fromhex(colours), np.uint8).reshape(64, 3)),
-                       srgb_to_lab(np.frombuffer(bytes.fromhex(whole_colours), np.uint8).reshape(64, 3)))
+                       np.frombuffer(bytes.fromhex(colours), np.uint8).reshape(64, 3),
+                       np.frombuffer(bytes.fromhex(whole_colours), np.uint8).reshape(64, 3))
         except (ValueError, TypeError):
             return None
 
@@ -179,7 +163,7 @@ def is_current(payload: Mapping) -> bool:
 
 
 def _cell_difference(a: np.ndarray, b: np.ndarray, percentile: float) -> float:
-    return float(np.percentile(np.sqrt(((a - b) ** 2).sum(axis=1)), percentile))
+    return float(np.percentile(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=1), percentile))
 
 
 @dataclass(frozen=True)
@@ -194,9 +178,8 @@ class Verifier:
         """(Hamming distance of the perceptual hashes, colour difference) of the regions that agree best: the
         product boxes when their hashes are near, else the whole photos.
 
-        The colour difference is the CIE76 delta E of the cells of the 8x8 thumbnails, in CIE Lab because a
-        mean RGB difference is small between dark colours an eye tells apart (black and brown): at the 90th
-        percentile of the cells for boxes (an edge cell a crop shifted does not decide), at the largest
+        The colour difference is the mean RGB difference (0..255) of the cells of the 8x8 thumbnails: at the
+        90th percentile of the cells for boxes (an edge cell a crop shifted does not decide), at the largest
         cell for whole photos (a small product on a wide backdrop fills few cells)."""
         box, whole = bin(a.box ^ b.box).count("1"), bin(a.whole ^ b.whole).count("1")
         limit = (1.0 - self.threshold) * HASH_BITS
