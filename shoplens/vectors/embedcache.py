@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import threading
 import zlib
 from collections.abc import Mapping
@@ -220,8 +221,34 @@ class EmbeddingCache(Mapping):
             return self._db
         self.path.parent.mkdir(parents=True, exist_ok=True)
         made = not self.path.exists()
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                db, recorded = self._open()
+                break
+            except sqlite3.OperationalError as exc:
+                # Two processes making the file at once: switching a new file to WAL takes a lock SQLite does not
+                # wait for (no busy handler there), so "database is locked" comes at once; try again shortly.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise CacheError(f"cannot open the embedding cache {self.path}: {exc}") from None
+                time.sleep(0.05)
+            except sqlite3.Error as exc:
+                raise CacheError(f"cannot open the embedding cache {self.path}: {exc}") from None
+        wanted = json.dumps(self.describe, sort_keys=True)
+        if recorded and (int(recorded.get("dim", -1)) != self.dim or (
+                self.describe is not None and recorded.get("describe") not in ("null", wanted))):
+            db.close()
+            raise CacheError(f"the embedding cache {self.path} holds another encoder configuration "
+                             f"({recorded.get('describe')}); delete it to start afresh")
+        self._db = db
+        if made and self.legacy is not None:
+            self._import_legacy()
+        return db
+
+    def _open(self) -> tuple[sqlite3.Connection, dict]:
+        """Connect, make the tables on a new file, and read what the file records (closed again on an error)."""
+        db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
             # Small pages: each commit (one batch of a sync) rewrites the few pages its rows touch, in the log and
             # again at the checkpoint; 1 KiB pages keep that a few percent of the batch's vector bytes.
             db.execute("PRAGMA page_size=1024")  # only takes effect on a new file
@@ -236,18 +263,10 @@ class EmbeddingCache(Mapping):
                 db.execute("INSERT INTO meta VALUES ('dim', ?), ('describe', ?)",
                            (str(self.dim), json.dumps(self.describe, sort_keys=True)))
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise CacheError(f"cannot open the embedding cache {self.path}: {exc}") from None
-        wanted = json.dumps(self.describe, sort_keys=True)
-        if recorded and (int(recorded.get("dim", -1)) != self.dim or (
-                self.describe is not None and recorded.get("describe") not in ("null", wanted))):
+        except BaseException:
             db.close()
-            raise CacheError(f"the embedding cache {self.path} holds another encoder configuration "
-                             f"({recorded.get('describe')}); delete it to start afresh")
-        self._db = db
-        if made and self.legacy is not None:
-            self._import_legacy()
-        return db
+            raise
+        return db, recorded
 
     def _import_legacy(self) -> None:
         """Import the old .npz cache of this configuration, once (when this file is made)."""
